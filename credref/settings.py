@@ -1,0 +1,53 @@
+"""Typed settings, read from ``CREDREF_*`` environment variables.
+
+Nothing is read at import time: call :func:`load_settings` where settings are needed
+(the CLI), and pass plain values into library functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+#: The development secret. It is public (it is in this file), so a warehouse built with
+#: it must never hold real ID numbers. Production sets CREDREF_ID_HASH_SECRET.
+DEV_ID_HASH_SECRET = "credref-development-secret-not-for-production"
+
+
+class Settings(BaseSettings):
+    """All configurable paths and secrets of credref.
+
+    Every field maps to an environment variable ``CREDREF_<FIELD>``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CREDREF_", extra="ignore")
+
+    home: Path = Field(Path("var"), description="Root folder for local state.")
+    warehouse: Path | None = Field(
+        None, description="DuckDB warehouse file (default: <home>/warehouse.duckdb)."
+    )
+    id_hash_secret: SecretStr = Field(
+        SecretStr(DEV_ID_HASH_SECRET),
+        description="In-domain HMAC key for operator ID numbers.",
+    )
+    seed: int = Field(7, description="Default seed of the synthetic generator.")
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.warehouse or self.home / "warehouse.duckdb"
+
+    def id_secret_bytes(self) -> bytes:
+        value = self.id_hash_secret.get_secret_value()
+        if value == DEV_ID_HASH_SECRET:
+            logger.warning("using the development ID-hash secret; set CREDREF_ID_HASH_SECRET")
+        return value.encode("utf-8")
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment."""
+    return Settings()

@@ -1,0 +1,221 @@
+"""``credref generate``: a synthetic regulator domain for the 8 pilot cities.
+
+Writes one Parquet file per record table into ``out/`` and the truth (frailty and the
+oracle PD per as-of date, with the simulated outcome) into ``out/truth/``, which only the
+generator and model evaluation may read. Households are simulated in fixed-size chunks,
+each with its own seeded generator, so the same seed gives the same bytes whatever the
+number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.risk_process import EPOCH_YEAR, RiskParams, month_start_day
+from features.schema import HOUSEHOLDS, INDUSTRIES, TABLES, arrow_schema
+from features.synth_population import (
+    addresses,
+    district_names,
+    division_codes,
+    draw_population,
+    id_hmacs,
+    operator_names,
+    shop_names,
+    usccs,
+)
+from features.synth_process import EXIT_AUTHORITY, EXIT_REVOKED, EXIT_VOLUNTARY, simulate
+from features.synth_records import build_records
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "1"
+CHUNK_SIZE = 250_000
+TRUTH_DIR = "truth"
+ORACLE_SCHEMA = pa.schema([
+    ("uscc", pa.string()), ("as_of", pa.date32()), ("oracle_pd", pa.float64()),
+    ("outcome_12m", pa.int8()),
+])
+FRAILTY_SCHEMA = pa.schema([("uscc", pa.string()), ("frailty", pa.float64())])
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    households: int
+    seed: int
+    end: date
+    oracle_dates: tuple[date, ...]
+
+
+def month_index(d: date) -> int:
+    """Month index of a date (0 = January 2019)."""
+    return (d.year - EPOCH_YEAR) * 12 + d.month - 1
+
+
+def is_month_end(d: date) -> bool:
+    return int(month_start_day(month_index(d) + 1)) - 1 == (d - date(1970, 1, 1)).days
+
+
+def quarter_ends(start: date, end: date) -> tuple[date, ...]:
+    """Quarter-end dates from ``start`` to ``end`` inclusive."""
+    out = []
+    m = month_index(start)
+    while m <= month_index(end):
+        if m % 3 == 2:
+            d = date.fromordinal(date(1970, 1, 1).toordinal() + int(month_start_day(m + 1)) - 1)
+            if start <= d <= end:
+                out.append(d)
+        m += 1
+    return tuple(out)
+
+
+def _chunk_job(args: tuple) -> dict[str, pa.Table]:
+    spec, chunk, secret = args
+    start = chunk * CHUNK_SIZE
+    n = min(CHUNK_SIZE, spec.households - start)
+    end_day = (spec.end - date(1970, 1, 1)).days
+    rng = np.random.default_rng([spec.seed, chunk])
+    params = RiskParams()
+    pop, place = draw_population(n, end_day, rng)
+    sim = simulate(pop, params, month_index(spec.end) + 1, [month_index(d) for d in spec.oracle_dates], rng)
+
+    division = division_codes(pop.city, place["district_idx"])
+    districts = district_names(pop.city, place["district_idx"])
+    codes = np.array(usccs(np.arange(start, start + n), division), dtype=object)
+    status = np.select(
+        [sim.exit_kind == EXIT_REVOKED, sim.exit_kind > 0], ["revoked", "deregistered"], "operating"
+    ).astype(object)
+    reason = np.select(
+        [sim.exit_kind == EXIT_VOLUNTARY, sim.exit_kind == EXIT_AUTHORITY, sim.exit_kind == EXIT_REVOKED],
+        ["voluntary", "authority_initiated", "licence_revoked"],
+        "",
+    ).astype(object)
+    exited = sim.exit_day >= 0
+    households = pa.Table.from_arrays(
+        [
+            pa.array(codes, pa.string()),
+            shop_names(rng, districts, pop.industry),
+            operator_names(rng, n),
+            pa.array(id_hmacs(pop.city, division, pop.registered_day, rng, secret), pa.string()),
+            pa.array(np.where(place["family"], "family", "individual"), pa.string()),
+            pa.array(np.array(INDUSTRIES)[pop.industry], pa.string()),
+            pa.array(division, pa.string()),
+            addresses(rng, pop.city, districts),
+            pa.array(pop.registered_day.astype(np.int32)).cast(pa.date32()),
+            pa.array(status, pa.string()),
+            pa.array(np.where(exited, sim.exit_day, 0).astype(np.int32), mask=~exited).cast(pa.date32()),
+            pa.array(np.where(exited, reason, None), pa.string()),
+        ],
+        schema=arrow_schema(HOUSEHOLDS),
+    )
+    tables = {"households": households}
+    tables.update(build_records(sim, codes, pop.registered_day, pop.industry, pop.city, chunk, end_day, rng))
+
+    as_of = month_start_day(sim.oracle_month + 1) - 1
+    out = sim.oracle_outcome
+    tables["truth/oracle"] = pa.Table.from_arrays(
+        [
+            pa.array(codes[sim.oracle_hh], pa.string()),
+            pa.array(as_of.astype(np.int32)).cast(pa.date32()),
+            pa.array(sim.oracle_pd),
+            pa.array(out, mask=out < 0, type=pa.int8()),
+        ],
+        schema=ORACLE_SCHEMA,
+    )
+    tables["truth/frailty"] = pa.Table.from_arrays(
+        [pa.array(codes, pa.string()), pa.array(pop.z)], schema=FRAILTY_SCHEMA
+    )
+    return tables
+
+
+def generate(
+    out: Path,
+    households: int,
+    seed: int,
+    end: date,
+    secret: bytes,
+    oracle_dates: tuple[date, ...] | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Generate a synthetic domain; returns row counts per table.
+
+    Args:
+        out: output folder (created; existing files are overwritten).
+        households: number of households in the register (all statuses).
+        seed: master seed; same seed and arguments give the same bytes.
+        end: last day of the history (a month end).
+        secret: the in-domain HMAC key for operator ID numbers.
+        oracle_dates: month-end as-of dates for the oracle (default: quarter ends from
+            2020-03-31 to ``end``).
+        workers: worker processes (does not change the output).
+        progress: show a progress bar.
+    """
+    if households <= 0:
+        raise ValueError(f"households must be positive, got {households}")
+    if not is_month_end(end) or end < date(2020, 1, 31):
+        raise ValueError(f"end must be a month end in 2020 or later, got {end}")
+    if oracle_dates is None:
+        oracle_dates = quarter_ends(date(2020, 3, 31), end)
+    bad = [d for d in oracle_dates if not is_month_end(d) or d > end or d < date(2019, 1, 31)]
+    if bad:
+        raise ValueError(f"oracle dates must be month ends between 2019-01-31 and {end}: {bad}")
+    spec = GenerateSpec(households, seed, end, tuple(sorted(oracle_dates)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / TRUTH_DIR).mkdir(exist_ok=True)
+    schemas = {t.name: arrow_schema(t) for t in TABLES}
+    schemas["truth/oracle"] = ORACLE_SCHEMA
+    schemas["truth/frailty"] = FRAILTY_SCHEMA
+    writers = {name: pq.ParquetWriter(out / f"{name}.parquet", s, compression="zstd") for name, s in schemas.items()}
+    counts = dict.fromkeys(schemas, 0)
+    n_chunks = -(-households // CHUNK_SIZE)
+    jobs = [(spec, c, secret) for c in range(n_chunks)]
+    try:
+        results = _run(jobs, workers)
+        for tables in _progress(results, n_chunks, progress):
+            for name, t in tables.items():
+                writers[name].write_table(t, row_group_size=1_000_000)
+                counts[name] += t.num_rows
+    finally:
+        for w in writers.values():
+            w.close()
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "households": households,
+        "seed": seed,
+        "end": end.isoformat(),
+        "oracle_dates": [d.isoformat() for d in spec.oracle_dates],
+        "rows": counts,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return counts
+
+
+def _run(jobs: list, workers: int):
+    if workers <= 1 or len(jobs) == 1:
+        yield from map(_chunk_job, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        yield from pool.map(_chunk_job, jobs)
+
+
+def _progress(results, total: int, show: bool):
+    if not show:
+        yield from results
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("generating households", total=total)
+        for r in results:
+            yield r
+            bar.advance(task)
