@@ -41,10 +41,14 @@ logger = logging.getLogger(__name__)
 GENERATOR_VERSION = "1"
 CHUNK_SIZE = 250_000
 TRUTH_DIR = "truth"
-ORACLE_SCHEMA = pa.schema([
-    ("uscc", pa.string()), ("as_of", pa.date32()), ("oracle_pd", pa.float64()),
-    ("outcome_12m", pa.int8()),
-])
+ORACLE_SCHEMA = pa.schema(
+    [
+        ("uscc", pa.string()),
+        ("as_of", pa.date32()),
+        ("oracle_pd", pa.float64()),
+        ("outcome_12m", pa.int8()),
+    ]
+)
 FRAILTY_SCHEMA = pa.schema([("uscc", pa.string()), ("frailty", pa.float64())])
 
 
@@ -54,6 +58,7 @@ class GenerateSpec:
     seed: int
     end: date
     oracle_dates: tuple[date, ...]
+    chunk_size: int = CHUNK_SIZE
 
 
 def month_index(d: date) -> int:
@@ -80,13 +85,15 @@ def quarter_ends(start: date, end: date) -> tuple[date, ...]:
 
 def _chunk_job(args: tuple) -> dict[str, pa.Table]:
     spec, chunk, secret = args
-    start = chunk * CHUNK_SIZE
-    n = min(CHUNK_SIZE, spec.households - start)
+    start = chunk * spec.chunk_size
+    n = min(spec.chunk_size, spec.households - start)
     end_day = (spec.end - date(1970, 1, 1)).days
     rng = np.random.default_rng([spec.seed, chunk])
     params = RiskParams()
-    pop, place = draw_population(n, end_day, rng)
-    sim = simulate(pop, params, month_index(spec.end) + 1, [month_index(d) for d in spec.oracle_dates], rng)
+    pop, place = draw_population(n, end_day, params.frailty_shape, rng)
+    sim = simulate(
+        pop, params, month_index(spec.end) + 1, [month_index(d) for d in spec.oracle_dates], rng
+    )
 
     division = division_codes(pop.city, place["district_idx"])
     districts = district_names(pop.city, place["district_idx"])
@@ -95,7 +102,11 @@ def _chunk_job(args: tuple) -> dict[str, pa.Table]:
         [sim.exit_kind == EXIT_REVOKED, sim.exit_kind > 0], ["revoked", "deregistered"], "operating"
     ).astype(object)
     reason = np.select(
-        [sim.exit_kind == EXIT_VOLUNTARY, sim.exit_kind == EXIT_AUTHORITY, sim.exit_kind == EXIT_REVOKED],
+        [
+            sim.exit_kind == EXIT_VOLUNTARY,
+            sim.exit_kind == EXIT_AUTHORITY,
+            sim.exit_kind == EXIT_REVOKED,
+        ],
         ["voluntary", "authority_initiated", "licence_revoked"],
         "",
     ).astype(object)
@@ -112,13 +123,17 @@ def _chunk_job(args: tuple) -> dict[str, pa.Table]:
             addresses(rng, pop.city, districts),
             pa.array(pop.registered_day.astype(np.int32)).cast(pa.date32()),
             pa.array(status, pa.string()),
-            pa.array(np.where(exited, sim.exit_day, 0).astype(np.int32), mask=~exited).cast(pa.date32()),
-            pa.array(np.where(exited, reason, None), pa.string()),
+            pa.array(np.where(exited, sim.exit_day, 0).astype(np.int32), mask=~exited).cast(
+                pa.date32()
+            ),
+            pa.array(reason, pa.string(), mask=~exited),
         ],
         schema=arrow_schema(HOUSEHOLDS),
     )
     tables = {"households": households}
-    tables.update(build_records(sim, codes, pop.registered_day, pop.industry, pop.city, chunk, end_day, rng))
+    tables.update(
+        build_records(sim, codes, pop.registered_day, pop.industry, pop.city, chunk, end_day, rng)
+    )
 
     as_of = month_start_day(sim.oracle_month + 1) - 1
     out = sim.oracle_outcome
@@ -146,6 +161,7 @@ def generate(
     oracle_dates: tuple[date, ...] | None = None,
     workers: int = 2,
     progress: bool = True,
+    chunk_size: int = CHUNK_SIZE,
 ) -> dict[str, int]:
     """Generate a synthetic domain; returns row counts per table.
 
@@ -159,6 +175,8 @@ def generate(
             2020-03-31 to ``end``).
         workers: worker processes (does not change the output).
         progress: show a progress bar.
+        chunk_size: households per independently seeded chunk; part of what the
+            output depends on (keep the default outside tests).
     """
     if households <= 0:
         raise ValueError(f"households must be positive, got {households}")
@@ -169,15 +187,18 @@ def generate(
     bad = [d for d in oracle_dates if not is_month_end(d) or d > end or d < date(2019, 1, 31)]
     if bad:
         raise ValueError(f"oracle dates must be month ends between 2019-01-31 and {end}: {bad}")
-    spec = GenerateSpec(households, seed, end, tuple(sorted(oracle_dates)))
+    spec = GenerateSpec(households, seed, end, tuple(sorted(oracle_dates)), chunk_size)
     out.mkdir(parents=True, exist_ok=True)
     (out / TRUTH_DIR).mkdir(exist_ok=True)
     schemas = {t.name: arrow_schema(t) for t in TABLES}
     schemas["truth/oracle"] = ORACLE_SCHEMA
     schemas["truth/frailty"] = FRAILTY_SCHEMA
-    writers = {name: pq.ParquetWriter(out / f"{name}.parquet", s, compression="zstd") for name, s in schemas.items()}
+    writers = {
+        name: pq.ParquetWriter(out / f"{name}.parquet", s, compression="zstd")
+        for name, s in schemas.items()
+    }
     counts = dict.fromkeys(schemas, 0)
-    n_chunks = -(-households // CHUNK_SIZE)
+    n_chunks = -(-households // chunk_size)
     jobs = [(spec, c, secret) for c in range(n_chunks)]
     try:
         results = _run(jobs, workers)
@@ -192,6 +213,7 @@ def generate(
         "generator_version": GENERATOR_VERSION,
         "households": households,
         "seed": seed,
+        "chunk_size": chunk_size,
         "end": end.isoformat(),
         "oracle_dates": [d.isoformat() for d in spec.oracle_dates],
         "rows": counts,

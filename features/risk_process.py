@@ -73,8 +73,20 @@ class RiskParams:
     base_rate: float = 0.055
     industry_mult: np.ndarray = field(
         default_factory=lambda: _by_industry(
-            {"A": 0.8, "C": 1.3, "E": 1.1, "G": 1.1, "H": 1.5, "I": 0.6, "L": 0.8, "M": 0.6,
-             "O": 0.9, "P": 1.2}, 1.0)
+            {
+                "A": 0.8,
+                "C": 1.3,
+                "E": 1.1,
+                "G": 1.1,
+                "H": 1.5,
+                "I": 0.6,
+                "L": 0.8,
+                "M": 0.6,
+                "O": 0.9,
+                "P": 1.2,
+            },
+            1.0,
+        )
     )
     #: city order as in features.geography.CITIES
     city_mult: np.ndarray = field(
@@ -100,7 +112,9 @@ class RiskParams:
     def age_curve(self, age_years: np.ndarray) -> np.ndarray:
         """Non-linear effect of registration age: high when young, a dip, a slow rise."""
         a = np.maximum(age_years, 0.0)
-        return 0.75 + 1.25 * np.exp(-a / 1.2) + 0.25 * (1.0 - np.exp(-np.maximum(a - 8.0, 0.0) / 4.0))
+        return (
+            0.75 + 1.25 * np.exp(-a / 1.2) + 0.25 * (1.0 - np.exp(-np.maximum(a - 8.0, 0.0) / 4.0))
+        )
 
     def intensity(
         self,
@@ -129,7 +143,9 @@ class RiskParams:
         q = q * np.where(age_years < 2.0, 1.8, 1.0) * (1.0 + 0.7 * np.minimum(n_adverse_24m, 4))
         return np.minimum(q, 0.5)
 
-    def exit_prob(self, industry: np.ndarray, age_years: np.ndarray, month: int | np.ndarray) -> np.ndarray:
+    def exit_prob(
+        self, industry: np.ndarray, age_years: np.ndarray, month: int | np.ndarray
+    ) -> np.ndarray:
         """e: probability of voluntary deregistration at the end of a month."""
         h = self.exit_base + self.exit_young * np.exp(-np.maximum(age_years, 0.0) / 1.5)
         h = h * np.where(industry == _IND["H"], 1.2, 1.0) * (1.0 + 0.03 * np.asarray(month) / 12.0)

@@ -87,6 +87,8 @@ class Table:
     date_order: tuple[tuple[str, str], ...] = ()
     #: rows reference a household by USCC that must exist.
     household_fk: bool = True
+    #: further row rules: (SQL condition that is TRUE for a bad row, reason).
+    checks: tuple[tuple[str, str], ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -119,17 +121,38 @@ HOUSEHOLDS = Table(
         Column("org_form", "VARCHAR", "Organisational form.", True, ORG_FORMS),
         Column("industry", "VARCHAR", "GB/T 4754 industry section.", True, INDUSTRIES),
         Column(
-            "division_code", "VARCHAR", "GB/T 2260 county-level code of the registering authority.", True
+            "division_code",
+            "VARCHAR",
+            "GB/T 2260 county-level code of the registering authority.",
+            True,
         ),
         Column("address", "VARCHAR", "Business premises (经营场所).", True, pii=True),
         Column("registered_on", "DATE", "Date of establishment (成立日期).", True),
         Column("status", "VARCHAR", "Current registration status.", True, STATUSES),
         Column("status_changed_on", "DATE", "Date the current status took effect."),
-        Column("status_reason", "VARCHAR", "Why the household left operation.", enum=STATUS_REASONS),
+        Column(
+            "status_reason", "VARCHAR", "Why the household left operation.", enum=STATUS_REASONS
+        ),
     ),
     key=("uscc",),
     date_order=(("status_changed_on", "registered_on"),),
     household_fk=False,
+    checks=(
+        (
+            "substr(uscc, 1, 2) <> '92'",
+            "uscc: not an individual household code (must start with 92)",
+        ),
+        ("substr(uscc, 3, 6) <> division_code", "uscc: positions 3-8 differ from division_code"),
+        (
+            "NOT regexp_full_match(division_code, '[1-9][0-9]{5}')",
+            "division_code: not a 6-digit code",
+        ),
+        (
+            "status <> 'operating' AND status_changed_on IS NULL",
+            "status_changed_on: required when not operating",
+        ),
+        ("length(operator_id_hmac) <> 64", "operator_id_hmac: not a 64-hex-digit HMAC-SHA256"),
+    ),
 )
 
 REGISTRATION_CHANGES = Table(
@@ -155,10 +178,25 @@ ANNUAL_REPORTS = Table(
         Column("filed_on", "DATE", "Filing date; null if never filed."),
         Column("published", "BOOLEAN", "The household chose to publish the report content.", True),
         Column("employees", "INTEGER", "Content: number of employees (usable only if published)."),
-        Column("revenue_yuan", "DOUBLE", "Content: annual revenue, yuan (usable only if published)."),
-        Column("has_online_shop", "BOOLEAN", "Content: runs an online shop (usable only if published)."),
+        Column(
+            "revenue_yuan", "DOUBLE", "Content: annual revenue, yuan (usable only if published)."
+        ),
+        Column(
+            "has_online_shop", "BOOLEAN", "Content: runs an online shop (usable only if published)."
+        ),
     ),
     key=("uscc", "report_year"),
+    checks=(
+        ("report_year < 1980", "report_year: before 1980"),
+        (
+            "filed_on IS NOT NULL AND year(filed_on) <= report_year",
+            "filed_on: before the report year ended",
+        ),
+        (
+            "filed_on IS NULL AND published",
+            "published: a report that was never filed cannot be published",
+        ),
+    ),
 )
 
 ABNORMAL_STATUS = Table(
@@ -168,7 +206,9 @@ ABNORMAL_STATUS = Table(
         USCC,
         Column("marked_on", "DATE", "Date marked (and published).", True),
         Column("cause", "VARCHAR", "Why marked.", True, ABNORMAL_CAUSES),
-        Column("restored_on", "DATE", "Date restored to normal (credit repair); null if still marked."),
+        Column(
+            "restored_on", "DATE", "Date restored to normal (credit repair); null if still marked."
+        ),
         Column("restore_reason", "VARCHAR", "Why restored.", enum=RESTORE_REASONS),
     ),
     key=("uscc", "marked_on", "cause"),
@@ -205,6 +245,17 @@ PENALTIES = Table(
         ("publicity_end", "published_on"),
         ("repaired_on", "published_on"),
         ("withdrawn_on", "published_on"),
+    ),
+    checks=(
+        (
+            "published_on IS NOT NULL AND publicity_end IS NULL",
+            "publicity_end: required when published",
+        ),
+        ("fine_yuan < 0", "fine_yuan: negative"),
+        (
+            "procedure = 'simple' AND published_on IS NOT NULL",
+            "published_on: simple-procedure decisions are not published",
+        ),
     ),
 )
 

@@ -32,7 +32,9 @@ SURNAMES = list(
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
     "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
 )
-GIVEN = list("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚华建国志红玉海燕文俊鹏飞雪梅宇浩晨辉林斌波婷琳丹颖慧佳欣怡涵轩然桐诺")
+GIVEN = list(
+    "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚华建国志红玉海燕文俊鹏飞雪梅宇浩晨辉林斌波婷琳丹颖慧佳欣怡涵轩然桐诺"
+)
 BRAND = list("鑫福顺兴佳和盛源美乐家旺隆祥瑞康泰华新恒达丰宏金利丽嘉荣昌盈")
 SUFFIX = {
     "A": ["种植场", "养殖场", "农资店"],
@@ -48,13 +50,16 @@ SUFFIX = {
     "P": ["培训中心", "艺术工作室"],
     "R": ["棋牌室", "台球室", "文化传播工作室"],
 }
-ROADS = list(
-    "人民路 解放路 建设路 中山路 和平路 新华路 长江路 文化路 青年路 胜利路 东风路 团结路 幸福路 "
-    "振兴路 科技路 光明路 滨河路 学府路 工业路 商业街".split()
-)
+ROADS = [
+    *("人民路", "解放路", "建设路", "中山路", "和平路", "新华路", "长江路", "文化路", "青年路"),
+    *("胜利路", "东风路", "团结路", "幸福路", "振兴路", "科技路", "光明路", "滨河路", "学府路"),
+    *("工业路", "商业街"),
+]
 
 
-def draw_population(n: int, end_day: int, rng: np.random.Generator) -> tuple[Population, dict]:
+def draw_population(
+    n: int, end_day: int, frailty_shape: float, rng: np.random.Generator
+) -> tuple[Population, dict]:
     """Draw the static attributes of ``n`` households.
 
     Returns:
@@ -63,9 +68,9 @@ def draw_population(n: int, end_day: int, rng: np.random.Generator) -> tuple[Pop
     """
     weights = np.array([c.households_m for c in CITIES])
     city = rng.choice(len(CITIES), size=n, p=weights / weights.sum()).astype(np.int8)
-    district_idx = np.floor(rng.random(n) * np.array([len(c.districts) for c in CITIES])[city]).astype(
-        np.int16
-    )
+    district_idx = np.floor(
+        rng.random(n) * np.array([len(c.districts) for c in CITIES])[city]
+    ).astype(np.int16)
     industry = rng.choice(len(INDUSTRIES), size=n, p=INDUSTRY_SHARES).astype(np.int8)
     # Age at the end date if the household were still operating: a young mass and a
     # long tail, tuned so that the operating population matches Hangzhou's profile.
@@ -73,19 +78,23 @@ def draw_population(n: int, end_day: int, rng: np.random.Generator) -> tuple[Pop
     age = np.where(young, rng.random(n), 0.9 + rng.gamma(1.38, 3.75, size=n))
     age = np.minimum(age, 38.0)
     registered_day = end_day - np.floor(age * 365.25).astype(np.int64)
-    z = rng.gamma(1.38, 3.75, size=n)  # Gamma(k, rate k) with k = 1
+    z = rng.gamma(frailty_shape, 1.0 / frailty_shape, size=n)  # Gamma(k, rate k): mean 1
     pop = Population(industry=industry, city=city, registered_day=registered_day, z=z)
     return pop, {"district_idx": district_idx, "family": rng.random(n) < FAMILY_SHARE}
 
 
 def division_codes(city: np.ndarray, district_idx: np.ndarray) -> np.ndarray:
     table = [[code for code, _ in c.districts] for c in CITIES]
-    return np.array([table[c][d] for c, d in zip(city.tolist(), district_idx.tolist(), strict=True)])
+    return np.array(
+        [table[c][d] for c, d in zip(city.tolist(), district_idx.tolist(), strict=True)]
+    )
 
 
 def district_names(city: np.ndarray, district_idx: np.ndarray) -> np.ndarray:
     table = [[name for _, name in c.districts] for c in CITIES]
-    return np.array([table[c][d] for c, d in zip(city.tolist(), district_idx.tolist(), strict=True)])
+    return np.array(
+        [table[c][d] for c, d in zip(city.tolist(), district_idx.tolist(), strict=True)]
+    )
 
 
 def usccs(global_index: np.ndarray, division: np.ndarray) -> list[str]:
@@ -106,7 +115,11 @@ def usccs(global_index: np.ndarray, division: np.ndarray) -> list[str]:
 
 
 def id_hmacs(
-    city: np.ndarray, district: np.ndarray, registered_day: np.ndarray, rng: np.random.Generator, secret: bytes
+    city: np.ndarray,
+    district: np.ndarray,
+    registered_day: np.ndarray,
+    rng: np.random.Generator,
+    secret: bytes,
 ) -> list[str]:
     """HMAC-SHA256 of a plausible resident ID number per operator; the number is dropped."""
     n = len(city)
@@ -133,7 +146,9 @@ def _pick(pool: list[str], idx: np.ndarray) -> pa.Array:
 def operator_names(rng: np.random.Generator, n: int) -> pa.Array:
     sur = _pick(SURNAMES, rng.integers(0, len(SURNAMES), n))
     g1 = _pick(GIVEN, rng.integers(0, len(GIVEN), n))
-    g2 = _pick([*GIVEN, ""], np.where(rng.random(n) < 0.45, len(GIVEN), rng.integers(0, len(GIVEN), n)))
+    g2 = _pick(
+        [*GIVEN, ""], np.where(rng.random(n) < 0.45, len(GIVEN), rng.integers(0, len(GIVEN), n))
+    )
     return pc.binary_join_element_wise(sur, g1, g2, "")
 
 
@@ -145,7 +160,9 @@ def shop_names(rng: np.random.Generator, districts: np.ndarray, industry: np.nda
     offsets = np.cumsum([0] + [len(SUFFIX[i]) for i in INDUSTRIES])
     sizes = np.diff(offsets)
     sfx_idx = offsets[industry] + np.floor(rng.random(n) * sizes[industry]).astype(np.int64)
-    names = pc.binary_join_element_wise(pa.array(districts), b1, b2, _pick(suffix_pool, sfx_idx), "")
+    names = pc.binary_join_element_wise(
+        pa.array(districts), b1, b2, _pick(suffix_pool, sfx_idx), ""
+    )
     has_name = rng.random(n) < 0.7  # a household may register without a 字号
     return pc.if_else(pa.array(has_name), names, pa.nulls(n, pa.string()))
 
@@ -156,4 +173,6 @@ def addresses(rng: np.random.Generator, city: np.ndarray, districts: np.ndarray)
     cname = _pick([c.name_zh + "市" for c in CITIES], city)
     road = _pick(ROADS, rng.integers(0, len(ROADS), n))
     num = pa.array((rng.integers(1, 1000, n)).astype(str).astype(object))
-    return pc.binary_join_element_wise(prov, cname, pa.array(districts), road, num, pa.scalar("号"), "")
+    return pc.binary_join_element_wise(
+        prov, cname, pa.array(districts), road, num, pa.scalar("号"), ""
+    )

@@ -160,7 +160,9 @@ def simulate(
             t_kind = kind[np.isin(kind, TERMINAL)]
             alive[t_hh] = False
             exit_day[t_hh] = t_day
-            exit_kind[t_hh] = np.where(t_kind == K["penalty_revocation"], EXIT_REVOKED, EXIT_AUTHORITY)
+            exit_kind[t_hh] = np.where(
+                t_kind == K["penalty_revocation"], EXIT_REVOKED, EXIT_AUTHORITY
+            )
             # A July marking after the household ended is never made.
             mark_day_now[t_hh] = np.where(
                 mark_day_now[t_hh] <= t_day, mark_day_now[t_hh], np.iinfo(np.int64).max
@@ -224,14 +226,20 @@ def _collect(ev, marks, reps, orc, outcomes, exit_day, exit_kind) -> Simulated:
         ev_kind=cat(ev, 2, np.int8),
         mark_hh=cat(marks, 0, np.int64),
         mark_day=cat(marks, 1, np.int64),
-        mark_year=np.concatenate([np.full(len(p[0]), p[2]) for p in marks]) if marks else np.zeros(0, np.int64),
+        mark_year=np.concatenate([np.full(len(p[0]), p[2]) for p in marks])
+        if marks
+        else np.zeros(0, np.int64),
         rep_hh=cat(reps, 0, np.int64),
-        rep_year=np.concatenate([np.full(len(p[0]), p[1]) for p in reps]) if reps else np.zeros(0, np.int64),
+        rep_year=np.concatenate([np.full(len(p[0]), p[1]) for p in reps])
+        if reps
+        else np.zeros(0, np.int64),
         rep_filed_day=cat(reps, 2, np.int64),
         exit_day=exit_day,
         exit_kind=exit_kind,
         oracle_hh=cat(orc, 0, np.int64),
-        oracle_month=np.concatenate([np.full(len(p[0]), p[1]) for p in orc]) if orc else np.zeros(0, np.int64),
+        oracle_month=np.concatenate([np.full(len(p[0]), p[1]) for p in orc])
+        if orc
+        else np.zeros(0, np.int64),
         oracle_pd=cat(orc, 2, np.float64),
         oracle_outcome=np.concatenate(o_out) if o_out else np.zeros(0, np.int8),
     )

@@ -43,14 +43,38 @@ _SLOW_REPAIR = {"food_safety", "drug_safety", "special_equipment"}
 
 
 def _violation_matrix() -> np.ndarray:
-    base = {"unlicensed_operation": 0.10, "food_safety": 0.05, "special_equipment": 0.02,
-            "product_quality": 0.20, "pricing": 0.15, "advertising": 0.12, "trademark": 0.08,
-            "measurement": 0.08, "consumer_rights": 0.12, "registration": 0.05, "other": 0.03}
+    base = {
+        "unlicensed_operation": 0.10,
+        "food_safety": 0.05,
+        "special_equipment": 0.02,
+        "product_quality": 0.20,
+        "pricing": 0.15,
+        "advertising": 0.12,
+        "trademark": 0.08,
+        "measurement": 0.08,
+        "consumer_rights": 0.12,
+        "registration": 0.05,
+        "other": 0.03,
+    }
     special = {
-        "H": {"food_safety": 0.6, "pricing": 0.1, "unlicensed_operation": 0.1,
-              "consumer_rights": 0.1, "advertising": 0.05, "other": 0.05},
-        "F": {"food_safety": 0.2, "drug_safety": 0.05, "product_quality": 0.2, "pricing": 0.15,
-              "trademark": 0.1, "measurement": 0.1, "advertising": 0.1, "consumer_rights": 0.1},
+        "H": {
+            "food_safety": 0.6,
+            "pricing": 0.1,
+            "unlicensed_operation": 0.1,
+            "consumer_rights": 0.1,
+            "advertising": 0.05,
+            "other": 0.05,
+        },
+        "F": {
+            "food_safety": 0.2,
+            "drug_safety": 0.05,
+            "product_quality": 0.2,
+            "pricing": 0.15,
+            "trademark": 0.1,
+            "measurement": 0.1,
+            "advertising": 0.1,
+            "consumer_rights": 0.1,
+        },
     }
     rows = []
     for ind in INDUSTRIES:
@@ -73,7 +97,9 @@ def add_months(day: np.ndarray, months: int) -> np.ndarray:
     return (target.astype(np.int64) + np.minimum(dom, month_len - 1)).astype(np.int64)
 
 
-def nudge_unique(keys: list[np.ndarray], day: np.ndarray, hi: np.ndarray | None = None) -> np.ndarray:
+def nudge_unique(
+    keys: list[np.ndarray], day: np.ndarray, hi: np.ndarray | None = None
+) -> np.ndarray:
     """Move same-key same-day duplicates to a neighbouring day of the same month.
 
     Natural keys hold a date; two records of one kind on one day for one household would
@@ -93,7 +119,9 @@ def nudge_unique(keys: list[np.ndarray], day: np.ndarray, hi: np.ndarray | None 
         dup = order[1:][same]
         d = day[dup].astype("datetime64[D]")
         first = d.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
-        last = np.minimum((d.astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64) - 1, hi[dup])
+        last = np.minimum(
+            (d.astype("datetime64[M]") + 1).astype("datetime64[D]").astype(np.int64) - 1, hi[dup]
+        )
         # Step forward, wrapping round inside the allowed days of the month.
         cand = day[dup] + 1
         day[dup] = np.where(cand > last, first, cand)
@@ -102,7 +130,9 @@ def nudge_unique(keys: list[np.ndarray], day: np.ndarray, hi: np.ndarray | None 
 
 def _dates(day: np.ndarray) -> pa.Array:
     mask = (day == NO_DATE) | (day < 0)
-    return pa.array(np.where(mask, 0, day).astype("int32"), type=pa.int32(), mask=mask).cast(pa.date32())
+    return pa.array(np.where(mask, 0, day).astype("int32"), type=pa.int32(), mask=mask).cast(
+        pa.date32()
+    )
 
 
 def _table(t: Table, cols: dict) -> pa.Table:
@@ -119,7 +149,9 @@ def _table(t: Table, cols: dict) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _later(start: np.ndarray, rng: np.random.Generator, min_days: int, mean_days: float) -> np.ndarray:
+def _later(
+    start: np.ndarray, rng: np.random.Generator, min_days: int, mean_days: float
+) -> np.ndarray:
     return start + min_days + np.floor(rng.exponential(mean_days, len(start))).astype(np.int64)
 
 
@@ -161,40 +193,57 @@ def build_records(
     n_rep = len(sim.rep_hh)
     published = has_filed & (rng.random(n_rep) < 0.85)
     revenue = np.round(rng.lognormal(np.log(245_800), 1.0, n_rep), -2)
-    reports = _table(ANNUAL_REPORTS, {
-        "uscc": uscc[sim.rep_hh],
-        "report_year": sim.rep_year.astype(np.int32),
-        "filed_on": filed,
-        "published": published,
-        "employees": pa.array(1 + rng.poisson(1.5, n_rep), mask=~has_filed, type=pa.int32()),
-        "revenue_yuan": pa.array(revenue, mask=~has_filed),
-        "has_online_shop": pa.array(rng.random(n_rep) < 0.2, mask=~has_filed),
-    })
+    reports = _table(
+        ANNUAL_REPORTS,
+        {
+            "uscc": uscc[sim.rep_hh],
+            "report_year": sim.rep_year.astype(np.int32),
+            "filed_on": filed,
+            "published": published,
+            "employees": pa.array(1 + rng.poisson(1.5, n_rep), mask=~has_filed, type=pa.int32()),
+            "revenue_yuan": pa.array(revenue, mask=~has_filed),
+            "has_online_shop": pa.array(rng.random(n_rep) < 0.2, mask=~has_filed),
+        },
+    )
 
     # --- abnormal markings ------------------------------------------------------------
     unr = kind == K["marking_unreachable"]
     fal = kind == K["marking_false_report"]
     a_hh = np.concatenate([sim.mark_hh, hh[unr], hh[fal]])
     a_day = np.concatenate([sim.mark_day, day[unr], day[fal]])
-    a_cause = np.concatenate([
-        np.full(len(sim.mark_hh), "report_not_filed"),
-        np.full(int(unr.sum()), "unreachable"),
-        np.full(int(fal.sum()), "report_false"),
-    ]).astype(object)
-    restore_unr = np.where(rng.random(int(unr.sum())) < 0.5, ok(hh[unr], _later(day[unr], rng, 30, 150.0)), NO_DATE)
-    restore_fal = np.where(rng.random(int(fal.sum())) < 0.6, ok(hh[fal], _later(day[fal], rng, 30, 90.0)), NO_DATE)
+    a_cause = np.concatenate(
+        [
+            np.full(len(sim.mark_hh), "report_not_filed"),
+            np.full(int(unr.sum()), "unreachable"),
+            np.full(int(fal.sum()), "report_false"),
+        ]
+    ).astype(object)
+    restore_unr = np.where(
+        rng.random(int(unr.sum())) < 0.5, ok(hh[unr], _later(day[unr], rng, 30, 150.0)), NO_DATE
+    )
+    restore_fal = np.where(
+        rng.random(int(fal.sum())) < 0.6, ok(hh[fal], _later(day[fal], rng, 30, 90.0)), NO_DATE
+    )
     a_restore = np.concatenate([mark_late, restore_unr, restore_fal])
-    a_reason = np.concatenate([
-        np.full(len(sim.mark_hh), "report_filed"),
-        np.full(int(unr.sum()), "address_registered"),
-        np.full(int(fal.sum()), "report_corrected"),
-    ]).astype(object)
+    a_reason = np.concatenate(
+        [
+            np.full(len(sim.mark_hh), "report_filed"),
+            np.full(int(unr.sum()), "address_registered"),
+            np.full(int(fal.sum()), "report_corrected"),
+        ]
+    ).astype(object)
     a_day = nudge_unique([a_hh, np.unique(a_cause, return_inverse=True)[1]], a_day, limit[a_hh])
     a_restore = np.where(a_restore == NO_DATE, NO_DATE, np.maximum(a_restore, a_day))
-    abnormal = _table(ABNORMAL_STATUS, {
-        "uscc": uscc[a_hh], "marked_on": a_day, "cause": a_cause, "restored_on": a_restore,
-        "restore_reason": np.where(a_restore == NO_DATE, None, a_reason),
-    })
+    abnormal = _table(
+        ABNORMAL_STATUS,
+        {
+            "uscc": uscc[a_hh],
+            "marked_on": a_day,
+            "cause": a_cause,
+            "restored_on": a_restore,
+            "restore_reason": pa.array(a_reason, pa.string(), mask=a_restore == NO_DATE),
+        },
+    )
 
     penalties, serious = _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng)
     changes = _changes(sim, uscc, reg_day, end_day, limit, rng)
@@ -211,12 +260,16 @@ def build_records(
 
 def _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng):
     kind, hh, day = sim.ev_kind, sim.ev_hh, sim.ev_day
-    is_pen = np.isin(kind, [K["penalty_minor"], K["penalty_standard"], K["penalty_heavy"],
-                            K["penalty_revocation"]])
+    is_pen = np.isin(
+        kind,
+        [K["penalty_minor"], K["penalty_standard"], K["penalty_heavy"], K["penalty_revocation"]],
+    )
     p_hh, p_pub, p_kind = hh[is_pen], day[is_pen], kind[is_pen]
     n_pub = len(p_hh)
     # Unpublished ones: warnings alone and simple-procedure decisions, independent of Z.
-    years_open = (limit - np.maximum(reg_day, np.datetime64("2019-01-01").astype(np.int64))) / 365.25
+    years_open = (
+        limit - np.maximum(reg_day, np.datetime64("2019-01-01").astype(np.int64))
+    ) / 365.25
     n_warn = rng.poisson(0.03 * np.maximum(years_open, 0))
     w_hh = np.repeat(np.arange(len(uscc)), n_warn)
     lo = np.maximum(reg_day[w_hh], np.datetime64("2019-01-01").astype(np.int64))
@@ -238,16 +291,27 @@ def _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng):
     warn = np.concatenate([np.zeros(n_pub, bool), np.ones(n_w, bool)])
 
     kinds[minor] = np.where(r[minor] < 0.4, "public_criticism", "fine")
-    fine[minor] = np.where(r[minor] < 0.4, 0, np.round(200 + rng.random(int(minor.sum())) * 2800, -2))
-    kinds[std] = np.where(r[std] < 0.7, "fine", np.where(r[std] < 0.95, "fine;confiscation", "confiscation"))
-    fine[std] = np.where(kinds[std] == "confiscation", 0,
-                         np.clip(np.round(rng.lognormal(np.log(8000), 0.8, int(std.sum())), -2), 3100, 100_000))
-    heavy_kinds = np.array(["fine", "fine;suspension_order", "fine;licence_suspension", "fine;business_restriction"],
-                           dtype=object)
+    fine[minor] = np.where(
+        r[minor] < 0.4, 0, np.round(200 + rng.random(int(minor.sum())) * 2800, -2)
+    )
+    kinds[std] = np.where(
+        r[std] < 0.7, "fine", np.where(r[std] < 0.95, "fine;confiscation", "confiscation")
+    )
+    fine[std] = np.where(
+        kinds[std] == "confiscation",
+        0,
+        np.clip(np.round(rng.lognormal(np.log(8000), 0.8, int(std.sum())), -2), 3100, 100_000),
+    )
+    heavy_kinds = np.array(
+        ["fine", "fine;suspension_order", "fine;licence_suspension", "fine;business_restriction"],
+        dtype=object,
+    )
     kinds[heavy] = heavy_kinds[np.floor(r[heavy] * 4).astype(int)]
     fine[heavy] = np.round(100_000 + rng.random(int(heavy.sum())) * 400_000, -3)
     kinds[revoke] = np.where(r[revoke] < 0.5, "licence_revocation", "fine;licence_revocation")
-    fine[revoke] = np.where(r[revoke] < 0.5, 0, np.round(20_000 + rng.random(int(revoke.sum())) * 80_000, -3))
+    fine[revoke] = np.where(
+        r[revoke] < 0.5, 0, np.round(20_000 + rng.random(int(revoke.sum())) * 80_000, -3)
+    )
     kinds[warn] = np.where(r[warn] < 0.5, "warning", "fine")
     fine[warn] = np.where(r[warn] < 0.5, 0, np.round(50 + rng.random(n_w) * 150, -1))
     procedure = np.where(warn & (kinds != "warning"), "simple", "ordinary").astype(object)
@@ -263,39 +327,72 @@ def _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng):
     publicity_end = np.where(pub, np.where(minor, end3m, end3y), NO_DATE)
 
     slow = np.isin(v_name, list(_SLOW_REPAIR))
-    earliest = np.where(slow, add_months(np.where(pub, published, 0), 12),
-                        add_months(np.where(pub, published, 0), 6))
+    earliest = np.where(
+        slow,
+        add_months(np.where(pub, published, 0), 12),
+        add_months(np.where(pub, published, 0), 6),
+    )
     repair_day = earliest + np.floor(rng.exponential(120.0, n_all)).astype(np.int64)
     repairable = std & (rng.random(n_all) < REPAIR_SHARE)
-    repaired = np.where(repairable & (repair_day < publicity_end) & (repair_day <= end_day), repair_day, NO_DATE)
+    repaired = np.where(
+        repairable & (repair_day < publicity_end) & (repair_day <= end_day), repair_day, NO_DATE
+    )
     withdraw_day = np.where(pub, published, 0) + rng.integers(5, 61, n_all)
-    withdrawn = np.where(pub & (rng.random(n_all) < WITHDRAW_SHARE) & (withdraw_day <= end_day)
-                         & (repaired == NO_DATE), withdraw_day, NO_DATE)
+    withdrawn = np.where(
+        pub
+        & (rng.random(n_all) < WITHDRAW_SHARE)
+        & (withdraw_day <= end_day)
+        & (repaired == NO_DATE),
+        withdraw_day,
+        NO_DATE,
+    )
 
     year = base.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
     prefix = np.array([c.name_zh[0] + "市监罚" for c in CITIES], dtype=object)[city[all_hh]]
     seq = np.arange(n_all)
-    decision_no = [f"{p}〔{y}〕{chunk:04d}{s:07d}号" for p, y, s in zip(prefix, year.tolist(), seq.tolist(), strict=True)]
-    penalties = _table(PENALTIES, {
-        "uscc": uscc[all_hh], "decision_no": decision_no, "decided_on": decided, "procedure": procedure,
-        "published_on": published, "violation_type": v_name, "penalty_kinds": kinds, "fine_yuan": fine,
-        "publicity_end": publicity_end, "repaired_on": repaired, "withdrawn_on": withdrawn,
-    })
+    decision_no = [
+        f"{p}〔{y}〕{chunk:04d}{s:07d}号"
+        for p, y, s in zip(prefix, year.tolist(), seq.tolist(), strict=True)
+    ]
+    penalties = _table(
+        PENALTIES,
+        {
+            "uscc": uscc[all_hh],
+            "decision_no": decision_no,
+            "decided_on": decided,
+            "procedure": procedure,
+            "published_on": published,
+            "violation_type": v_name,
+            "penalty_kinds": kinds,
+            "fine_yuan": fine,
+            "publicity_end": publicity_end,
+            "repaired_on": repaired,
+            "withdrawn_on": withdrawn,
+        },
+    )
 
     # Serious list: every heavy or revocation penalty lists the household the day it is
     # published (two heavy penalties on one day make one listing).
     listed = heavy | revoke
     s_hh, s_day = all_hh[listed], published[listed]
-    reason = np.where(revoke[listed], "licence_revoked",
-                      np.where(np.char.find(kinds[listed].astype(str), "suspension_order") >= 0,
-                               "closure_ordered", "heavy_fine")).astype(object)
+    reason = np.where(
+        revoke[listed],
+        "licence_revoked",
+        np.where(
+            np.char.find(kinds[listed].astype(str), "suspension_order") >= 0,
+            "closure_ordered",
+            "heavy_fine",
+        ),
+    ).astype(object)
     _, first = np.unique(s_hh * 100_000 + s_day, return_index=True)
     s_hh, s_day, reason = s_hh[first], s_day[first], reason[first]
     early = rng.random(len(s_hh)) < 0.3
     removed = np.where(early, _later(add_months(s_day, 12), rng, 0, 90.0), add_months(s_day, 36))
     removed = np.where(removed <= end_day, removed, NO_DATE)
-    serious = _table(SERIOUS_DISHONESTY, {"uscc": uscc[s_hh], "listed_on": s_day, "reason": reason,
-                                          "removed_on": removed})
+    serious = _table(
+        SERIOUS_DISHONESTY,
+        {"uscc": uscc[s_hh], "listed_on": s_day, "reason": reason, "removed_on": removed},
+    )
     return penalties, serious
 
 
@@ -323,24 +420,45 @@ def _changes(sim, uscc, reg_day, end_day, limit, rng):
     ex = np.flatnonzero(sim.exit_day >= 0)
     c_hh = np.concatenate([hh[addr], op_hh, nm_hh, ex])
     c_day = np.concatenate([day[addr], op_day, nm_day, sim.exit_day[ex]])
-    c_type = np.concatenate([
-        np.full(int(addr.sum()), "address"), np.full(len(op_hh), "operator"),
-        np.full(len(nm_hh), "name"), np.full(len(ex), "status"),
-    ]).astype(object)
+    c_type = np.concatenate(
+        [
+            np.full(int(addr.sum()), "address"),
+            np.full(len(op_hh), "operator"),
+            np.full(len(nm_hh), "name"),
+            np.full(len(ex), "status"),
+        ]
+    ).astype(object)
     ek = sim.exit_kind[ex]
-    new_status = np.concatenate([np.full(len(c_hh) - len(ex), None, dtype=object),
-                                 np.where(ek == EXIT_REVOKED, "revoked", "deregistered").astype(object)])
-    reason = np.concatenate([
-        np.full(len(c_hh) - len(ex), None, dtype=object),
-        np.select([ek == EXIT_VOLUNTARY, ek == EXIT_AUTHORITY, ek == EXIT_REVOKED],
-                  ["voluntary", "authority_initiated", "licence_revoked"], "voluntary").astype(object),
-    ])
+    new_status = np.concatenate(
+        [
+            np.full(len(c_hh) - len(ex), None, dtype=object),
+            np.where(ek == EXIT_REVOKED, "revoked", "deregistered").astype(object),
+        ]
+    )
+    reason = np.concatenate(
+        [
+            np.full(len(c_hh) - len(ex), None, dtype=object),
+            np.select(
+                [ek == EXIT_VOLUNTARY, ek == EXIT_AUTHORITY, ek == EXIT_REVOKED],
+                ["voluntary", "authority_initiated", "licence_revoked"],
+                "voluntary",
+            ).astype(object),
+        ]
+    )
     type_code = np.unique(c_type, return_inverse=True)[1]
     # Status changes are unique per household; never move them (their day is the exit).
     movable = c_type != "status"
     c_day = np.where(movable, nudge_unique([c_hh, type_code], c_day, limit[c_hh]), c_day)
-    return _table(REGISTRATION_CHANGES, {"uscc": uscc[c_hh], "change_type": c_type, "changed_on": c_day,
-                                         "new_status": new_status, "reason": reason})
+    return _table(
+        REGISTRATION_CHANGES,
+        {
+            "uscc": uscc[c_hh],
+            "change_type": c_type,
+            "changed_on": c_day,
+            "new_status": new_status,
+            "reason": reason,
+        },
+    )
 
 
 def _spot_checks(sim, uscc, reg_day, end_day, limit, rng):
@@ -356,9 +474,15 @@ def _spot_checks(sim, uscc, reg_day, end_day, limit, rng):
     s_hh = np.concatenate([hh[prob], n_hh])
     s_check = np.concatenate([pr_check, n_check])
     s_pub = np.concatenate([pr_pub, n_pub])
-    s_res = np.concatenate([results[_choice_rows(rng, np.tile([0.3, 0.3, 0.4], (int(prob.sum()), 1)))],
-                            np.full(len(n_hh), "normal", dtype=object)])
+    s_res = np.concatenate(
+        [
+            results[_choice_rows(rng, np.tile([0.3, 0.3, 0.4], (int(prob.sum()), 1)))],
+            np.full(len(n_hh), "normal", dtype=object),
+        ]
+    )
     # Only the check date is part of the key; normal checks give way to problem ones.
     s_check = nudge_unique([s_hh], s_check, s_pub)
-    return _table(SPOT_CHECKS, {"uscc": uscc[s_hh], "checked_on": s_check, "published_on": s_pub,
-                                "result": s_res})
+    return _table(
+        SPOT_CHECKS,
+        {"uscc": uscc[s_hh], "checked_on": s_check, "published_on": s_pub, "result": s_res},
+    )

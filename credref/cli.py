@@ -1,0 +1,160 @@
+"""The ``credref`` command line. Settings come from ``CREDREF_*`` environment variables."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from credref.settings import load_settings
+
+app = typer.Typer(
+    help="credref: credit-risk reference scoring on regulator records.", no_args_is_help=True
+)
+# Logs (CI, pipes) get a wide fixed width; a terminal keeps its own.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+logger = logging.getLogger("credref")
+
+
+def _parse_date(value: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError as e:
+        raise typer.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form") from e
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """credref: credit-risk reference scoring on regulator records."""
+    _setup_logging(verbose)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Output folder for the export and its truth/ folder.")],
+    households: Annotated[
+        int, typer.Option(help="Households in the register (all statuses).")
+    ] = 100_000,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: CREDREF_SEED).")] = None,
+    end: Annotated[
+        str, typer.Option(help="Last day of the history, a month end (YYYY-MM-DD).")
+    ] = "2026-09-30",
+    oracle_dates: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated month ends for the oracle; default quarter ends; 'none'."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (output does not depend on it).")
+    ] = 2,
+) -> None:
+    """Generate a synthetic regulator domain for the 8 pilot cities."""
+    from features.generate import generate as run
+
+    settings = load_settings()
+    dates = None
+    if oracle_dates is not None:
+        dates = (
+            ()
+            if oracle_dates == "none"
+            else tuple(_parse_date(d.strip()) for d in oracle_dates.split(","))
+        )
+    try:
+        counts = run(
+            out,
+            households,
+            settings.seed if seed is None else seed,
+            _parse_date(end),
+            settings.id_secret_bytes(),
+            dates,
+            workers=workers,
+        )
+    except ValueError as e:
+        _fail(str(e))
+    table = RichTable(title=f"generated {out}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+
+
+@app.command()
+def ingest(
+    export_dir: Annotated[Path, typer.Argument(help="Folder with <table>.parquet or .csv files.")],
+) -> None:
+    """Validate an export and load it into the warehouse (one transaction)."""
+    from features.ingest import ExportError
+    from features.ingest import ingest as run
+
+    settings = load_settings()
+    try:
+        reports = run(export_dir, settings.warehouse_path)
+    except ExportError as e:
+        _fail(f"{e} (the warehouse was not changed)")
+    table = RichTable(title=f"ingested into {settings.warehouse_path}")
+    for col in ("table", "file", "read", "accepted", "quarantined", "inserted", "replaced", "note"):
+        table.add_column(col, justify="left" if col in ("table", "file", "note") else "right")
+    for r in reports:
+        note = "already loaded" if r.skipped else ""
+        table.add_row(
+            r.table,
+            r.file,
+            f"{r.read:,}",
+            f"{r.accepted:,}",
+            f"{r.quarantined:,}",
+            f"{r.inserted:,}",
+            f"{r.replaced:,}",
+            note,
+        )
+    console.print(table)
+    if any(r.quarantined for r in reports):
+        console.print(
+            "[yellow]quarantined rows and their reasons are in table _quarantine[/yellow]"
+        )
+
+
+@app.command()
+def summary() -> None:
+    """Print the per-city summary of the warehouse."""
+    from features.summary import city_summary
+    from features.warehouse import connect
+
+    settings = load_settings()
+    try:
+        con = connect(settings.warehouse_path, read_only=True)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    df = city_summary(con)
+    con.close()
+    table = RichTable(title="per-city summary")
+    for col in df.columns:
+        table.add_column(col, justify="left" if col == "city" else "right")
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

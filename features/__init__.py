@@ -1,0 +1,1 @@
+"""Records, the synthetic domain, ingestion, and point-in-time features."""

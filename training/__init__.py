@@ -1,0 +1,1 @@
+"""Model training, calibration, evaluation and registration."""
