@@ -139,13 +139,8 @@ def ingest(
 def summary() -> None:
     """Print the per-city summary of the warehouse."""
     from features.summary import city_summary
-    from features.warehouse import connect
 
-    settings = load_settings()
-    try:
-        con = connect(settings.warehouse_path, read_only=True)
-    except FileNotFoundError as e:
-        _fail(str(e))
+    con = _warehouse_ro()
     df = city_summary(con)
     con.close()
     table = RichTable(title="per-city summary")
@@ -154,6 +149,75 @@ def summary() -> None:
     for row in df.itertuples(index=False):
         table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
     console.print(table)
+
+
+def _warehouse_ro():
+    from features.warehouse import connect
+
+    settings = load_settings()
+    try:
+        return connect(settings.warehouse_path, read_only=True)
+    except FileNotFoundError as e:
+        _fail(str(e))
+
+
+@app.command()
+def dataset(
+    out: Annotated[Path, typer.Option(help="Output folder: dataset.parquet and manifest.json.")],
+    from_: Annotated[
+        str, typer.Option("--from", help="First as-of date, a month end.")
+    ] = "2021-06-30",
+    to: Annotated[str, typer.Option(help="Last as-of date (inclusive).")] = "2025-06-30",
+    every: Annotated[str, typer.Option(help="Step between as-of dates, e.g. 3M.")] = "3M",
+    horizon: Annotated[int, typer.Option(help="Label window in months.")] = 12,
+    truth: Annotated[
+        Path | None, typer.Option(help="Generator truth folder: adds oracle_pd (evaluation only).")
+    ] = None,
+    policy: Annotated[
+        str, typer.Option(help="legal, or all_published (measurement only).")
+    ] = "legal",
+) -> None:
+    """Build a training set: stacked point-in-time snapshots with labels."""
+    from features.dataset import as_of_dates, build_training_set, parse_every
+    from features.policy import Policy
+
+    try:
+        dates = as_of_dates(_parse_date(from_), _parse_date(to), parse_every(every))
+        pol = Policy(policy)
+    except ValueError as e:
+        _fail(str(e))
+    con = _warehouse_ro()
+    try:
+        manifest = build_training_set(con, dates, out, horizon, truth, pol)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    finally:
+        con.close()
+    table = RichTable(title=f"training set {out} (catalogue {manifest['catalogue_version']})")
+    for col in ("as_of", "rows", "label_rate"):
+        table.add_column(col, justify="right")
+    for p in manifest["per_date"]:
+        table.add_row(p["as_of"], f"{p['rows']:,}", f"{p['label_rate']:.4f}")
+    console.print(table)
+
+
+@app.command()
+def features(
+    as_of: Annotated[str, typer.Option(help="As-of date (YYYY-MM-DD).")],
+    out: Annotated[
+        Path, typer.Option(help="Output Parquet file (a manifest is written beside it).")
+    ],
+) -> None:
+    """Write one point-in-time scoring snapshot."""
+    from features.dataset import build_snapshot
+
+    day = _parse_date(as_of)
+    con = _warehouse_ro()
+    try:
+        manifest = build_snapshot(con, day, out)
+    finally:
+        con.close()
+    console.print(f"snapshot {out}: {manifest['rows']:,} households operating on {day}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -228,16 +228,16 @@ def _qualify(expr: str, col: str) -> str:
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str):
-    row = con.execute(sql).fetchone()
-    assert row is not None  # aggregate queries always return a row
-    return row[0]
+    # fetchall, not fetchone: DuckDB refuses further work while a result is half-read
+    return con.execute(sql).fetchall()[0][0]
 
 
 def _load_file(con: duckdb.DuckDBPyConnection, t: Table, path: Path, digest: str) -> LoadReport:
-    prior = con.execute(
+    found = con.execute(
         "SELECT read, accepted, quarantined FROM _loads WHERE table_name = ? AND sha256 = ?",
         [t.name, digest],
-    ).fetchone()
+    ).fetchall()
+    prior = found[0] if found else None
     if prior:
         logger.info("%s: %s already loaded, skipped", t.name, path.name)
         return LoadReport(t.name, path.name, prior[0], prior[1], prior[2], 0, 0, True)

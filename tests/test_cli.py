@@ -9,7 +9,7 @@ from credref.cli import app
 from credref.settings import DEV_ID_HASH_SECRET, load_settings
 
 runner = CliRunner()
-COMMANDS = ["generate", "ingest", "summary"]
+COMMANDS = ["generate", "ingest", "summary", "dataset", "features"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

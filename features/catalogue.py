@@ -1,0 +1,268 @@
+"""The feature catalogue: the single source of truth for features and reason codes.
+
+Training (inputs, monotone constraints), serving (inputs, reason texts), reason codes,
+model cards and docs all read this module. A feature's ``monotone`` is its direction
+relative to risk: +1 risk never falls as it grows, -1 risk never rises, 0 no
+constraint. Every constrained feature has a reason code for its adverse direction;
+related features share one. Features without a reason code (place, industry, form) can
+move a score but are never given to a platform as a reason: they are not something the
+household did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    text_zh: str
+    text_en: str
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    description_zh: str
+    description_en: str
+    source: str  # record table the feature reads
+    value_type: str  # "int", "float", "bool", "category"
+    monotone: int  # +1 / -1 / 0, relative to risk
+    reason: str | None = None  # reason code for the adverse direction
+
+
+REASONS: tuple[Reason, ...] = (
+    Reason("R01", "登记成立时间较短", "Registered only recently"),
+    Reason("R02", "近期变更经营者", "Operator changed recently"),
+    Reason("R03", "近期多次变更经营场所", "Business premises changed recently"),
+    Reason("R04", "年度报告未按时报送", "Annual report not filed on time"),
+    Reason("R05", "被标记为经营异常状态", "Marked as operating abnormally"),
+    Reason("R06", "公示期内的行政处罚", "Administrative penalties in publicity"),
+    Reason("R07", "公示期内有较重的行政处罚", "A severe administrative penalty in publicity"),
+    Reason("R08", "列入严重违法失信名单", "On the serious illegal and dishonest list"),
+    Reason("R09", "抽查检查发现问题", "Problems found in spot checks"),
+)
+REASONS_BY_CODE = {r.code: r for r in REASONS}
+#: The answer when nothing pushes risk up.
+NO_ADVERSE = Reason("R00", "无不良记录", "No adverse record")
+
+CATEGORIES = {
+    "industry": ("A", "C", "E", "F", "G", "H", "I", "L", "M", "O", "P", "R"),
+    "city": ("Suzhou", "Hangzhou", "Jinan", "Wuhan", "Changsha", "Shenzhen", "Chengdu", "Xi'an"),
+}
+
+FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "reg_age_years",
+        "登记成立年限（年）",
+        "Years since registration",
+        "households",
+        "float",
+        -1,
+        "R01",
+    ),
+    Feature("org_form_family", "是否家庭经营", "Family-run (家庭经营)", "households", "bool", 0),
+    Feature("industry", "行业门类", "Industry section (GB/T 4754)", "households", "category", 0),
+    Feature("city", "所在城市", "Pilot city", "households", "category", 0),
+    Feature(
+        "operator_changes_1y",
+        "近1年经营者变更次数",
+        "Operator changes, last year",
+        "registration_changes",
+        "int",
+        1,
+        "R02",
+    ),
+    Feature(
+        "operator_changes_2y",
+        "近2年经营者变更次数",
+        "Operator changes, last 2 years",
+        "registration_changes",
+        "int",
+        1,
+        "R02",
+    ),
+    Feature(
+        "address_changes_1y",
+        "近1年经营场所变更次数",
+        "Premises changes, last year",
+        "registration_changes",
+        "int",
+        1,
+        "R03",
+    ),
+    Feature(
+        "address_changes_2y",
+        "近2年经营场所变更次数",
+        "Premises changes, last 2 years",
+        "registration_changes",
+        "int",
+        1,
+        "R03",
+    ),
+    Feature(
+        "last_report_late",
+        "最近一期年报逾期报送",
+        "Last due annual report filed late",
+        "annual_reports",
+        "bool",
+        1,
+        "R04",
+    ),
+    Feature(
+        "last_report_missing",
+        "最近一期年报未报送",
+        "Last due annual report not filed",
+        "annual_reports",
+        "bool",
+        1,
+        "R04",
+    ),
+    Feature(
+        "reports_missing_3y",
+        "近3期年报未按时报送数",
+        "Of the last 3 due reports, not filed on time",
+        "annual_reports",
+        "int",
+        1,
+        "R04",
+    ),
+    Feature(
+        "current_report_unfiled",
+        "本年度年报尚未报送（1–6月）",
+        "This year's report not yet filed (Jan–Jun)",
+        "annual_reports",
+        "bool",
+        1,
+        "R04",
+    ),
+    Feature(
+        "reported_employees",
+        "公示年报从业人数",
+        "Employees in the last published report",
+        "annual_reports",
+        "float",
+        0,
+    ),
+    Feature(
+        "abnormal_now_report",
+        "因年报问题处于经营异常状态",
+        "Marked abnormal for the annual report",
+        "abnormal_status",
+        "bool",
+        1,
+        "R05",
+    ),
+    Feature(
+        "abnormal_now_unreachable",
+        "因无法联系处于经营异常状态",
+        "Marked abnormal as unreachable",
+        "abnormal_status",
+        "bool",
+        1,
+        "R05",
+    ),
+    Feature(
+        "abnormal_days",
+        "本次经营异常已持续天数",
+        "Days in the current abnormal marking",
+        "abnormal_status",
+        "int",
+        1,
+        "R05",
+    ),
+    Feature(
+        "penalties_1y",
+        "近1年公示中的行政处罚数",
+        "Penalties in publicity, decided in the last year",
+        "penalties",
+        "int",
+        1,
+        "R06",
+    ),
+    Feature(
+        "penalties_3y",
+        "近3年公示中的行政处罚数",
+        "Penalties in publicity, decided in the last 3 years",
+        "penalties",
+        "int",
+        1,
+        "R06",
+    ),
+    Feature(
+        "penalty_fines_yuan",
+        "公示中的罚款总额（元）",
+        "Total fines of penalties in publicity (yuan)",
+        "penalties",
+        "float",
+        1,
+        "R06",
+    ),
+    Feature(
+        "penalty_max_severity",
+        "公示中处罚的最高严重程度（0–4）",
+        "Most severe penalty in publicity (0–4)",
+        "penalties",
+        "int",
+        1,
+        "R07",
+    ),
+    Feature(
+        "penalty_recency_days",
+        "距最近一次公示处罚天数（无则1095）",
+        "Days since the latest penalty in publicity (1095 if none)",
+        "penalties",
+        "int",
+        -1,
+        "R06",
+    ),
+    Feature(
+        "penalty_violation_types",
+        "公示处罚涉及的违法类型数",
+        "Distinct violation types in publicity",
+        "penalties",
+        "int",
+        1,
+        "R06",
+    ),
+    Feature(
+        "serious_listed",
+        "列入严重违法失信名单",
+        "On the serious illegal and dishonest list",
+        "serious_dishonesty",
+        "bool",
+        1,
+        "R08",
+    ),
+    Feature(
+        "spot_problems_3y",
+        "近3年抽查发现问题次数",
+        "Spot checks with problems, last 3 years",
+        "spot_checks",
+        "int",
+        1,
+        "R09",
+    ),
+)
+FEATURES_BY_NAME = {f.name: f for f in FEATURES}
+FEATURE_NAMES = tuple(f.name for f in FEATURES)
+#: Columns a feature may never read (DOMAIN.md §3): personal information.
+FORBIDDEN_SOURCES = ("operator_name", "operator_id_hmac", "address", "name")
+
+
+def catalogue_dict() -> dict:
+    return {
+        "features": [asdict(f) for f in FEATURES],
+        "reasons": [asdict(r) for r in REASONS],
+        "no_adverse": asdict(NO_ADVERSE),
+        "categories": {k: list(v) for k, v in CATEGORIES.items()},
+    }
+
+
+def catalogue_version() -> str:
+    """Content hash of the catalogue: any change to features or reasons changes it."""
+    blob = json.dumps(catalogue_dict(), sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

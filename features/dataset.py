@@ -1,0 +1,174 @@
+"""Training sets (stacked labelled snapshots) and scoring snapshots, with manifests.
+
+A training set holds, per as-of date, every household operating on it: the catalogue's
+features, the label, and — in a separate column that model code never takes as input —
+the generator's oracle PD, for evaluation only. Only as-of dates whose whole label window
+is observed in the warehouse may be labelled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features.catalogue import catalogue_version
+from features.engines import DuckDBEngine
+from features.policy import Policy
+from features.warehouse import source_fingerprint
+
+logger = logging.getLogger(__name__)
+
+#: Evaluation-only columns of a training set: never model inputs.
+ORACLE_COLUMN = "oracle_pd"
+LABEL_COLUMN = "label"
+
+
+def month_end(year: int, month: int) -> date:
+    nxt = date(year + (month == 12), month % 12 + 1, 1)
+    return date.fromordinal(nxt.toordinal() - 1)
+
+
+def parse_every(every: str) -> int:
+    """'3M' -> 3 (months)."""
+    m = re.fullmatch(r"\s*(\d+)\s*M\s*", every, flags=re.IGNORECASE)
+    if not m or int(m.group(1)) < 1:
+        raise ValueError(f"--every must look like '3M' (a number of months), got {every!r}")
+    return int(m.group(1))
+
+
+def as_of_dates(start: date, end: date, every_months: int) -> list[date]:
+    """Month ends from ``start`` to ``end`` stepping ``every_months``; start must be a month end."""
+    if start != month_end(start.year, start.month):
+        raise ValueError(f"as-of dates are month ends; {start} is not one")
+    if end < start:
+        raise ValueError(f"--to {end} is before --from {start}")
+    out, y, m = [], start.year, start.month
+    while (d := month_end(y, m)) <= end:
+        out.append(d)
+        m += every_months
+        y, m = y + (m - 1) // 12, (m - 1) % 12 + 1
+    return out
+
+
+def observed_through(con: duckdb.DuckDBPyConnection) -> date:
+    """The last day the warehouse has records for (latest publication of any kind)."""
+    row = con.execute(
+        """SELECT max(d) FROM (
+            SELECT max(published_on) AS d FROM penalties
+            UNION ALL SELECT max(marked_on) FROM abnormal_status
+            UNION ALL SELECT max(changed_on) FROM registration_changes
+            UNION ALL SELECT max(listed_on) FROM serious_dishonesty
+            UNION ALL SELECT max(published_on) FROM spot_checks
+            UNION ALL SELECT max(filed_on) FROM annual_reports)"""
+    ).fetchall()[0]
+    if row[0] is None:
+        raise ValueError("the warehouse holds no records; run `credref ingest` first")
+    return row[0]
+
+
+def labelable(as_of: date, horizon_months: int, through: date) -> bool:
+    y, m = as_of.year, as_of.month + horizon_months
+    y, m = y + (m - 1) // 12, (m - 1) % 12 + 1
+    return month_end(y, m) <= through if as_of == month_end(as_of.year, as_of.month) else False
+
+
+def _oracle(truth_dir: Path | None, as_of: date) -> pa.Table | None:
+    if truth_dir is None:
+        return None
+    path = truth_dir / "oracle.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no oracle file at {path}")
+    t = pq.read_table(path, columns=["uscc", "as_of", "oracle_pd"], filters=[("as_of", "=", as_of)])
+    return t.select(["uscc", "oracle_pd"])
+
+
+def build_training_set(
+    con: duckdb.DuckDBPyConnection,
+    dates: list[date],
+    out: Path,
+    horizon_months: int = 12,
+    truth_dir: Path | None = None,
+    policy: Policy = Policy.LEGAL,
+) -> dict:
+    """Write ``out/dataset.parquet`` and ``out/manifest.json``; returns the manifest."""
+    through = observed_through(con)
+    bad = [d for d in dates if not labelable(d, horizon_months, through)]
+    if bad:
+        raise ValueError(
+            f"as-of dates whose {horizon_months}-month label window is not fully observed "
+            f"(records run to {through}): {[d.isoformat() for d in bad]}"
+        )
+    engine = DuckDBEngine(con)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = None
+    per_date = []
+    try:
+        for d in dates:
+            feats = engine.features(d, policy)
+            labels = engine.labels(d, horizon_months)
+            if not feats.column("uscc").equals(labels.column("uscc")):
+                raise AssertionError(f"{d}: features and labels cover different households")
+            t = feats.append_column(LABEL_COLUMN, labels.column(LABEL_COLUMN))
+            oracle = _oracle(truth_dir, d)
+            if oracle is not None:
+                t = t.join(oracle, "uscc", join_type="left outer").sort_by("uscc")
+                missing = t.num_rows - pc.count(t.column(ORACLE_COLUMN)).as_py()
+                if missing:
+                    logger.warning("%s: %d households have no oracle value", d, missing)
+            else:
+                t = t.append_column(ORACLE_COLUMN, pa.nulls(t.num_rows, pa.float64()))
+            if writer is None:
+                writer = pq.ParquetWriter(out / "dataset.parquet", t.schema, compression="zstd")
+            writer.write_table(t)
+            per_date.append(
+                {
+                    "as_of": d.isoformat(),
+                    "rows": t.num_rows,
+                    "label_rate": round(pc.mean(t.column(LABEL_COLUMN)).as_py() or 0.0, 6),
+                }
+            )
+            logger.info("%s: %d rows", d, t.num_rows)
+    finally:
+        if writer is not None:
+            writer.close()
+    manifest = {
+        "kind": "training_set",
+        "catalogue_version": catalogue_version(),
+        "policy": policy.value,
+        "horizon_months": horizon_months,
+        "as_of_dates": [d.isoformat() for d in dates],
+        "per_date": per_date,
+        "rows": sum(p["rows"] for p in per_date),
+        "observed_through": through.isoformat(),
+        "source_fingerprint": source_fingerprint(con),
+        "oracle_from": str(truth_dir) if truth_dir else None,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def build_snapshot(
+    con: duckdb.DuckDBPyConnection, as_of: date, out: Path, policy: Policy = Policy.LEGAL
+) -> dict:
+    """Write one scoring snapshot ``out`` (Parquet) and ``<out>.manifest.json``."""
+    t = DuckDBEngine(con).features(as_of, policy)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(t, out, compression="zstd")
+    manifest = {
+        "kind": "snapshot",
+        "catalogue_version": catalogue_version(),
+        "policy": policy.value,
+        "as_of": as_of.isoformat(),
+        "rows": t.num_rows,
+        "source_fingerprint": source_fingerprint(con),
+    }
+    out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,227 @@
+"""Point-in-time features and labels, as one SQL definition.
+
+The SQL is written once, in DuckDB's dialect, over the record tables by name; the
+embedded engine runs it as it is and the Spark engine runs the same text transpiled by
+sqlglot (``features.engines``). Every "is this record usable on T" decision comes from
+``features.policy``; every window is anchored on the as-of date T, so a record
+published after T can never reach a feature.
+
+Labels look only at (T, T + horizon], features only at (-inf, T]: the two windows
+never overlap.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from features import policy as P
+from features.catalogue import FEATURE_NAMES
+from features.geography import city_case_sql
+from features.policy import Policy
+
+
+def _t(as_of: date) -> str:
+    return f"DATE '{as_of.isoformat()}'"
+
+
+def population_sql(as_of: date) -> str:
+    """Households registered on or before T and operating on T.
+
+    The status on T is the last status change registered on or before T; without one,
+    the household's current status if it took effect on or before T; else operating.
+    """
+    t = _t(as_of)
+    return f"""
+    SELECT h.uscc, h.registered_on, h.org_form, h.industry, h.division_code
+    FROM households h
+    LEFT JOIN (
+        SELECT uscc, max_by(new_status, changed_on) AS status_at
+        FROM registration_changes r
+        WHERE r.change_type = 'status' AND {P.registration_change_known(t)}
+        GROUP BY uscc
+    ) s ON s.uscc = h.uscc
+    WHERE h.registered_on <= {t}
+      AND COALESCE(s.status_at,
+                   CASE WHEN h.status_changed_on <= {t} THEN h.status ELSE 'operating' END)
+          = 'operating'
+    """
+
+
+def _severity(r: str = "r") -> str:
+    return f"""CASE
+        WHEN {r}.penalty_kinds LIKE '%licence_revocation%' OR {r}.penalty_kinds LIKE '%practice_ban%' THEN 4
+        WHEN {r}.penalty_kinds LIKE '%suspension_order%' OR {r}.penalty_kinds LIKE '%licence_suspension%'
+             OR {r}.penalty_kinds LIKE '%business_restriction%' OR {r}.fine_yuan >= 100000 THEN 3
+        WHEN {P.is_minor_penalty(r)} THEN 1
+        ELSE 2 END"""
+
+
+def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
+    """One row per household operating on ``as_of``: ``uscc``, ``as_of``, the catalogue."""
+    t = _t(as_of)
+    # The last report whose 30 June deadline has passed on T, and this year's report.
+    last_year = f"(year({t}) - CASE WHEN {t} >= make_date(year({t}), 6, 30) THEN 1 ELSE 2 END)"
+    this_year = f"(year({t}) - 1)"
+    sql = f"""
+    WITH pop AS ({population_sql(as_of)}),
+    chg AS (
+        SELECT r.uscc,
+            sum(CASE WHEN r.change_type = 'operator' AND r.changed_on > {t} - INTERVAL 1 YEAR THEN 1 ELSE 0 END) AS operator_changes_1y,
+            sum(CASE WHEN r.change_type = 'operator' AND r.changed_on > {t} - INTERVAL 2 YEAR THEN 1 ELSE 0 END) AS operator_changes_2y,
+            sum(CASE WHEN r.change_type = 'address' AND r.changed_on > {t} - INTERVAL 1 YEAR THEN 1 ELSE 0 END) AS address_changes_1y,
+            sum(CASE WHEN r.change_type = 'address' AND r.changed_on > {t} - INTERVAL 2 YEAR THEN 1 ELSE 0 END) AS address_changes_2y
+        FROM registration_changes r
+        WHERE {P.registration_change_known(t)}
+        GROUP BY r.uscc
+    ),
+    due AS (
+        -- the last three report years whose 30 June deadline has passed on T, for
+        -- households registered by the end of that year
+        SELECT p.uscc, {last_year} - o.k AS report_year
+        FROM pop p CROSS JOIN (VALUES (0), (1), (2)) AS o(k)
+        WHERE {last_year} - o.k >= year(p.registered_on)
+    ),
+    rep AS (
+        SELECT d.uscc, d.report_year,
+            CASE WHEN {P.report_filing_known(t)} AND r.filed_on <= make_date(d.report_year + 1, 6, 30)
+                 THEN 1 ELSE 0 END AS on_time,
+            CASE WHEN {P.report_filing_known(t)} AND r.filed_on > make_date(d.report_year + 1, 6, 30)
+                 THEN 1 ELSE 0 END AS late
+        FROM due d
+        LEFT JOIN annual_reports r ON r.uscc = d.uscc AND r.report_year = d.report_year
+    ),
+    reps AS (
+        SELECT uscc,
+            max(CASE WHEN report_year = {last_year} THEN late ELSE 0 END) AS last_report_late,
+            max(CASE WHEN report_year = {last_year} AND on_time = 0 AND late = 0 THEN 1 ELSE 0 END) AS last_report_missing,
+            sum(CASE WHEN report_year > {last_year} - 3 AND on_time = 0 THEN 1 ELSE 0 END) AS reports_missing_3y
+        FROM rep GROUP BY uscc
+    ),
+    filed_this_year AS (
+        SELECT DISTINCT r.uscc FROM annual_reports r
+        WHERE r.report_year = {this_year} AND {P.report_filing_known(t)}
+    ),
+    cur AS (
+        SELECT p.uscc,
+            CASE WHEN {t} < make_date(year({t}), 6, 30) AND year(p.registered_on) <= {this_year}
+                  AND f.uscc IS NULL
+                 THEN 1 ELSE 0 END AS current_report_unfiled
+        FROM pop p LEFT JOIN filed_this_year f ON f.uscc = p.uscc
+    ),
+    content AS (
+        SELECT r.uscc, max_by(r.employees, r.report_year) AS reported_employees
+        FROM annual_reports r
+        WHERE {P.report_content_usable(t)}
+        GROUP BY r.uscc
+    ),
+    abn AS (
+        SELECT r.uscc,
+            max(CASE WHEN r.cause IN ('report_not_filed', 'report_false') THEN 1 ELSE 0 END) AS abnormal_now_report,
+            max(CASE WHEN r.cause = 'unreachable' THEN 1 ELSE 0 END) AS abnormal_now_unreachable,
+            date_diff('day', min(r.marked_on), {t}) AS abnormal_days
+        FROM abnormal_status r
+        WHERE {P.abnormal_usable(t, policy)}
+        GROUP BY r.uscc
+    ),
+    pen AS (
+        SELECT r.uscc,
+            sum(CASE WHEN r.published_on > {t} - INTERVAL 1 YEAR THEN 1 ELSE 0 END) AS penalties_1y,
+            sum(CASE WHEN r.published_on > {t} - INTERVAL 3 YEAR THEN 1 ELSE 0 END) AS penalties_3y,
+            sum(COALESCE(r.fine_yuan, 0)) AS penalty_fines_yuan,
+            max({_severity()}) AS penalty_max_severity,
+            date_diff('day', max(r.published_on), {t}) AS penalty_recency_days,
+            count(DISTINCT r.violation_type) AS penalty_violation_types
+        FROM penalties r
+        WHERE {P.penalty_usable(t, policy)}
+        GROUP BY r.uscc
+    ),
+    ser AS (
+        SELECT DISTINCT r.uscc FROM serious_dishonesty r WHERE {P.serious_usable(t, policy)}
+    ),
+    spot AS (
+        SELECT r.uscc, count(*) AS spot_problems_3y
+        FROM spot_checks r
+        WHERE {P.spot_check_usable(t, policy)} AND r.result <> 'normal'
+        GROUP BY r.uscc
+    )
+    SELECT
+        p.uscc,
+        {t} AS as_of,
+        CAST(date_diff('day', p.registered_on, {t}) AS DOUBLE) / 365.25 AS reg_age_years,
+        CAST(p.org_form = 'family' AS INT) AS org_form_family,
+        p.industry,
+        {city_case_sql("p.division_code")} AS city,
+        CAST(COALESCE(chg.operator_changes_1y, 0) AS BIGINT) AS operator_changes_1y,
+        CAST(COALESCE(chg.operator_changes_2y, 0) AS BIGINT) AS operator_changes_2y,
+        CAST(COALESCE(chg.address_changes_1y, 0) AS BIGINT) AS address_changes_1y,
+        CAST(COALESCE(chg.address_changes_2y, 0) AS BIGINT) AS address_changes_2y,
+        CAST(COALESCE(reps.last_report_late, 0) AS INT) AS last_report_late,
+        CAST(COALESCE(reps.last_report_missing, 0) AS INT) AS last_report_missing,
+        CAST(COALESCE(reps.reports_missing_3y, 0) AS BIGINT) AS reports_missing_3y,
+        CAST(cur.current_report_unfiled AS INT) AS current_report_unfiled,
+        CAST(content.reported_employees AS DOUBLE) AS reported_employees,
+        CAST(COALESCE(abn.abnormal_now_report, 0) AS INT) AS abnormal_now_report,
+        CAST(COALESCE(abn.abnormal_now_unreachable, 0) AS INT) AS abnormal_now_unreachable,
+        CAST(COALESCE(abn.abnormal_days, 0) AS BIGINT) AS abnormal_days,
+        CAST(COALESCE(pen.penalties_1y, 0) AS BIGINT) AS penalties_1y,
+        CAST(COALESCE(pen.penalties_3y, 0) AS BIGINT) AS penalties_3y,
+        CAST(COALESCE(pen.penalty_fines_yuan, 0) AS DOUBLE) AS penalty_fines_yuan,
+        CAST(COALESCE(pen.penalty_max_severity, 0) AS INT) AS penalty_max_severity,
+        CAST(least(COALESCE(pen.penalty_recency_days, 1095), 1095) AS BIGINT) AS penalty_recency_days,
+        CAST(COALESCE(pen.penalty_violation_types, 0) AS BIGINT) AS penalty_violation_types,
+        CAST(ser.uscc IS NOT NULL AS INT) AS serious_listed,
+        CAST(COALESCE(spot.spot_problems_3y, 0) AS BIGINT) AS spot_problems_3y
+    FROM pop p
+    LEFT JOIN chg ON chg.uscc = p.uscc
+    LEFT JOIN reps ON reps.uscc = p.uscc
+    LEFT JOIN cur ON cur.uscc = p.uscc
+    LEFT JOIN content ON content.uscc = p.uscc
+    LEFT JOIN abn ON abn.uscc = p.uscc
+    LEFT JOIN pen ON pen.uscc = p.uscc
+    LEFT JOIN ser ON ser.uscc = p.uscc
+    LEFT JOIN spot ON spot.uscc = p.uscc
+    ORDER BY p.uscc
+    """
+    return sql
+
+
+#: Output columns of feature_sql, in order; checked against the catalogue at import.
+FEATURE_COLUMNS = ("uscc", "as_of", *FEATURE_NAMES)
+
+
+def adverse_events_sql() -> str:
+    """Every published adverse record with its publication date (the label's events).
+
+    Adverse: a published penalty above the minor kind, an abnormal marking, a serious
+    listing, a licence revocation, a deregistration on the authority's initiative.
+    """
+    return f"""
+    SELECT r.uscc, r.published_on AS event_on FROM penalties r
+    WHERE r.published_on IS NOT NULL AND r.procedure = 'ordinary' AND r.penalty_kinds <> 'warning'
+      AND NOT {P.is_minor_penalty()}
+    UNION ALL SELECT r.uscc, r.marked_on FROM abnormal_status r
+    UNION ALL SELECT r.uscc, r.listed_on FROM serious_dishonesty r
+    UNION ALL SELECT r.uscc, r.changed_on FROM registration_changes r
+    WHERE r.change_type = 'status'
+      AND (r.new_status = 'revoked' OR (r.new_status = 'deregistered' AND r.reason = 'authority_initiated'))
+    """
+
+
+def label_sql(as_of: date, horizon_months: int = 12) -> str:
+    """1 if an adverse record is published in (T, T + horizon], for households operating on T.
+
+    A household that deregisters voluntarily inside the window keeps its row: its label
+    is 1 only if an adverse record was published before it left, else 0 (it left
+    without an adverse event, which is what a platform would have wanted to know).
+    Events count even if later repaired or withdrawn: they were published in the window.
+    """
+    t = _t(as_of)
+    end = f"{t} + INTERVAL {int(horizon_months)} MONTH"
+    return f"""
+    WITH pop AS ({population_sql(as_of)}),
+    ev AS ({adverse_events_sql()}),
+    hit AS (SELECT DISTINCT ev.uscc FROM ev WHERE ev.event_on > {t} AND ev.event_on <= {end})
+    SELECT p.uscc, {t} AS as_of, CAST(hit.uscc IS NOT NULL AS INT) AS label
+    FROM pop p LEFT JOIN hit ON hit.uscc = p.uscc
+    ORDER BY p.uscc
+    """
