@@ -23,11 +23,20 @@ help: ## List the targets
 .PHONY: env
 env: $(STAMP) ## Create the virtual environment from requirements.lock
 
+# The demo keeps all its state under $(DEMO_DIR); each run starts from scratch.
+DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb
+CREDREF := $(DEMO_ENV) $(VENV)/bin/credref
+
 .PHONY: demo
-demo: $(STAMP) ## Generate a demo domain (100k households), ingest it, print the per-city summary
-	$(VENV)/bin/credref generate --households $(DEMO_HOUSEHOLDS) --seed 7 --out $(DEMO_DIR)/export
-	CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb $(VENV)/bin/credref ingest $(DEMO_DIR)/export
-	CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb $(VENV)/bin/credref summary
+demo: $(STAMP) ## Generate 100k households, ingest, summarise, build datasets, train and promote a champion
+	rm -rf $(DEMO_DIR)
+	$(CREDREF) generate --households $(DEMO_HOUSEHOLDS) --seed 7 --out $(DEMO_DIR)/export
+	$(CREDREF) ingest $(DEMO_DIR)/export
+	$(CREDREF) summary
+	$(CREDREF) dataset --out $(DEMO_DIR)/dataset --truth $(DEMO_DIR)/export/truth
+	$(CREDREF) dataset --out $(DEMO_DIR)/dataset_all_published --policy all_published
+	$(CREDREF) train --config configs/demo.toml
+	$(CREDREF) promote
 
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite
@@ -37,7 +46,7 @@ test: $(STAMP) ## Run the whole test suite
 lint: $(STAMP) ## ruff lint + format check, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy credref features
+	$(VENV)/bin/mypy credref features training
 
 .PHONY: bench-generate
 bench-generate: $(STAMP) ## Benchmark: generate the 11M-household pilot domain

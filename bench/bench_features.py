@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--warehouse", type=Path, default=Path("bench/out/pilot.duckdb"))
     ap.add_argument("--as-of", default="2025-06-30")
     ap.add_argument("--out", type=Path, default=Path("bench/out/snapshot.parquet"))
+    ap.add_argument("--memory-limit", default="10GB", help="DuckDB memory cap")
     args = ap.parse_args()
     as_of = date.fromisoformat(args.as_of)
     result: dict = {
@@ -55,13 +56,17 @@ def main() -> None:
     }
     if not args.warehouse.exists():
         with measure() as m:
-            reports = ingest(args.export, args.warehouse, progress=False)
+            reports = ingest(
+                args.export, args.warehouse, progress=False, memory_limit=args.memory_limit
+            )
         result["ingest"] = {
             "wall_s": round(m.wall_s, 1),
             "peak_rss_gb": round(m.peak_rss_gb, 2),
             "rows": sum(r.read for r in reports),
         }
-    con = duckdb.connect(str(args.warehouse), read_only=True)
+    con = duckdb.connect(
+        str(args.warehouse), read_only=True, config={"memory_limit": args.memory_limit}
+    )
     with measure() as m:
         rows = con.execute(scan_sql(as_of)).fetchall()
     result["scan"] = {

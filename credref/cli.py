@@ -110,7 +110,9 @@ def ingest(
 
     settings = load_settings()
     try:
-        reports = run(export_dir, settings.warehouse_path)
+        reports = run(
+            export_dir, settings.warehouse_path, memory_limit=settings.duckdb_memory_limit
+        )
     except ExportError as e:
         _fail(f"{e} (the warehouse was not changed)")
     table = RichTable(title=f"ingested into {settings.warehouse_path}")
@@ -156,7 +158,9 @@ def _warehouse_ro():
 
     settings = load_settings()
     try:
-        return connect(settings.warehouse_path, read_only=True)
+        return connect(
+            settings.warehouse_path, read_only=True, memory_limit=settings.duckdb_memory_limit
+        )
     except FileNotFoundError as e:
         _fail(str(e))
 
@@ -218,6 +222,89 @@ def features(
     finally:
         con.close()
     console.print(f"snapshot {out}: {manifest['rows']:,} households operating on {day}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="TOML training config (see configs/demo.toml).")],
+) -> None:
+    """Train, check, evaluate and register a model (not yet champion: see promote)."""
+    from training.train import TrainConfig
+    from training.train import train as run
+
+    settings = load_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg = TrainConfig.from_toml(config)
+        result = run(cfg, settings.tracking_uri, settings.artifact_root, settings.registered_model)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    s = result.summary
+    table = RichTable(
+        title=f"trained version {result.version} ({result.chosen}) — run {result.run_id[:8]}"
+    )
+    table.add_column("metric")
+    table.add_column("out-of-time test", justify="right")
+    for k, v in result.test_metrics.items():
+        table.add_row(k, f"{v:.4f}")
+    for k, v in s["test_auc"].items():
+        table.add_row(f"auc {k}", f"{v:.4f}")
+    if s.get("oracle_auc"):
+        table.add_row("oracle auc", f"{s['oracle_auc']:.4f}")
+        table.add_row("oracle ratio", f"{s['oracle_ratio']:.4f}")
+    if s.get("all_published"):
+        table.add_row(
+            "auc, all published records", f"{s['all_published']['test_auc_all_published']:.4f}"
+        )
+    table.add_row("class rates rise A→D", str(s["class_rates_increasing"]))
+    table.add_row("checks passed", str(result.checks_passed))
+    console.print(table)
+    console.print(f"selection: {s['why']}")
+    if not result.checks_passed:
+        console.print("[red]checks failed:[/red] " + "; ".join(s["check_failures"]))
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def promote(
+    version: Annotated[str | None, typer.Option(help="Model version (default: newest).")] = None,
+) -> None:
+    """Make a version the champion if it passes the gate (checks, ECE, AUC vs champion)."""
+    import mlflow
+
+    from training.registry import promote as run
+
+    settings = load_settings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        result = run(settings.registered_model, version)
+    except ValueError as e:
+        _fail(str(e))
+    if result.promoted:
+        console.print(
+            f"version {result.version} is now the champion (test AUC {result.challenger_auc:.4f})"
+        )
+        return
+    console.print(f"[red]refused[/red] version {result.version}:")
+    for r in result.reasons:
+        console.print(f"  - {r}")
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def rollback() -> None:
+    """Restore the previous champion."""
+    import mlflow
+
+    from training.registry import rollback as run
+
+    settings = load_settings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        version = run(settings.registered_model)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"version {version} is the champion again")
 
 
 if __name__ == "__main__":  # pragma: no cover

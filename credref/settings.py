@@ -36,10 +36,30 @@ class Settings(BaseSettings):
         description="In-domain HMAC key for operator ID numbers.",
     )
     seed: int = Field(7, description="Default seed of the synthetic generator.")
+    duckdb_memory_limit: str = Field(
+        "8GB", description="DuckDB memory cap; it spills to disk beyond."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking store (default: sqlite:///<home>/mlflow.db)."
+    )
+    mlflow_artifacts: Path | None = Field(
+        None, description="MLflow artefact root (default: <home>/mlartifacts)."
+    )
+    registered_model: str = Field(
+        "credref-reference", description="Registered model name in MLflow."
+    )
 
     @property
     def warehouse_path(self) -> Path:
         return self.warehouse or self.home / "warehouse.duckdb"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.mlflow_artifacts or self.home / "mlartifacts"
 
     def id_secret_bytes(self) -> bytes:
         value = self.id_hash_secret.get_secret_value()

@@ -102,14 +102,16 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def ingest(export_dir: Path, warehouse: Path, progress: bool = True) -> list[LoadReport]:
+def ingest(
+    export_dir: Path, warehouse: Path, progress: bool = True, memory_limit: str | None = None
+) -> list[LoadReport]:
     """Validate and load every table file of an export in one transaction."""
     files = find_files(export_dir)
     for name, path in files.items():
         check_columns(_table(name), path)
     hashes = {name: sha256(path) for name, path in files.items()}
 
-    con = connect(warehouse)
+    con = connect(warehouse, memory_limit=memory_limit)
     _register_udfs(con)
     reports: list[LoadReport] = []
     con.execute("BEGIN TRANSACTION")
@@ -178,18 +180,20 @@ def _typed(c: Column, native: set[str]) -> str:
     return f"TRY_CAST(NULLIF(trim(CAST({q} AS VARCHAR)), '') AS {c.type})"
 
 
-def _problems(t: Table, native: set[str]) -> list[str]:
-    """SQL expressions, each NULL for a good row or a reason for a bad one."""
+def _problems(t: Table) -> list[str]:
+    """SQL expressions over one checked row ``x``, each NULL when good or a reason when bad.
+
+    ``x."<col>"`` is the typed value, ``x."__has_<col>"`` whether the file had a value.
+    """
     out = []
     for c in t.columns:
-        raw = _raw(c, native)
-        v = f'v."{c.name}"'
+        v, has = f'x."{c.name}"', f'x."__has_{c.name}"'
         if c.type != "VARCHAR":
             out.append(
-                f"CASE WHEN {raw} IS NOT NULL AND {v} IS NULL THEN '{c.name}: not a valid {c.type.lower()}' END"
+                f"CASE WHEN {has} AND {v} IS NULL THEN '{c.name}: not a valid {c.type.lower()}' END"
             )
         if c.required:
-            out.append(f"CASE WHEN {raw} IS NULL THEN '{c.name}: required' END")
+            out.append(f"CASE WHEN NOT {has} THEN '{c.name}: required' END")
         if c.enum and c.list_sep:
             allowed = ", ".join(f"'{e}'" for e in c.enum)
             out.append(
@@ -202,21 +206,21 @@ def _problems(t: Table, native: set[str]) -> list[str]:
                 f"CASE WHEN {v} IS NOT NULL AND {v} NOT IN ({allowed}) THEN '{c.name}: not an allowed value' END"
             )
     for later, earlier in t.date_order:
-        out.append(f'CASE WHEN v."{later}" < v."{earlier}" THEN \'{later}: before {earlier}\' END')
+        out.append(f'CASE WHEN x."{later}" < x."{earlier}" THEN \'{later}: before {earlier}\' END')
     for cond, reason in t.checks:
         expr = cond
         for c in t.columns:
             expr = _qualify(expr, c.name)
         out.append(f"CASE WHEN COALESCE({expr}, false) THEN '{reason}' END")
     if t.name == "households":
-        out.append("uscc_problem(v.uscc)")
+        out.append("uscc_problem(x.uscc)")
     if t.household_fk:
         out.append(
-            "CASE WHEN v.uscc IS NOT NULL AND h.uscc IS NULL THEN 'uscc: unknown household' END"
+            "CASE WHEN x.uscc IS NOT NULL AND h.uscc IS NULL THEN 'uscc: unknown household' END"
         )
-    keys = ", ".join(f'v."{k}"' for k in t.key)
+    keys = ", ".join(f'x."{k}"' for k in t.key)
     out.append(
-        f"CASE WHEN row_number() OVER (PARTITION BY {keys} ORDER BY v._row) > 1 THEN 'duplicate key in file' END"
+        f"CASE WHEN row_number() OVER (PARTITION BY {keys} ORDER BY x._row) > 1 THEN 'duplicate key in file' END"
     )
     return out
 
@@ -224,7 +228,7 @@ def _problems(t: Table, native: set[str]) -> list[str]:
 def _qualify(expr: str, col: str) -> str:
     import re
 
-    return re.sub(rf"(?<![\w.\"']){col}(?![\w\"'])", f'v."{col}"', expr)
+    return re.sub(rf"(?<![\w.\"']){col}(?![\w\"'])", f'x."{col}"', expr)
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str):
@@ -244,21 +248,28 @@ def _load_file(con: duckdb.DuckDBPyConnection, t: Table, path: Path, digest: str
 
     load_id = uuid.uuid4().hex
     native = _native_columns(path, t)
-    typed_cols = ", ".join(f'{_typed(c, native)} AS "{c.name}"' for c in t.columns)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _raw AS {_reader(path)}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS SELECT _row, {typed_cols} FROM _raw")
-    join_h = "LEFT JOIN households h ON h.uscc = v.uscc" if t.household_fk else ""
-    reasons = ",\n ".join(_problems(t, native))
+    typed = ", ".join(
+        f'{_typed(c, native)} AS "{c.name}", ({_raw(c, native)} IS NOT NULL) AS "__has_{c.name}"'
+        for c in t.columns
+    )
+    has_cols = ", ".join(f'"__has_{c.name}"' for c in t.columns)
+    join_h = "LEFT JOIN households h ON h.uscc = x.uscc" if t.household_fk else ""
+    reasons = ",\n ".join(_problems(t))
+    # One pass over the file: types and every rule; only this result is materialised.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _checked AS
-        SELECT v.*, NULLIF(concat_ws('; ', {reasons}), '') AS _reason
-        FROM _typed v JOIN _raw s USING (_row) {join_h}"""
+        SELECT * EXCLUDE ({has_cols}) FROM (
+            SELECT x.*, NULLIF(concat_ws('; ', {reasons}), '') AS _reason
+            FROM (SELECT s._row, {typed} FROM ({_reader(path)}) s) x {join_h}
+        )"""
     )
-    read = _scalar(con, "SELECT count(*) FROM _raw")
+    read = _scalar(con, "SELECT count(*) FROM _checked")
+    # The raw row is read again only for the quarantined ones.
     con.execute(
-        """INSERT INTO _quarantine
-        SELECT ?, ?, ?, c._row, c._reason, to_json(s)::VARCHAR
-        FROM _checked c JOIN _raw s USING (_row) WHERE c._reason IS NOT NULL""",
+        f"""INSERT INTO _quarantine
+        SELECT ?, ?, ?, q._row, q._reason, to_json(s)::VARCHAR
+        FROM ({_reader(path)}) s
+        JOIN (SELECT _row, _reason FROM _checked WHERE _reason IS NOT NULL) q USING (_row)""",
         [load_id, t.name, path.name],
     )
     quarantined = _scalar(con, "SELECT count(*) FROM _checked WHERE _reason IS NOT NULL")
@@ -277,7 +288,7 @@ def _load_file(con: duckdb.DuckDBPyConnection, t: Table, path: Path, digest: str
             )
     cols = ", ".join(f'"{c}"' for c in t.column_names)
     con.execute(
-        f'INSERT INTO "{t.name}" ({cols}) SELECT {cols} FROM _checked WHERE _reason IS NULL ORDER BY _row'
+        f'INSERT INTO "{t.name}" ({cols}) SELECT {cols} FROM _checked WHERE _reason IS NULL'
     )
     accepted = read - quarantined
     con.execute(
@@ -294,8 +305,7 @@ def _load_file(con: duckdb.DuckDBPyConnection, t: Table, path: Path, digest: str
             replaced,
         ],
     )
-    for tmp in ("_raw", "_typed", "_checked"):
-        con.execute(f"DROP TABLE {tmp}")
+    con.execute("DROP TABLE _checked")
     if quarantined:
         logger.warning("%s: %d of %d rows quarantined", t.name, quarantined, read)
     return LoadReport(

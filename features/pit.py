@@ -74,44 +74,20 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         WHERE {P.registration_change_known(t)}
         GROUP BY r.uscc
     ),
-    due AS (
-        -- the last three report years whose 30 June deadline has passed on T, for
-        -- households registered by the end of that year
-        SELECT p.uscc, {last_year} - o.k AS report_year
-        FROM pop p CROSS JOIN (VALUES (0), (1), (2)) AS o(k)
-        WHERE {last_year} - o.k >= year(p.registered_on)
-    ),
-    rep AS (
-        SELECT d.uscc, d.report_year,
-            CASE WHEN {P.report_filing_known(t)} AND r.filed_on <= make_date(d.report_year + 1, 6, 30)
-                 THEN 1 ELSE 0 END AS on_time,
-            CASE WHEN {P.report_filing_known(t)} AND r.filed_on > make_date(d.report_year + 1, 6, 30)
-                 THEN 1 ELSE 0 END AS late
-        FROM due d
-        LEFT JOIN annual_reports r ON r.uscc = d.uscc AND r.report_year = d.report_year
-    ),
-    reps AS (
-        SELECT uscc,
-            max(CASE WHEN report_year = {last_year} THEN late ELSE 0 END) AS last_report_late,
-            max(CASE WHEN report_year = {last_year} AND on_time = 0 AND late = 0 THEN 1 ELSE 0 END) AS last_report_missing,
-            sum(CASE WHEN report_year > {last_year} - 3 AND on_time = 0 THEN 1 ELSE 0 END) AS reports_missing_3y
-        FROM rep GROUP BY uscc
-    ),
-    filed_this_year AS (
-        SELECT DISTINCT r.uscc FROM annual_reports r
-        WHERE r.report_year = {this_year} AND {P.report_filing_known(t)}
-    ),
-    cur AS (
-        SELECT p.uscc,
-            CASE WHEN {t} < make_date(year({t}), 6, 30) AND year(p.registered_on) <= {this_year}
-                  AND f.uscc IS NULL
-                 THEN 1 ELSE 0 END AS current_report_unfiled
-        FROM pop p LEFT JOIN filed_this_year f ON f.uscc = p.uscc
-    ),
-    content AS (
-        SELECT r.uscc, max_by(r.employees, r.report_year) AS reported_employees
+    rpt AS (
+        -- one pass over the reports: filing facts of the last three due years, this
+        -- year's filing, and the content of the last published report
+        SELECT r.uscc,
+            max(CASE WHEN r.report_year = {last_year} AND {P.report_filing_known(t)}
+                      AND r.filed_on <= make_date(r.report_year + 1, 6, 30) THEN 1 ELSE 0 END) AS last_on_time,
+            max(CASE WHEN r.report_year = {last_year} AND {P.report_filing_known(t)}
+                      AND r.filed_on > make_date(r.report_year + 1, 6, 30) THEN 1 ELSE 0 END) AS last_late,
+            sum(CASE WHEN r.report_year BETWEEN {last_year} - 2 AND {last_year} AND {P.report_filing_known(t)}
+                      AND r.filed_on <= make_date(r.report_year + 1, 6, 30) THEN 1 ELSE 0 END) AS on_time_3y,
+            max(CASE WHEN r.report_year = {this_year} AND {P.report_filing_known(t)} THEN 1 ELSE 0 END) AS this_filed,
+            max_by(CASE WHEN {P.report_content_usable(t)} THEN r.employees END,
+                   CASE WHEN {P.report_content_usable(t)} THEN r.report_year END) AS reported_employees
         FROM annual_reports r
-        WHERE {P.report_content_usable(t)}
         GROUP BY r.uscc
     ),
     abn AS (
@@ -155,11 +131,15 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         CAST(COALESCE(chg.operator_changes_2y, 0) AS BIGINT) AS operator_changes_2y,
         CAST(COALESCE(chg.address_changes_1y, 0) AS BIGINT) AS address_changes_1y,
         CAST(COALESCE(chg.address_changes_2y, 0) AS BIGINT) AS address_changes_2y,
-        CAST(COALESCE(reps.last_report_late, 0) AS INT) AS last_report_late,
-        CAST(COALESCE(reps.last_report_missing, 0) AS INT) AS last_report_missing,
-        CAST(COALESCE(reps.reports_missing_3y, 0) AS BIGINT) AS reports_missing_3y,
-        CAST(cur.current_report_unfiled AS INT) AS current_report_unfiled,
-        CAST(content.reported_employees AS DOUBLE) AS reported_employees,
+        CAST(COALESCE(rpt.last_late, 0) AS INT) AS last_report_late,
+        CAST(year(p.registered_on) <= {last_year} AND COALESCE(rpt.last_on_time + rpt.last_late, 0) = 0 AS INT)
+            AS last_report_missing,
+        -- due years among the last three, less those filed on time
+        CAST(greatest(0, least(3, {last_year} - year(p.registered_on) + 1)) - COALESCE(rpt.on_time_3y, 0) AS BIGINT)
+            AS reports_missing_3y,
+        CAST({t} < make_date(year({t}), 6, 30) AND year(p.registered_on) <= {this_year}
+             AND COALESCE(rpt.this_filed, 0) = 0 AS INT) AS current_report_unfiled,
+        CAST(rpt.reported_employees AS DOUBLE) AS reported_employees,
         CAST(COALESCE(abn.abnormal_now_report, 0) AS INT) AS abnormal_now_report,
         CAST(COALESCE(abn.abnormal_now_unreachable, 0) AS INT) AS abnormal_now_unreachable,
         CAST(COALESCE(abn.abnormal_days, 0) AS BIGINT) AS abnormal_days,
@@ -173,9 +153,7 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         CAST(COALESCE(spot.spot_problems_3y, 0) AS BIGINT) AS spot_problems_3y
     FROM pop p
     LEFT JOIN chg ON chg.uscc = p.uscc
-    LEFT JOIN reps ON reps.uscc = p.uscc
-    LEFT JOIN cur ON cur.uscc = p.uscc
-    LEFT JOIN content ON content.uscc = p.uscc
+    LEFT JOIN rpt ON rpt.uscc = p.uscc
     LEFT JOIN abn ON abn.uscc = p.uscc
     LEFT JOIN pen ON pen.uscc = p.uscc
     LEFT JOIN ser ON ser.uscc = p.uscc

@@ -38,14 +38,21 @@ def table_ddl(t: Table) -> str:
     return f'CREATE TABLE IF NOT EXISTS "{t.name}" (\n    {cols}\n)'
 
 
-def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse (creating it and its tables unless read-only)."""
+def connect(
+    path: Path, read_only: bool = False, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (creating it and its tables unless read-only).
+
+    ``memory_limit`` (e.g. "8GB") caps DuckDB's memory; beyond it DuckDB spills to
+    ``<warehouse>.tmp``.
+    """
+    config = {"memory_limit": memory_limit} if memory_limit else {}
     if read_only:
         if not path.exists():
             raise FileNotFoundError(f"no warehouse at {path}; run `credref ingest` first")
-        return duckdb.connect(str(path), read_only=True)
+        return duckdb.connect(str(path), read_only=True, config=config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
+    con = duckdb.connect(str(path), config=config)
     for t in TABLES:
         con.execute(table_ddl(t))
     con.execute(QUARANTINE_DDL)

@@ -1,0 +1,267 @@
+"""Models: training run, checks that can fail, gate and rollback on a real MLflow store,
+and behavioural tests in credit terms."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.exceptions import NotFittedError
+
+from features.catalogue import FEATURE_NAMES, NO_ADVERSE
+from features.dataset import as_of_dates, build_training_set
+from features.generate import generate
+from features.ingest import ingest
+from features.policy import Policy
+from training.checks import monotonicity_violations
+from training.data import load_training_set, model_matrix, split_out_of_time
+from training.models import WoEScorecard, fit_booster, points_table
+from training.registry import CHAMPION, PREVIOUS, promote, rollback
+from training.scoring import MAX_REASONS, reason_codes
+from training.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+NAME = "credref-test"
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    export = root / "export"
+    generate(export, 24_000, seed=11, end=date(2026, 9, 30), secret=b"t", progress=False, workers=1)
+    wh = root / "wh.duckdb"
+    ingest(export, wh, progress=False)
+    con = duckdb.connect(str(wh), read_only=True)
+    dates = as_of_dates(date(2021, 6, 30), date(2025, 6, 30), 6)
+    build_training_set(con, dates, root / "ds", truth_dir=export / "truth")
+    build_training_set(con, dates, root / "ds_all", policy=Policy.ALL_PUBLISHED)
+    con.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def config(datasets):
+    return TrainConfig(
+        dataset=datasets / "ds",
+        dataset_all_published=datasets / "ds_all",
+        train_end=date(2023, 6, 30),
+        valid_end=date(2024, 6, 30),
+        seed=3,
+        rounds=400,
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def first_run(config, store):
+    return train(config, store[0], store[1], NAME)
+
+
+def test_a_training_run_is_checked_evaluated_and_registered(first_run, store):
+    r = first_run
+    assert r.checks_passed, r.summary["check_failures"]
+    assert r.version == "1"
+    s = r.summary
+    assert set(s["test_auc"]) == {"monotone", "additive", "unconstrained", "woe_scorecard"}
+    assert s["chosen"] in ("monotone", "additive") and s["why"]
+    assert 0.5 < r.test_metrics["auc"] <= 1 and r.test_metrics["ece"] < 0.05
+    assert s["oracle_ratio"] is not None and 0.8 < s["oracle_ratio"] < 1.05
+    assert "test_auc_all_published" in s["all_published"]
+    mlflow.set_tracking_uri(store[0])
+    client = MlflowClient()
+    run = client.get_run(r.run_id)
+    assert run.data.tags["checks_passed"] == "true"
+    assert "test_auc" in run.data.metrics and "test_rate_class_D" in run.data.metrics
+    names = {a.path for a in client.list_artifacts(r.run_id)}
+    for required in (
+        "model_card.md",
+        "catalogue.json",
+        "calibration.png",
+        "shap_summary.png",
+        "score_by_city.png",
+        "slices.csv",
+        "class_rates.csv",
+        "training_set_manifest.json",
+    ):
+        assert required in names, required
+    assert (
+        store[1].exists() and not Path("mlruns").exists()
+    )  # artefacts where we said, not ./mlruns
+
+
+def test_the_logged_pyfunc_answers_pd_score_class_reasons(first_run, store, config):
+    mlflow.set_tracking_uri(store[0])
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    df, _ = load_training_set(config.dataset)
+    out = model.predict(df[list(FEATURE_NAMES)].head(200))
+    assert list(out.columns) == ["pd", "score", "risk_class", "override", "reasons"]
+    assert out.score.between(0, 1000).all() and set(out.risk_class) <= set("ABCD")
+    assert all(0 < len(r.split(";")) <= MAX_REASONS for r in out.reasons)
+
+
+def test_the_gate_refuses_a_worse_challenger_and_rollback_restores(first_run, config, store):
+    mlflow.set_tracking_uri(store[0])
+    client = MlflowClient()
+    assert promote(NAME, "1").promoted
+    assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
+
+    weak = replace(config, rounds=1, params={"num_leaves": 2}, dataset_all_published=None)
+    v2 = train(weak, store[0], store[1], NAME).version
+    gate = promote(NAME, v2)
+    assert not gate.promoted
+    assert any("below the champion" in reason for reason in gate.reasons), gate.reasons
+    assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
+
+    v3 = train(
+        replace(config, seed=4, dataset_all_published=None), store[0], store[1], NAME
+    ).version
+    assert promote(NAME, v3).promoted
+    assert client.get_model_version_by_alias(NAME, CHAMPION).version == v3
+    assert client.get_model_version_by_alias(NAME, PREVIOUS).version == "1"
+    assert rollback(NAME) == "1"
+    assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
+    with pytest.raises(ValueError, match="no previous champion"):
+        rollback(NAME)
+
+
+@pytest.fixture(scope="module")
+def splits(config):
+    df, _ = load_training_set(config.dataset)
+    return split_out_of_time(df, config.train_end, config.valid_end)
+
+
+def test_same_config_and_seed_give_the_same_model(splits):
+    tr, va, _ = splits
+    a = fit_booster("monotone", tr, va, {}, seed=5, rounds=50)
+    b = fit_booster("monotone", tr, va, {}, seed=5, rounds=50)
+    assert a.model_to_string() == b.model_to_string()
+
+
+def test_points_table_is_exact_and_refuses_a_non_additive_booster(splits):
+    tr, va, te = splits
+    add = fit_booster("additive", tr, va, {}, seed=1, rounds=80)
+    pts = points_table(add, te.X)
+    assert np.abs(pts.margin(te.X) - add.predict(te.X, raw_score=True)).max() < 1e-9
+    tree = fit_booster("unconstrained", tr, va, {"num_leaves": 31}, seed=1, rounds=20)
+    with pytest.raises(ValueError, match="not additive"):
+        points_table(tree, te.X)
+
+
+def test_the_monotonicity_check_catches_a_violating_model():
+    rng = np.random.default_rng(0)
+    n = 4000
+    X = model_matrix(
+        pd.DataFrame({f: np.zeros(n) for f in FEATURE_NAMES}).assign(industry="F", city="Wuhan")
+    )
+    X["penalties_1y"] = rng.integers(0, 6, n).astype(float)
+    y = (np.abs(X["penalties_1y"] - 2.5) + rng.normal(0, 0.3, n) < 1).astype(
+        int
+    )  # risk peaks in the middle
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "min_data_in_leaf": 20}, lgb.Dataset(X, y), 30
+    )
+    assert monotonicity_violations(booster, X)["penalties_1y"] > 0
+
+
+def test_bad_parameters_are_clear_errors(splits, config, tmp_path):
+    tr, va, te = splits
+    with pytest.raises(ValueError, match="model kind"):
+        fit_booster("deep", tr, va, {}, seed=1)
+    with pytest.raises(NotFittedError):
+        WoEScorecard().predict_proba(te.X)
+    with pytest.raises(ValueError, match="rows"):
+        WoEScorecard().fit(tr.X, tr.y[:-1])
+    (tmp_path / "c.toml").write_text("[data]\ndataset = 'x'\n")
+    with pytest.raises(ValueError, match="missing setting"):
+        TrainConfig.from_toml(tmp_path / "c.toml")
+    df, _ = load_training_set(config.dataset)
+    with pytest.raises(ValueError, match="no as-of date after"):
+        split_out_of_time(df, date(2024, 6, 30), date(2025, 6, 30))
+    with pytest.raises(ValueError, match="lacks catalogue features"):
+        model_matrix(df.drop(columns=["penalties_1y"]))
+
+
+# --- behavioural tests, in credit terms ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def champion(first_run, store):
+    from training.scoring import ScoringModel
+
+    mlflow.set_tracking_uri(store[0])
+    local = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1")
+    return ScoringModel.load(Path(local) / "artifacts" / "scoring_model")
+
+
+@pytest.fixture(scope="module")
+def households(config):
+    df, _ = load_training_set(config.dataset)
+    return df[df.as_of == df.as_of.max()].head(2000).reset_index(drop=True)
+
+
+def test_invariance_code_and_name_do_not_move_the_score(champion, households):
+    a = champion.score_frame(households)
+    b = champion.score_frame(households.assign(uscc="92440304MA5DKQ0E7Q", as_of=date(2020, 1, 31)))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_directional_one_more_usable_penalty_never_lowers_risk(champion, households):
+    base = champion.score_frame(households)
+    worse = households.assign(
+        penalties_1y=households.penalties_1y + 1,
+        penalties_3y=households.penalties_3y + 1,
+        penalty_fines_yuan=households.penalty_fines_yuan + 5000,
+        penalty_max_severity=np.maximum(households.penalty_max_severity, 2),
+        penalty_recency_days=np.minimum(households.penalty_recency_days, 30),
+        penalty_violation_types=households.penalty_violation_types + 1,
+    )
+    after = champion.score_frame(worse)
+    assert (after["pd"].to_numpy() >= base["pd"].to_numpy() - 1e-12).all()
+    assert (after["score"].to_numpy() <= base["score"].to_numpy()).all()
+    assert (after["pd"] > base["pd"]).mean() > 0.9
+    assert after.reasons.str.contains("R06|R07").mean() > 0.9
+
+
+def test_minimum_functionality_long_clean_household_is_class_a(champion, households):
+    clean = households.head(1).copy()
+    for f in FEATURE_NAMES:
+        if f not in ("industry", "city", "reported_employees"):
+            clean[f] = 0
+    clean["reg_age_years"] = 12.0
+    clean["penalty_recency_days"] = 1095
+    out = champion.score_frame(clean)
+    assert out.risk_class.iloc[0] == "A"
+    assert out.reasons.iloc[0] == NO_ADVERSE.code
+
+
+def test_serious_list_is_class_d_with_r08_first(champion, households):
+    listed = champion.score_frame(households.assign(serious_listed=1))
+    assert (listed.risk_class == "D").all()
+    assert listed.reasons.str.startswith("R08").all()
+    assert (listed.override == "serious_list").all()
+
+
+def test_reason_codes_rules():
+    contrib = np.zeros((3, len(FEATURE_NAMES)))
+    contrib[1, FEATURE_NAMES.index("penalties_1y")] = 0.3
+    contrib[1, FEATURE_NAMES.index("penalties_3y")] = 0.2  # same code R06: summed
+    contrib[1, FEATURE_NAMES.index("abnormal_days")] = 0.4  # R05
+    contrib[1, FEATURE_NAMES.index("city")] = 5.0  # no reason code: never shown
+    contrib[2, :] = 0.1
+    got = reason_codes(contrib)
+    assert got[0] == [NO_ADVERSE.code]
+    assert got[1] == ["R06", "R05"]
+    assert len(got[2]) == MAX_REASONS

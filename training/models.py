@@ -1,0 +1,230 @@
+"""The model family: LightGBM with the catalogue's monotone constraints, its additive
+(glass-box) variant with an exact points table, an unconstrained LightGBM (only to
+measure what the constraints cost), and a logistic WoE scorecard baseline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.catalogue import CATEGORIES, FEATURE_NAMES, FEATURES_BY_NAME
+from training.data import Split
+
+KINDS = ("monotone", "additive", "unconstrained")
+MONOTONE = [FEATURES_BY_NAME[n].monotone for n in FEATURE_NAMES]
+CATEGORICAL = [n for n in FEATURE_NAMES if FEATURES_BY_NAME[n].value_type == "category"]
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 200,
+    "lambda_l2": 1.0,
+    "cat_smooth": 10.0,
+    "max_bin": 255,
+    "verbose": -1,
+    "num_threads": 2,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+
+
+def lgb_params(kind: str, params: dict, seed: int) -> dict:
+    if kind not in KINDS:
+        raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
+    p = {**DEFAULT_PARAMS, **params, "seed": seed}
+    if kind in ("monotone", "additive"):
+        p["monotone_constraints"] = MONOTONE
+        p["monotone_constraints_method"] = "intermediate"
+    if kind == "additive":
+        p["interaction_constraints"] = [[i] for i in range(len(FEATURE_NAMES))]
+    return p
+
+
+def fit_booster(
+    kind: str,
+    train: Split,
+    valid: Split,
+    params: dict,
+    seed: int,
+    rounds: int = 2000,
+    patience: int = 100,
+) -> lgb.Booster:
+    """Fit with early stopping on the (later) validation snapshots."""
+    p = lgb_params(kind, params, seed)
+    dtrain = lgb.Dataset(train.X, train.y, categorical_feature=CATEGORICAL, free_raw_data=False)
+    dvalid = lgb.Dataset(valid.X, valid.y, reference=dtrain, categorical_feature=CATEGORICAL)
+    return lgb.train(
+        p,
+        dtrain,
+        num_boost_round=rounds,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(patience, verbose=False)],
+    )
+
+
+# --- the points table of an additive booster -----------------------------------------
+
+
+@dataclass
+class PointsTable:
+    """Exact additive form of a booster whose every tree splits on one feature.
+
+    margin(x) = base + sum_j points_j(x_j). Numeric: ``points[k]`` applies to
+    thresholds[k-1] < x <= thresholds[k] (with -inf and +inf at the ends), ``nan``
+    to a missing value. Categorical: one value per category and one for missing.
+    The points are the booster's own TreeSHAP contributions, so they are also its
+    SHAP values.
+    """
+
+    base: float
+    numeric: dict[str, dict]  # name -> {"thresholds": [...], "points": [...], "nan": float}
+    categorical: dict[str, dict]  # name -> {"points": {category: float}, "nan": float}
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+        out = np.zeros((len(X), len(FEATURE_NAMES)))
+        for j, name in enumerate(FEATURE_NAMES):
+            if name in self.numeric:
+                spec = self.numeric[name]
+                x = X[name].to_numpy(dtype=float)
+                pts = np.asarray(spec["points"])
+                idx = np.searchsorted(np.asarray(spec["thresholds"]), x, side="left")
+                out[:, j] = np.where(np.isnan(x), spec["nan"], pts[np.minimum(idx, len(pts) - 1)])
+            else:
+                spec = self.categorical[name]
+                vals = X[name].astype("object")
+                out[:, j] = [
+                    spec["points"].get(v, spec["nan"]) if isinstance(v, str) else spec["nan"]
+                    for v in vals
+                ]
+        return out
+
+    def margin(self, X: pd.DataFrame) -> np.ndarray:
+        return self.base + self.contributions(X).sum(axis=1)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"base": self.base, "numeric": self.numeric, "categorical": self.categorical}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PointsTable:
+        d = json.loads(text)
+        return cls(d["base"], d["numeric"], d["categorical"])
+
+    def as_frame(self, factor: float = 1.0) -> pd.DataFrame:
+        """Readable table: feature, bin, points (times ``factor``, e.g. into score points)."""
+        rows = []
+        for name, spec in self.numeric.items():
+            th = spec["thresholds"]
+            for k, p in enumerate(spec["points"]):
+                lo = "-inf" if k == 0 else f"{th[k - 1]:g}"
+                hi = "+inf" if k == len(th) else f"{th[k]:g}"
+                rows.append((name, f"({lo}, {hi}]", p * factor))
+            rows.append((name, "missing", spec["nan"] * factor))
+        for name, spec in self.categorical.items():
+            rows.extend((name, f"= {c}", p * factor) for c, p in spec["points"].items())
+        return pd.DataFrame(rows, columns=["feature", "bin", "points"])
+
+
+def _split_features(node: dict, acc: dict[int, set]) -> None:
+    if "split_feature" in node:
+        f = node["split_feature"]
+        if node["decision_type"] == "<=":
+            acc.setdefault(f, set()).add(float(node["threshold"]))
+        else:
+            acc.setdefault(f, set())
+        _split_features(node["left_child"], acc)
+        _split_features(node["right_child"], acc)
+
+
+def points_table(booster: lgb.Booster, template: pd.DataFrame) -> PointsTable:
+    """Build the exact points table of an additive booster.
+
+    Args:
+        booster: a booster trained with one-feature interaction constraints.
+        template: one row of model-matrix input (values of other features do not matter
+            to an additive model; it only supplies dtypes).
+    """
+    thresholds: dict[int, set] = {}
+    for tree in booster.dump_model()["tree_info"]:
+        per_tree: dict[int, set] = {}
+        _split_features(tree["tree_structure"], per_tree)
+        if len(per_tree) > 1:
+            raise ValueError("the booster is not additive: a tree splits on several features")
+        for f, ts in per_tree.items():
+            thresholds.setdefault(f, set()).update(ts)
+
+    def contrib(name: str, values: list) -> np.ndarray:
+        frame = pd.concat([template.iloc[[0]]] * len(values), ignore_index=True)
+        if name in CATEGORICAL:
+            frame[name] = pd.Categorical(values, categories=list(CATEGORIES[name]))
+        else:
+            frame[name] = np.asarray(values, dtype=float)
+        return booster.predict(frame, pred_contrib=True)
+
+    numeric, categorical = {}, {}
+    base = None
+    for j, name in enumerate(FEATURE_NAMES):
+        if name in CATEGORICAL:
+            cats = list(CATEGORIES[name])
+            c = contrib(name, [*cats, None])
+            categorical[name] = {
+                "points": dict(zip(cats, c[:-1, j].tolist(), strict=True)),
+                "nan": float(c[-1, j]),
+            }
+        else:
+            th = sorted(thresholds.get(j, set()))
+            reps = [*th, (th[-1] + 1.0) if th else 0.0, float("nan")]
+            c = contrib(name, reps)
+            numeric[name] = {"thresholds": th, "points": c[:-1, j].tolist(), "nan": float(c[-1, j])}
+        base = float(c[0, -1])
+    assert base is not None
+    return PointsTable(base, numeric, categorical)
+
+
+# --- the industry's baseline -------------------------------------------------------------
+
+
+class WoEScorecard:
+    """Logistic regression on weight-of-evidence bins (optbinning), the industry baseline.
+
+    ``__init__`` only stores parameters; fitted attributes end in ``_``.
+    """
+
+    def __init__(self, max_n_bins: int = 8, C: float = 1.0):
+        self.max_n_bins = max_n_bins
+        self.C = C
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> WoEScorecard:
+        from optbinning import BinningProcess
+        from sklearn.linear_model import LogisticRegression
+
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        Xo = X.copy()
+        for c in CATEGORICAL:
+            Xo[c] = Xo[c].astype("object")
+        self.binning_ = BinningProcess(
+            list(X.columns), categorical_variables=CATEGORICAL, max_n_bins=self.max_n_bins
+        ).fit(Xo, y)
+        self.logit_ = LogisticRegression(C=self.C, max_iter=1000).fit(
+            self.binning_.transform(Xo), y
+        )
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        from sklearn.exceptions import NotFittedError
+
+        if not hasattr(self, "logit_"):
+            raise NotFittedError("WoEScorecard is not fitted; call fit first")
+        Xo = X.copy()
+        for c in CATEGORICAL:
+            Xo[c] = Xo[c].astype("object")
+        return self.logit_.predict_proba(self.binning_.transform(Xo))[:, 1]

@@ -1,0 +1,173 @@
+"""MLflow: the tracking store, the pyfunc artefact, promotion with a gate, rollback.
+
+The tracking URI is always set explicitly (sqlite by default) and artefacts go to an
+explicit folder, never to ``./mlruns``. One registered model; the alias ``champion``
+marks the model in service, ``previous`` the one before it, and the registered model's
+tag ``champion_history`` keeps the order of promotions so ``rollback`` can restore it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from training.scoring import ScoringModel
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, PREVIOUS, HISTORY_TAG = "champion", "previous", "champion_history"
+ECE_MAX = 0.02
+AUC_TOLERANCE = 0.005
+TEST_ROWS = "evaluation/test_rows.parquet"
+
+
+def use_tracking(tracking_uri: str, artifact_root: Path, experiment: str) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id."""
+    mlflow.set_tracking_uri(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        exp_id = found.experiment_id
+    else:
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        exp_id = mlflow.create_experiment(
+            experiment, artifact_location=artifact_root.resolve().as_uri()
+        )
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+class CredrefPyfunc(mlflow.pyfunc.PythonModel):
+    """Output: pd, score, risk_class, override, reasons (codes joined by ';')."""
+
+    def load_context(self, context):
+        self.model = ScoringModel.load(Path(context.artifacts["scoring_model"]))
+
+    def predict(self, context, model_input, params=None):
+        return self.model.score_frame(model_input)
+
+
+def log_scoring_model(model: ScoringModel, sample: pd.DataFrame, registered_name: str) -> str:
+    """Log the pyfunc in the active run and register a new version; returns the version."""
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "scoring_model"
+        model.save(folder)
+        signature = infer_signature(sample, model.score_frame(sample))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=CredrefPyfunc(),
+            artifacts={"scoring_model": str(folder)},
+            signature=signature,
+            registered_model_name=registered_name,
+            pip_requirements=["credref"],
+        )
+    return str(info.registered_model_version)
+
+
+def load_version(name: str, version: str):
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION).version
+    except MlflowException:
+        return None
+
+
+@dataclass
+class GateResult:
+    promoted: bool
+    version: str
+    reasons: list[str] = field(default_factory=list)
+    challenger_auc: float | None = None
+    champion_auc: float | None = None
+
+
+def _test_rows(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    path = client.download_artifacts(run_id, TEST_ROWS, tempfile.mkdtemp())
+    return pd.read_parquet(path)
+
+
+def promote(name: str, version: str | None = None) -> GateResult:
+    """Make ``version`` (default: the newest) the champion if it passes the gate.
+
+    Gate: its training checks passed; its out-of-time ECE <= 0.02; its AUC on its own
+    out-of-time test rows is not below the current champion's AUC on the same rows by
+    more than 0.005. Otherwise nothing changes and the reasons are returned.
+    """
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise ValueError(f"no registered model named {name!r}; run `credref train` first")
+    if version is None:
+        version = str(max(int(v.version) for v in versions))
+    mv = client.get_model_version(name, version)
+    run = client.get_run(mv.run_id)
+    result = GateResult(False, version)
+    if run.data.tags.get("checks_passed") != "true":
+        result.reasons.append(
+            "training checks did not pass: " + run.data.tags.get("check_failures", "?")
+        )
+    ece = run.data.metrics.get("test_ece")
+    if ece is None or ece > ECE_MAX:
+        result.reasons.append(f"test ECE {ece} exceeds {ECE_MAX}")
+    current = champion_version(client, name)
+    if current == version:
+        result.reasons.append(f"version {version} is already the champion")
+    rows = _test_rows(client, mv.run_id)
+    y = rows.pop("label").to_numpy()
+    result.challenger_auc = float(roc_auc_score(y, load_version(name, version).predict(rows)["pd"]))
+    if current is not None and current != version:
+        result.champion_auc = float(
+            roc_auc_score(y, load_version(name, current).predict(rows)["pd"])
+        )
+        if result.challenger_auc < result.champion_auc - AUC_TOLERANCE:
+            result.reasons.append(
+                f"AUC {result.challenger_auc:.4f} is below the champion's {result.champion_auc:.4f} "
+                f"on the same test rows by more than {AUC_TOLERANCE}"
+            )
+    if result.reasons:
+        return result
+    history = _history(client, name)
+    if current is not None:
+        client.set_registered_model_alias(name, PREVIOUS, current)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    _set_history(client, name, [*history, version])
+    result.promoted = True
+    return result
+
+
+def rollback(name: str) -> str:
+    """Restore the previous champion; returns the version now in service."""
+    client = MlflowClient()
+    history = _history(client, name)
+    if len(history) < 2:
+        raise ValueError("no previous champion to roll back to")
+    history = history[:-1]
+    client.set_registered_model_alias(name, CHAMPION, history[-1])
+    if len(history) >= 2:
+        client.set_registered_model_alias(name, PREVIOUS, history[-2])
+    else:
+        client.delete_registered_model_alias(name, PREVIOUS)
+    _set_history(client, name, history)
+    return history[-1]
+
+
+def _history(client: MlflowClient, name: str) -> list[str]:
+    tags = client.get_registered_model(name).tags
+    return json.loads(tags.get(HISTORY_TAG, "[]"))
+
+
+def _set_history(client: MlflowClient, name: str, history: list[str]) -> None:
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))

@@ -1,0 +1,205 @@
+"""The scoring model: raw margin -> calibrated PD -> score 0-1000 -> class A-D + reasons.
+
+One object serves batch scoring, the MLflow pyfunc and the online service, so every
+path gives the same answer for the same features.
+
+* Calibration: Platt scaling of the raw margin, fitted on the validation snapshots.
+* Score: points to double the odds. score = base_score + pdo / ln 2 * (ln(odds) -
+  ln(base_odds)), odds = (1 - PD) / PD (good : bad); clipped to 0-1000 and rounded.
+  Defaults: 600 points at odds 50:1, 40 points to double the odds. Higher = lower risk.
+* Classes: A (low) - D (high), as in SAMR's classification (国市监信发〔2022〕6号), cut on PD
+  at thresholds stored with the model (chosen on validation: the best 40% of households
+  are A, the next 30% B, the next 20% C, the worst 10% D).
+* Policy override: a household on the serious illegal and dishonest list is class D,
+  and R08 is its first reason, whatever the model says.
+* Reasons: at most four catalogue reason codes whose features push the margin up the
+  most (TreeSHAP contributions, or the points table for the additive model, summed per
+  reason code); ``R00`` when nothing pushes risk up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.catalogue import (
+    FEATURE_NAMES,
+    FEATURES_BY_NAME,
+    NO_ADVERSE,
+    REASONS,
+    catalogue_version,
+)
+from training.data import model_matrix
+from training.models import PointsTable
+
+CLASSES = ("A", "B", "C", "D")
+MAX_REASONS = 4
+OVERRIDE_FEATURE, OVERRIDE_REASON = "serious_listed", "R08"
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    base_score: float = 600.0
+    base_odds: float = 50.0
+    pdo: float = 40.0
+
+    @property
+    def factor(self) -> float:
+        return self.pdo / math.log(2.0)
+
+    def score(self, pd_: np.ndarray) -> np.ndarray:
+        p = np.clip(pd_, 1e-12, 1 - 1e-12)
+        raw = self.base_score + self.factor * (np.log((1 - p) / p) - math.log(self.base_odds))
+        return np.clip(np.rint(raw), 0, 1000).astype(int)
+
+
+def _reason_matrix() -> tuple[np.ndarray, list[str]]:
+    codes = [r.code for r in REASONS]
+    m = np.zeros((len(FEATURE_NAMES), len(codes)))
+    for i, name in enumerate(FEATURE_NAMES):
+        code = FEATURES_BY_NAME[name].reason
+        if code is not None:
+            m[i, codes.index(code)] = 1.0
+    return m, codes
+
+
+REASON_MATRIX, REASON_CODES = _reason_matrix()
+
+
+def reason_codes(contributions: np.ndarray, max_reasons: int = MAX_REASONS) -> list[list[str]]:
+    """Top adverse reason codes per row from per-feature contributions to the margin."""
+    by_reason = contributions[:, : len(FEATURE_NAMES)] @ REASON_MATRIX
+    order = np.argsort(-by_reason, axis=1, kind="stable")
+    out = []
+    for row, idx in zip(by_reason, order, strict=True):
+        codes = [REASON_CODES[k] for k in idx[:max_reasons] if row[k] > 1e-9]
+        out.append(codes or [NO_ADVERSE.code])
+    return out
+
+
+@dataclass
+class ScoringModel:
+    """A fitted, calibrated, scaled model. Build with :func:`make_scoring_model`."""
+
+    booster: lgb.Booster
+    kind: str
+    calib_a: float
+    calib_b: float
+    class_thresholds: tuple[float, float, float]
+    scale: ScoreScale
+    points: PointsTable | None
+    catalogue_version: str
+
+    def margin(self, X: pd.DataFrame) -> np.ndarray:
+        if self.points is not None:
+            return self.points.margin(X)
+        return self.booster.predict(X, raw_score=True)
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """Per-feature contributions to the margin (no bias column)."""
+        if self.points is not None:
+            return self.points.contributions(X)
+        return self.booster.predict(X, pred_contrib=True)[:, : len(FEATURE_NAMES)]
+
+    def pd_from_margin(self, m: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.calib_a * m + self.calib_b)))
+
+    def risk_class(self, pd_: np.ndarray, serious: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(np.asarray(self.class_thresholds), pd_, side="right")
+        cls = np.asarray(CLASSES)[idx]
+        return np.where(serious, "D", cls)
+
+    def score_frame(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
+        """PD, score, class and reasons for rows holding the catalogue's features."""
+        X = model_matrix(features)
+        m = self.margin(X)
+        pd_ = self.pd_from_margin(m)
+        serious = X[OVERRIDE_FEATURE].to_numpy() > 0
+        out = pd.DataFrame(
+            {
+                "pd": pd_,
+                "score": self.scale.score(pd_),
+                "risk_class": self.risk_class(pd_, serious),
+                "override": np.where(serious, "serious_list", ""),
+            },
+            index=features.index,
+        )
+        if with_reasons:
+            reasons = reason_codes(self.contributions(X))
+            for i in np.flatnonzero(serious):
+                reasons[i] = [
+                    OVERRIDE_REASON,
+                    *[c for c in reasons[i] if c not in (OVERRIDE_REASON, NO_ADVERSE.code)],
+                ][:MAX_REASONS]
+            out["reasons"] = [";".join(r) for r in reasons]
+        return out
+
+    # --- persistence: plain files, so an artefact is readable without Python pickles ---
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(folder / "booster.txt"))
+        meta = {
+            "kind": self.kind,
+            "calib_a": self.calib_a,
+            "calib_b": self.calib_b,
+            "class_thresholds": list(self.class_thresholds),
+            "scale": asdict(self.scale),
+            "catalogue_version": self.catalogue_version,
+        }
+        (folder / "scoring.json").write_text(json.dumps(meta, indent=2))
+        if self.points is not None:
+            (folder / "points.json").write_text(self.points.to_json())
+
+    @classmethod
+    def load(cls, folder: Path) -> ScoringModel:
+        meta = json.loads((folder / "scoring.json").read_text())
+        points_file = folder / "points.json"
+        return cls(
+            booster=lgb.Booster(model_file=str(folder / "booster.txt")),
+            kind=meta["kind"],
+            calib_a=meta["calib_a"],
+            calib_b=meta["calib_b"],
+            class_thresholds=(
+                meta["class_thresholds"][0],
+                meta["class_thresholds"][1],
+                meta["class_thresholds"][2],
+            ),
+            scale=ScoreScale(**meta["scale"]),
+            points=PointsTable.from_json(points_file.read_text()) if points_file.exists() else None,
+            catalogue_version=meta["catalogue_version"],
+        )
+
+
+def fit_platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+def make_scoring_model(
+    booster: lgb.Booster,
+    kind: str,
+    valid_X: pd.DataFrame,
+    valid_y: np.ndarray,
+    points: PointsTable | None = None,
+    class_shares: tuple[float, float, float] = (0.4, 0.7, 0.9),
+    scale: ScoreScale | None = None,
+) -> ScoringModel:
+    """Calibrate on validation and fix the class thresholds there."""
+    margin = (
+        points.margin(valid_X) if points is not None else booster.predict(valid_X, raw_score=True)
+    )
+    a, b = fit_platt(margin, valid_y)
+    pd_valid = 1.0 / (1.0 + np.exp(-(a * margin + b)))
+    q_ab, q_bc, q_cd = (float(np.quantile(pd_valid, q)) for q in class_shares)
+    return ScoringModel(
+        booster, kind, a, b, (q_ab, q_bc, q_cd), scale or ScoreScale(), points, catalogue_version()
+    )
