@@ -122,6 +122,15 @@ FEATURES: tuple[Feature, ...] = (
         "R04",
     ),
     Feature(
+        "report_marking_pending",
+        "最近一期年报未报送且尚未标记异常",
+        "Last due report not filed and not yet marked abnormal",
+        "annual_reports",
+        "bool",
+        1,
+        "R04",
+    ),
+    Feature(
         "reports_missing_3y",
         "近3期年报未按时报送数",
         "Of the last 3 due reports, not filed on time",
@@ -138,6 +147,14 @@ FEATURES: tuple[Feature, ...] = (
         "bool",
         1,
         "R04",
+    ),
+    Feature(
+        "months_to_report_deadline",
+        "距下一个年报截止日（6月30日）的月数",
+        "Months from the as-of date to the next annual-report deadline (30 June)",
+        "as_of",
+        "int",
+        0,
     ),
     Feature(
         "reported_employees",

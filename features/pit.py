@@ -94,6 +94,8 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         SELECT r.uscc,
             max(CASE WHEN r.cause IN ('report_not_filed', 'report_false') THEN 1 ELSE 0 END) AS abnormal_now_report,
             max(CASE WHEN r.cause = 'unreachable' THEN 1 ELSE 0 END) AS abnormal_now_unreachable,
+            max(CASE WHEN r.cause = 'report_not_filed' AND r.marked_on > make_date({last_year} + 1, 6, 30)
+                     THEN 1 ELSE 0 END) AS last_report_marked,
             date_diff('day', min(r.marked_on), {t}) AS abnormal_days
         FROM abnormal_status r
         WHERE {P.abnormal_usable(t, policy)}
@@ -134,11 +136,17 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         CAST(COALESCE(rpt.last_late, 0) AS INT) AS last_report_late,
         CAST(year(p.registered_on) <= {last_year} AND COALESCE(rpt.last_on_time + rpt.last_late, 0) = 0 AS INT)
             AS last_report_missing,
+        -- missing and not yet marked: on 30 June the July marking is still to come
+        CAST(year(p.registered_on) <= {last_year} AND COALESCE(rpt.last_on_time + rpt.last_late, 0) = 0
+             AND COALESCE(abn.last_report_marked, 0) = 0 AS INT) AS report_marking_pending,
         -- due years among the last three, less those filed on time
         CAST(greatest(0, least(3, {last_year} - year(p.registered_on) + 1)) - COALESCE(rpt.on_time_3y, 0) AS BIGINT)
             AS reports_missing_3y,
         CAST({t} < make_date(year({t}), 6, 30) AND year(p.registered_on) <= {this_year}
              AND COALESCE(rpt.this_filed, 0) = 0 AS INT) AS current_report_unfiled,
+        -- where T sits in the reporting cycle (public calendar context, not a record)
+        CAST(CASE WHEN {t} < make_date(year({t}), 6, 30) THEN 6 - month({t}) ELSE 18 - month({t}) END AS BIGINT)
+            AS months_to_report_deadline,
         CAST(rpt.reported_employees AS DOUBLE) AS reported_employees,
         CAST(COALESCE(abn.abnormal_now_report, 0) AS INT) AS abnormal_now_report,
         CAST(COALESCE(abn.abnormal_now_unreachable, 0) AS INT) AS abnormal_now_unreachable,

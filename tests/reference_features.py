@@ -105,11 +105,18 @@ def household_features(tables: dict, uscc: str, t: date) -> dict:
     late = {y: (d := filed_by_t(y)) is not None and d > date(y + 1, 6, 30) for y in due}
     f["last_report_late"] = int(last in due and late[last])
     f["last_report_missing"] = int(last in due and filed_by_t(last) is None)
+    marks_now = [
+        a for a in tables["abnormal_status"].get(uscc, [])
+        if a["marked_on"] <= t and (a["restored_on"] is None or a["restored_on"] > t)
+    ]
+    marked_for_last = any(a["cause"] == "report_not_filed" and a["marked_on"] > date(last + 1, 6, 30) for a in marks_now)
+    f["report_marking_pending"] = int(f["last_report_missing"] == 1 and not marked_for_last)
     f["reports_missing_3y"] = sum(1 for y in due if not on_time[y])
     this = t.year - 1
     f["current_report_unfiled"] = int(
         t < date(t.year, 6, 30) and reg_year <= this and filed_by_t(this) is None
     )
+    f["months_to_report_deadline"] = 6 - t.month if t < date(t.year, 6, 30) else 18 - t.month
     published = [
         r for r in reports.values() if r["published"] and filed_by_t(r["report_year"]) is not None
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date
 
 import duckdb
@@ -63,7 +64,11 @@ def test_unobserved_label_windows_are_refused(con, tmp_path):
 def test_snapshot_and_cli(con, small_warehouse, tmp_path, monkeypatch):
     m = build_snapshot(con, date(2026, 9, 30), tmp_path / "snap.parquet")
     assert m["rows"] == pq.read_metadata(tmp_path / "snap.parquet").num_rows > 0
-    monkeypatch.setenv("CREDREF_WAREHOUSE", str(small_warehouse))
+    # The CLI runs in this process here; give it its own copy (DuckDB refuses a second
+    # connection to one file with other settings).
+    copy = tmp_path / "wh.duckdb"
+    shutil.copy(small_warehouse, copy)
+    monkeypatch.setenv("CREDREF_WAREHOUSE", str(copy))
     runner = CliRunner()
     r = runner.invoke(
         app,
