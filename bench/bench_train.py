@@ -36,24 +36,39 @@ def main() -> None:
         generate(root / "export", args.households, 7, date(2026, 9, 30), b"bench", progress=False)
         ingest(root / "export", root / "wh.duckdb", progress=False, memory_limit="8GB")
         con = duckdb.connect(str(root / "wh.duckdb"), read_only=True)
-        build_training_set(con, as_of_dates(date(2021, 6, 30), date(2025, 6, 30), 3), ds,
-                           truth_dir=root / "export" / "truth")
+        build_training_set(
+            con,
+            as_of_dates(date(2021, 6, 30), date(2025, 6, 30), 3),
+            ds,
+            truth_dir=root / "export" / "truth",
+        )
         con.close()
     manifest = json.loads((ds / "manifest.json").read_text())
     cfg = TrainConfig(dataset=ds, train_end=date(2023, 6, 30), valid_end=date(2024, 6, 30), seed=7)
     with measure() as m:
-        result = train(cfg, f"sqlite:///{(root / 'mlflow.db').resolve()}", root / "mlartifacts", "credref-bench")
-    print(json.dumps({
-        "benchmark": "train",
-        "dataset_rows": manifest["rows"],
-        "wall_s": round(m.wall_s, 1),
-        "peak_rss_gb": round(m.peak_rss_gb, 2),
-        "chosen": result.chosen,
-        "test_auc": round(result.test_metrics["auc"], 4),
-        "oracle_ratio": result.summary["oracle_ratio"],
-        "machine": machine(),
-        "date": date.today().isoformat(),
-    }, indent=2, default=str))
+        result = train(
+            cfg,
+            f"sqlite:///{(root / 'mlflow.db').resolve()}",
+            root / "mlartifacts",
+            "credref-bench",
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "train",
+                "dataset_rows": manifest["rows"],
+                "wall_s": round(m.wall_s, 1),
+                "peak_rss_gb": round(m.peak_rss_gb, 2),
+                "chosen": result.chosen,
+                "test_auc": round(result.test_metrics["auc"], 4),
+                "oracle_ratio": result.summary["oracle_ratio"],
+                "machine": machine(),
+                "date": date.today().isoformat(),
+            },
+            indent=2,
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -106,10 +106,14 @@ def household_features(tables: dict, uscc: str, t: date) -> dict:
     f["last_report_late"] = int(last in due and late[last])
     f["last_report_missing"] = int(last in due and filed_by_t(last) is None)
     marks_now = [
-        a for a in tables["abnormal_status"].get(uscc, [])
+        a
+        for a in tables["abnormal_status"].get(uscc, [])
         if a["marked_on"] <= t and (a["restored_on"] is None or a["restored_on"] > t)
     ]
-    marked_for_last = any(a["cause"] == "report_not_filed" and a["marked_on"] > date(last + 1, 6, 30) for a in marks_now)
+    marked_for_last = any(
+        a["cause"] == "report_not_filed" and a["marked_on"] > date(last + 1, 6, 30)
+        for a in marks_now
+    )
     f["report_marking_pending"] = int(f["last_report_missing"] == 1 and not marked_for_last)
     f["reports_missing_3y"] = sum(1 for y in due if not on_time[y])
     this = t.year - 1

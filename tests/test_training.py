@@ -116,23 +116,23 @@ def test_the_gate_refuses_a_worse_challenger_and_rollback_restores(first_run, co
     mlflow.set_tracking_uri(store[0])
     client = MlflowClient()
     assert promote(NAME, "1").promoted
-    assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
 
     weak = replace(config, rounds=1, params={"num_leaves": 2}, dataset_all_published=None)
     v2 = train(weak, store[0], store[1], NAME).version
     gate = promote(NAME, v2)
     assert not gate.promoted
     assert any("below the champion" in reason for reason in gate.reasons), gate.reasons
-    assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
 
     v3 = train(
         replace(config, seed=4, dataset_all_published=None), store[0], store[1], NAME
     ).version
     assert promote(NAME, v3).promoted
-    assert client.get_model_version_by_alias(NAME, CHAMPION).version == v3
-    assert client.get_model_version_by_alias(NAME, PREVIOUS).version == "1"
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == v3
+    assert str(client.get_model_version_by_alias(NAME, PREVIOUS).version) == "1"
     assert rollback(NAME) == "1"
-    assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
     with pytest.raises(ValueError, match="no previous champion"):
         rollback(NAME)
 

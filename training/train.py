@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from features.catalogue import catalogue_dict, catalogue_version
+from features.catalogue import FEATURE_NAMES, catalogue_dict, catalogue_version
 from training.checks import run_checks
 from training.data import Split, load_training_set, split_out_of_time
 from training.evaluate import (
@@ -152,9 +152,11 @@ def train(
         model = make_scoring_model(booster, chosen, valid_s.X, valid_s.y, points)
         checks = run_checks(booster, test_s.X, points, seed=config.seed)
 
-        scored = model.score_frame(
-            test_s.X.assign(**{c: test_s.X[c].astype("string") for c in ("industry", "city")})
+        # The features exactly as the pipeline produces them: what callers will send.
+        raw_test = df[df.as_of == test_s.meta.as_of.iloc[0]][list(FEATURE_NAMES)].reset_index(
+            drop=True
         )
+        scored = model.score_frame(raw_test)
         p = scored["pd"].to_numpy()
         m = metrics(test_s.y, p)
         classes = class_table(test_s.y, scored["risk_class"].to_numpy())
@@ -217,9 +219,7 @@ def train(
             model_card(config, summary, m, classes, sl, test_s, manifest)
         )
         mlflow.log_artifacts(str(out))
-        rows = test_s.X.assign(
-            **{c: test_s.X[c].astype("string") for c in ("industry", "city")}, label=test_s.y
-        )
+        rows = raw_test.assign(label=test_s.y)
         rows_path = out / "test_rows.parquet"
         rows.to_parquet(rows_path)
         mlflow.log_artifact(str(rows_path), artifact_path=TEST_ROWS.rsplit("/", 1)[0])
