@@ -17,12 +17,12 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import machine, measure  # noqa: E402
+from measure import machine, measure
 
-from features.dataset import as_of_dates, build_training_set  # noqa: E402
-from features.generate import generate  # noqa: E402
-from features.ingest import ingest  # noqa: E402
-from training.train import TrainConfig, train  # noqa: E402
+from features.dataset import as_of_dates, build_training_set
+from features.generate import generate
+from features.ingest import ingest
+from training.train import TrainConfig, train
 
 
 def main() -> None:
