@@ -52,6 +52,14 @@ lint: $(STAMP) ## ruff lint + format check, mypy
 bench-generate: $(STAMP) ## Benchmark: generate the 11M-household pilot domain
 	$(PY) bench/bench_generate.py --households 11000000
 
+.PHONY: bench-features
+bench-features: $(STAMP) ## Benchmark: ingest the 11M export, one as-of snapshot vs a full scan
+	$(PY) bench/bench_features.py
+
+.PHONY: bench-train
+bench-train: $(STAMP) ## Benchmark: credref train on a 2M+ row training set
+	$(PY) bench/bench_train.py --households 300000 --root bench/out/train300k
+
 .PHONY: clean
 clean: ## Remove generated data (keeps the environment)
 	rm -rf var bench/out

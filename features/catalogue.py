@@ -158,8 +158,8 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature(
         "reported_employees",
-        "公示年报从业人数",
-        "Employees in the last published report",
+        "近3期及本期已公示年报中最近一期的从业人数",
+        "Employees in the latest published report of the last three due years and this year",
         "annual_reports",
         "float",
         0,

@@ -75,8 +75,8 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         GROUP BY r.uscc
     ),
     rpt AS (
-        -- one pass over the reports: filing facts of the last three due years, this
-        -- year's filing, and the content of the last published report
+        -- one pass over the reports of the last three due years and this year: filing
+        -- facts, this year's filing, and the content of the latest published one
         SELECT r.uscc,
             max(CASE WHEN r.report_year = {last_year} AND {P.report_filing_known(t)}
                       AND r.filed_on <= make_date(r.report_year + 1, 6, 30) THEN 1 ELSE 0 END) AS last_on_time,
@@ -88,6 +88,7 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
             max_by(CASE WHEN {P.report_content_usable(t)} THEN r.employees END,
                    CASE WHEN {P.report_content_usable(t)} THEN r.report_year END) AS reported_employees
         FROM annual_reports r
+        WHERE r.report_year >= {last_year} - 2
         GROUP BY r.uscc
     ),
     abn AS (

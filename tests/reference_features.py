@@ -122,7 +122,9 @@ def household_features(tables: dict, uscc: str, t: date) -> dict:
     )
     f["months_to_report_deadline"] = 6 - t.month if t < date(t.year, 6, 30) else 18 - t.month
     published = [
-        r for r in reports.values() if r["published"] and filed_by_t(r["report_year"]) is not None
+        r
+        for r in reports.values()
+        if r["report_year"] >= last - 2 and r["published"] and filed_by_t(r["report_year"]) is not None
     ]
     f["reported_employees"] = (
         float(max(published, key=lambda r: r["report_year"])["employees"])

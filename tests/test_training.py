@@ -254,6 +254,33 @@ def test_serious_list_is_class_d_with_r08_first(champion, households):
     assert (listed.override == "serious_list").all()
 
 
+def _broken(report):
+    report.monotonicity_violations["reg_age_years"] = 1  # as if a constraint were broken
+    return report
+
+
+def test_a_failed_check_fails_the_run_and_registers_nothing(config, store, monkeypatch):
+    import training.train as tr
+
+    real = tr.run_checks
+    monkeypatch.setattr(tr, "run_checks", lambda *a, **k: _broken(real(*a, **k)))
+    mlflow.set_tracking_uri(store[0])
+    before = len(MlflowClient().search_model_versions(f"name = '{NAME}'"))
+    result = train(replace(config, rounds=30, dataset_all_published=None), store[0], store[1], NAME)
+    assert not result.checks_passed and result.version is None
+    assert MlflowClient().get_run(result.run_id).info.status == "FAILED"
+    assert len(MlflowClient().search_model_versions(f"name = '{NAME}'")) == before
+
+
+def test_reason_texts_come_from_the_catalogue():
+    from training.scoring import reason_details
+
+    d = reason_details("R08;R06")
+    assert [x["code"] for x in d] == ["R08", "R06"]
+    assert d[0]["text_zh"] == "列入严重违法失信名单" and "dishonest" in d[0]["text_en"]
+    assert reason_details([NO_ADVERSE.code])[0]["text_en"] == "No adverse record"
+
+
 def test_reason_codes_rules():
     contrib = np.zeros((3, len(FEATURE_NAMES)))
     contrib[1, FEATURE_NAMES.index("penalties_1y")] = 0.3

@@ -75,7 +75,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     run_id: str
-    version: str
+    version: str | None  # None when a check failed: the run is FAILED, nothing registered
     chosen: str
     test_metrics: dict
     checks_passed: bool
@@ -223,6 +223,11 @@ def train(
         rows_path = out / "test_rows.parquet"
         rows.to_parquet(rows_path)
         mlflow.log_artifact(str(rows_path), artifact_path=TEST_ROWS.rsplit("/", 1)[0])
+        if not checks.passed:
+            # The run stays in MLflow as evidence, marked FAILED; nothing is registered.
+            logger.error("training checks failed: %s", "; ".join(checks.failures()))
+            mlflow.end_run(status="FAILED")
+            return TrainResult(run.info.run_id, None, chosen, m, False, summary)
         version = log_scoring_model(model, rows.drop(columns="label").head(50), registered_model)
         return TrainResult(run.info.run_id, version, chosen, m, checks.passed, summary)
 
