@@ -164,6 +164,24 @@ def household(**kw) -> dict:
     return {**base, **kw}
 
 
+def penalty_row(**kw) -> dict:
+    """An ordinary, published fine in publicity; override what a test is about."""
+    base = dict(
+        uscc=H,
+        decision_no="p",
+        decided_on=date(2023, 1, 1),
+        procedure="ordinary",
+        published_on=date(2023, 1, 10),
+        violation_type="pricing",
+        penalty_kinds="fine",
+        fine_yuan=8000.0,
+        publicity_end=date(2026, 1, 9),
+        repaired_on=None,
+        withdrawn_on=None,
+    )
+    return {**base, **kw}
+
+
 def feats(records: dict, as_of: date = T, policy: Policy = Policy.LEGAL) -> dict:
     con = micro(records)
     rows = con.sql(feature_sql(as_of, policy)).df().drop(columns=["as_of"]).to_dict("records")
@@ -345,37 +363,20 @@ def test_labels_and_features_never_share_a_record(records, after):
 
 
 def test_all_published_sees_what_the_policy_hides():
-    repaired = dict(
-        uscc=H,
-        decision_no="r",
-        decided_on=date(2023, 1, 1),
-        procedure="ordinary",
-        published_on=date(2023, 1, 10),
-        violation_type="pricing",
-        penalty_kinds="fine",
-        fine_yuan=8000.0,
-        publicity_end=date(2026, 1, 9),
-        repaired_on=date(2023, 9, 1),
-        withdrawn_on=None,
-    )
+    repaired = penalty_row(decision_no="r", repaired_on=date(2023, 9, 1))
     records = {"households": [household()], "penalties": [repaired]}
     assert feats(records)["penalties_3y"] == 0
     assert feats(records, policy=Policy.ALL_PUBLISHED)["penalties_3y"] == 1
 
 
 def test_a_warning_alone_and_a_simple_procedure_never_count():
-    warn = dict(
-        uscc=H,
+    warn = penalty_row(
         decision_no="w",
         decided_on=date(2024, 1, 1),
-        procedure="ordinary",
         published_on=None,
-        violation_type="pricing",
         penalty_kinds="warning",
         fine_yuan=0.0,
         publicity_end=None,
-        repaired_on=None,
-        withdrawn_on=None,
     )
     simple = {
         **warn,
