@@ -73,8 +73,12 @@ def main() -> None:
             rows = con.execute(scan_sql(as_of)).fetchall()
         scans.append(m)
     median = sorted(scans, key=lambda x: x.wall_s)[1]
-    result["scan"] = {"wall_s": round(median.wall_s, 1), "runs_s": [round(x.wall_s, 1) for x in scans],
-                      "peak_rss_gb": round(max(x.peak_rss_gb for x in scans), 2), "rows": sum(r[0] for r in rows)}
+    result["scan"] = {
+        "wall_s": round(median.wall_s, 1),
+        "runs_s": [round(x.wall_s, 1) for x in scans],
+        "peak_rss_gb": round(max(x.peak_rss_gb for x in scans), 2),
+        "rows": sum(r[0] for r in rows),
+    }
     with measure() as m:
         manifest = build_snapshot(con, as_of, args.out)
     result["features"] = {

@@ -75,9 +75,11 @@ def observed_through(con: duckdb.DuckDBPyConnection) -> date:
 
 
 def labelable(as_of: date, horizon_months: int, through: date) -> bool:
-    y, m = as_of.year, as_of.month + horizon_months
-    y, m = y + (m - 1) // 12, (m - 1) % 12 + 1
-    return month_end(y, m) <= through if as_of == month_end(as_of.year, as_of.month) else False
+    """A month-end as-of date whose whole label window ends on or before ``through``."""
+    if as_of != month_end(as_of.year, as_of.month):
+        return False
+    months = as_of.year * 12 + as_of.month - 1 + horizon_months
+    return month_end(months // 12, months % 12 + 1) <= through
 
 
 def _oracle(truth_dir: Path | None, as_of: date) -> pa.Table | None:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from stdnum.cn import uscc as stdnum_uscc
 
-from features.schema import TABLES, Column, Table
+from features.schema import TABLES, TABLES_BY_NAME, Column, Table
 from features.warehouse import connect
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def ingest(
     """Validate and load every table file of an export in one transaction."""
     files = find_files(export_dir)
     for name, path in files.items():
-        check_columns(_table(name), path)
+        check_columns(TABLES_BY_NAME[name], path)
     hashes = {name: sha256(path) for name, path in files.items()}
 
     con = connect(warehouse, memory_limit=memory_limit)
@@ -117,7 +117,7 @@ def ingest(
     con.execute("BEGIN TRANSACTION")
     try:
         for name, path in _progress(list(files.items()), progress):
-            reports.append(_load_file(con, _table(name), path, hashes[name]))
+            reports.append(_load_file(con, TABLES_BY_NAME[name], path, hashes[name]))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -125,10 +125,6 @@ def ingest(
     finally:
         con.close()
     return reports
-
-
-def _table(name: str) -> Table:
-    return next(t for t in TABLES if t.name == name)
 
 
 def _sql_str(path: Path | str) -> str:

@@ -209,7 +209,7 @@ def oracle_pd(params: RiskParams, s: ObservedState, horizon_months: int = 12) ->
         age = age_at(mm, s.registered_day)
         b_cum += alpha * params.intensity(s.industry, s.city, age, mm, n24) / 12.0
         if mm % 12 == 6:  # July: the missing-report marking for last year's report
-            no_marking *= 1.0 - _marking_prob(params, s, mm, n24_at=lambda mon: _n24_path(s, mon))
+            no_marking *= 1.0 - _marking_prob(params, s, mm)
         laplace = (r / (r + b_cum)) ** a
         if j < horizon_months:
             e = params.exit_prob(s.industry, age, mm)
@@ -227,14 +227,14 @@ def _n24_path(s: ObservedState, month: int) -> np.ndarray:
     return s.adverse_by_month[:, max(j - 1, 0) :].sum(axis=1)
 
 
-def _marking_prob(params: RiskParams, s: ObservedState, july: int, n24_at) -> np.ndarray:
+def _marking_prob(params: RiskParams, s: ObservedState, july: int) -> np.ndarray:
     """Probability that the report due before ``july`` is missing, given records at T."""
     january = july - 6
     report_year_end = month_start_day(january) - 1  # 31 December of the report year
     due = s.registered_day <= report_year_end
     if january > s.month:
         age = age_at(january, s.registered_day)
-        q = params.missing_prob(s.industry, age, n24_at(january))
+        q = params.missing_prob(s.industry, age, _n24_path(s, january))
         return np.where(due, q, 0.0)
     q = np.nan_to_num(s.jan_missing_prob, nan=0.0)
     window_start = month_start_day(january)

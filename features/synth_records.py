@@ -128,6 +128,15 @@ def nudge_unique(
     raise RuntimeError("could not make natural keys unique")
 
 
+def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``values`` at the (unique) ``keys`` equal to each wanted key; NO_DATE where absent."""
+    if len(keys) == 0:
+        return np.full(len(wanted), NO_DATE)
+    order = np.argsort(keys)
+    hit = order[np.minimum(np.searchsorted(keys, wanted, sorter=order), len(keys) - 1)]
+    return np.where(keys[hit] == wanted, values[hit], NO_DATE)
+
+
 def _dates(day: np.ndarray) -> pa.Array:
     mask = (day == NO_DATE) | (day < 0)
     return pa.array(np.where(mask, 0, day).astype("int32"), type=pa.int32(), mask=mask).cast(
@@ -173,21 +182,14 @@ def build_records(
         return np.where(d <= limit[h], d, NO_DATE)
 
     # --- annual reports and missing-report markings ---------------------------------
-    rep_late = np.full(len(sim.rep_hh), NO_DATE)
-    mark_late = np.full(len(sim.mark_hh), NO_DATE)
+    # Half of the households marked for a missing report file it later; that date
+    # restores the marking and goes on the report row.
     files_late = rng.random(len(sim.mark_hh)) < 0.5
     late_day = ok(sim.mark_hh, _later(sim.mark_day, rng, 20, 100.0))
     mark_late = np.where(files_late, late_day, NO_DATE)
-    # join late filings onto report rows by (household, year)
-    key_rep = sim.rep_hh * 10_000 + sim.rep_year
-    key_mark = sim.mark_hh * 10_000 + sim.mark_year
-    pos = np.searchsorted(key_mark, key_rep, sorter=np.argsort(key_mark))
-    sorted_marks = np.argsort(key_mark)
-    found = np.zeros(len(key_rep), dtype=bool)
-    if len(key_mark):
-        cand = sorted_marks[np.minimum(pos, len(key_mark) - 1)]
-        found = key_mark[cand] == key_rep
-        rep_late = np.where(found, mark_late[cand], NO_DATE)
+    rep_late = _lookup(
+        sim.mark_hh * 10_000 + sim.mark_year, mark_late, sim.rep_hh * 10_000 + sim.rep_year
+    )
     filed = np.where(sim.rep_filed_day >= 0, sim.rep_filed_day, rep_late)
     has_filed = filed != NO_DATE
     n_rep = len(sim.rep_hh)

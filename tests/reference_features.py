@@ -124,7 +124,9 @@ def household_features(tables: dict, uscc: str, t: date) -> dict:
     published = [
         r
         for r in reports.values()
-        if r["report_year"] >= last - 2 and r["published"] and filed_by_t(r["report_year"]) is not None
+        if r["report_year"] >= last - 2
+        and r["published"]
+        and filed_by_t(r["report_year"]) is not None
     ]
     f["reported_employees"] = (
         float(max(published, key=lambda r: r["report_year"])["employees"])

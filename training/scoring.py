@@ -76,7 +76,9 @@ def reason_details(codes: str | list[str]) -> list[dict[str, str]]:
     """Codes (a list, or joined by ';') with their Chinese and English texts."""
     items = codes.split(";") if isinstance(codes, str) else codes
     lookup = {r.code: r for r in (*REASONS, NO_ADVERSE)}
-    return [{"code": c, "text_zh": lookup[c].text_zh, "text_en": lookup[c].text_en} for c in items if c]
+    return [
+        {"code": c, "text_zh": lookup[c].text_zh, "text_en": lookup[c].text_en} for c in items if c
+    ]
 
 
 def reason_codes(contributions: np.ndarray, max_reasons: int = MAX_REASONS) -> list[list[str]]:
