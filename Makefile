@@ -46,7 +46,7 @@ test: $(STAMP) ## Run the whole test suite
 lint: $(STAMP) ## ruff lint + format check, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy credref features training
+	$(VENV)/bin/mypy credref features training serving
 
 .PHONY: bench-generate
 bench-generate: $(STAMP) ## Benchmark: generate the 11M-household pilot domain

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     registered_model: str = Field(
         "credref-reference", description="Registered model name in MLflow."
     )
+    keys_db: Path | None = Field(
+        None, description="Platform API-key store (default: <home>/keys.sqlite)."
+    )
+    audit_db: Path | None = Field(None, description="Audit log (default: <home>/audit.sqlite).")
 
     @property
     def warehouse_path(self) -> Path:
@@ -60,6 +64,14 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.mlflow_artifacts or self.home / "mlartifacts"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.keys_db or self.home / "keys.sqlite"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit_db or self.home / "audit.sqlite"
 
     def id_secret_bytes(self) -> bytes:
         value = self.id_hash_secret.get_secret_value()

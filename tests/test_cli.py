@@ -9,12 +9,28 @@ from credref.cli import app
 from credref.settings import DEV_ID_HASH_SECRET, load_settings
 
 runner = CliRunner()
-COMMANDS = ["generate", "ingest", "summary", "dataset", "features"]
+COMMANDS = [
+    "generate",
+    "ingest",
+    "summary",
+    "dataset",
+    "features",
+    "train",
+    "promote",
+    "rollback",
+    "keys",
+    "keys create",
+    "keys list",
+    "keys revoke",
+    "audit",
+    "audit verify",
+    "audit export",
+]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
 def test_every_command_has_help(command):
-    args = ["--help"] if command is None else [command, "--help"]
+    args = ["--help"] if command is None else [*command.split(), "--help"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
@@ -72,3 +88,34 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     assert DEV_ID_HASH_SECRET not in repr(s)  # the secret never prints
     monkeypatch.setenv("CREDREF_ID_HASH_SECRET", "s3")
     assert load_settings().id_secret_bytes() == b"s3"
+
+
+def test_keys_and_audit_commands(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDREF_HOME", str(tmp_path))
+    r = runner.invoke(app, ["keys", "create", "--platform", "alipay", "--scopes", "verify,score"])
+    assert r.exit_code == 0, r.output
+    secret = r.output.strip().splitlines()[-1]
+    assert secret.startswith("crk_")
+    r = runner.invoke(app, ["keys", "list"])
+    assert "alipay" in r.output and secret not in r.output
+    key_id = secret.split("_")[1]
+    assert runner.invoke(app, ["keys", "revoke", key_id]).exit_code == 0
+    r = runner.invoke(app, ["keys", "revoke", key_id])
+    assert r.exit_code == 2 and "no active key" in r.output
+    r = runner.invoke(app, ["keys", "create", "--platform", "x", "--scopes", "root"])
+    assert r.exit_code == 2 and "unknown" in r.output
+
+    from serving.audit import AuditLog, AuditRecord
+
+    log = AuditLog(tmp_path / "audit.sqlite")
+    log.append(AuditRecord("r1", "/v1/verify", {"status": 401}, platform="alipay"))
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 0 and "chain intact" in r.output
+    r = runner.invoke(app, ["audit", "export", "--platform", "alipay", "--since", "2020-01-01"])
+    assert r.exit_code == 0 and "/v1/verify" in r.output
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "audit.sqlite") as con:
+        con.execute("UPDATE audit SET endpoint = '/v1/score'")
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 1 and "edited" in r.output

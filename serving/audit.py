@@ -1,0 +1,189 @@
+"""The audit log: every request, allowed or refused, in a tamper-evident hash chain.
+
+Embedded default: SQLite in WAL mode, shared by all service workers. Each row stores the
+hash of the previous row and its own hash over (previous hash + the row's canonical
+JSON), so editing a row breaks its hash and deleting a row breaks the next row's link or
+leaves a gap in the never-reused sequence numbers. Deleting rows at the *end* can only be
+seen against a head recorded elsewhere: ``verify`` reports the head (count and hash) so it
+can be anchored, and checks one given with ``expect_head``.
+
+If a row cannot be written, :class:`AuditUnavailable` is raised: the service must then
+fail closed (503) rather than answer unaudited.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+GENESIS = "0" * 64
+FIELDS = (
+    "request_id",
+    "at",
+    "platform",
+    "endpoint",
+    "purpose",
+    "subject",
+    "outcome",
+    "model_version",
+    "latency_ms",
+)
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id    TEXT NOT NULL,
+    at            TEXT NOT NULL,
+    platform      TEXT,
+    endpoint      TEXT NOT NULL,
+    purpose       TEXT,
+    subject       TEXT,
+    outcome       TEXT NOT NULL,
+    model_version TEXT,
+    latency_ms    REAL,
+    prev_hash     TEXT NOT NULL,
+    hash          TEXT NOT NULL
+)"""
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit store cannot be written; the request must not be answered."""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    request_id: str
+    endpoint: str
+    outcome: dict  # a summary: verdicts, class, error code — never raw inputs or reasons' inputs
+    platform: str | None = None
+    purpose: str | None = None
+    subject: str | None = None  # the USCC asked about
+    model_version: str | None = None
+    latency_ms: float | None = None
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
+
+    def values(self) -> tuple:
+        return (
+            self.request_id,
+            self.at,
+            self.platform,
+            self.endpoint,
+            self.purpose,
+            self.subject,
+            json.dumps(self.outcome, sort_keys=True, ensure_ascii=False),
+            self.model_version,
+            self.latency_ms,
+        )
+
+
+def row_hash(prev_hash: str, values: tuple) -> str:
+    canonical = json.dumps(
+        dict(zip(FIELDS, values, strict=True)), sort_keys=True, ensure_ascii=False
+    )
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+@dataclass
+class VerifyReport:
+    rows: int
+    head_hash: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class AuditLog:
+    def __init__(self, path: Path, timeout_s: float = 5.0):
+        self.path = path
+        self.timeout_s = timeout_s  # how long a writer waits for the lock before failing closed
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as con:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute(_DDL)
+        except (OSError, sqlite3.Error) as e:
+            raise AuditUnavailable(
+                f"audit store {path} cannot be opened: {type(e).__name__}"
+            ) from e
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+
+    def append(self, record: AuditRecord) -> str:
+        """Append one row (serialised across processes); returns its hash."""
+        values = record.values()
+        try:
+            con = self._connect()
+            try:
+                con.execute("BEGIN IMMEDIATE")  # one writer at a time: the chain stays linear
+                last = con.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                prev = last[0] if last else GENESIS
+                h = row_hash(prev, values)
+                con.execute(
+                    f"INSERT INTO audit ({', '.join(FIELDS)}, prev_hash, hash) VALUES "
+                    f"({', '.join('?' * len(FIELDS))}, ?, ?)",
+                    (*values, prev, h),
+                )
+                con.execute("COMMIT")
+                return h
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            finally:
+                con.close()
+        except (OSError, sqlite3.Error) as e:
+            raise AuditUnavailable(
+                f"audit store {self.path} cannot be written: {type(e).__name__}"
+            ) from e
+
+    def verify(self, expect_head: tuple[int, str] | None = None) -> VerifyReport:
+        """Walk the chain; report every broken link, edited row and gap."""
+        problems: list[str] = []
+        prev, last_seq, n = GENESIS, 0, 0
+        with self._connect() as con:
+            rows = con.execute(
+                f"SELECT seq, {', '.join(FIELDS)}, prev_hash, hash FROM audit ORDER BY seq"
+            )
+            for row in rows:
+                seq, values, prev_hash, h = (
+                    row[0],
+                    tuple(row[1 : 1 + len(FIELDS)]),
+                    row[-2],
+                    row[-1],
+                )
+                n += 1
+                if seq != last_seq + 1:
+                    problems.append(f"rows {last_seq + 1}..{seq - 1} are missing (deleted)")
+                if prev_hash != prev:
+                    problems.append(f"row {seq}: link to the previous row is broken")
+                if row_hash(prev_hash, values) != h:
+                    problems.append(f"row {seq}: content does not match its hash (edited)")
+                prev, last_seq = h, seq
+        if expect_head is not None and (n, prev) != tuple(expect_head):
+            problems.append(
+                f"head is ({n}, {prev[:12]}...), expected ({expect_head[0]}, {expect_head[1][:12]}...): "
+                "rows were removed from the end or added"
+            )
+        return VerifyReport(n, prev, problems)
+
+    def export_csv(self, platform: str, since: str) -> str:
+        """Rows of one platform from ``since`` (ISO date or time), as CSV for regulators."""
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow(["seq", *FIELDS, "hash"])
+        with self._connect() as con:
+            for row in con.execute(
+                f"SELECT seq, {', '.join(FIELDS)}, hash FROM audit WHERE platform = ? AND at >= ? ORDER BY seq",
+                (platform, since),
+            ):
+                w.writerow(row)
+        return out.getvalue()

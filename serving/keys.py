@@ -1,0 +1,120 @@
+"""Platform API keys: stored only as SHA-256 hashes, scoped, revocable (SQLite).
+
+A key is shown once, at creation: ``crk_<key id>_<secret>``. Keys carry 256 bits of
+randomness, so a plain SHA-256 is the right stored form (a slow password hash protects
+low-entropy secrets, which these are not). Look-up is by hash, and the stored hash is
+compared with ``hmac.compare_digest``; a key never appears in logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+#: verify: field verification; score: score, class, reasons; score:pd: also the PD;
+#: batch: the batch endpoint.
+SCOPES = ("verify", "score", "score:pd", "batch")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id      TEXT PRIMARY KEY,
+    platform    TEXT NOT NULL,
+    key_hash    TEXT NOT NULL UNIQUE,
+    scopes      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+)"""
+
+
+class KeyRefused(ValueError):
+    """A key operation was refused (unknown platform name, scope, or key id)."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    platform: str
+    scopes: frozenset[str]
+    created_at: str
+    revoked_at: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class KeyStore:
+    """The key table in a SQLite file (WAL mode, shared by all service workers)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(_DDL)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10)
+
+    def create(self, platform: str, scopes: list[str]) -> tuple[ApiKey, str]:
+        """Create a key; returns it and the secret, which is never stored or shown again."""
+        if not platform or not platform.replace("-", "").replace("_", "").isalnum():
+            raise KeyRefused(f"platform name must be letters, digits, '-' or '_': {platform!r}")
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown or not scopes:
+            raise KeyRefused(
+                f"scopes must be a non-empty subset of {list(SCOPES)}; unknown: {unknown}"
+            )
+        key_id = secrets.token_hex(6)
+        secret = f"crk_{key_id}_{secrets.token_urlsafe(32)}"
+        created = _now()
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
+                (key_id, platform, _hash(secret), ",".join(sorted(set(scopes))), created),
+            )
+        return ApiKey(key_id, platform, frozenset(scopes), created, None), secret
+
+    def authenticate(self, secret: str | None) -> ApiKey | None:
+        """The active key for a presented secret, or None (unknown, malformed or revoked)."""
+        if not secret or not secret.startswith("crk_"):
+            return None
+        digest = _hash(secret)
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT key_id, platform, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
+                (digest,),
+            ).fetchone()
+        if row is None or not hmac.compare_digest(row[2], digest) or row[5] is not None:
+            return None
+        return ApiKey(row[0], row[1], frozenset(row[3].split(",")), row[4], row[5])
+
+    def list(self) -> list[ApiKey]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT key_id, platform, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id"
+            ).fetchall()
+        return [ApiKey(r[0], r[1], frozenset(r[2].split(",")), r[3], r[4]) for r in rows]
+
+    def revoke(self, key_id: str) -> None:
+        """Revoke at once: the next request with that key is refused."""
+        with self._connect() as con:
+            n = con.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (_now(), key_id),
+            ).rowcount
+        if n == 0:
+            raise KeyRefused(f"no active key with id {key_id!r}")
