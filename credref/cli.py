@@ -192,7 +192,7 @@ def dataset(
         _fail(str(e))
     con = _warehouse_ro()
     try:
-        manifest = build_training_set(con, dates, out, horizon, truth, pol)
+        manifest = build_training_set(con, dates, out, horizon, truth, pol, progress=True)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     finally:

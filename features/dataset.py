@@ -99,6 +99,7 @@ def build_training_set(
     horizon_months: int = 12,
     truth_dir: Path | None = None,
     policy: Policy = Policy.LEGAL,
+    progress: bool = False,
 ) -> dict:
     """Write ``out/dataset.parquet`` and ``out/manifest.json``; returns the manifest."""
     through = observed_through(con)
@@ -113,7 +114,7 @@ def build_training_set(
     writer = None
     per_date = []
     try:
-        for d in dates:
+        for d in _progress(dates, progress):
             feats = engine.features(d, policy)
             labels = engine.labels(d, horizon_months)
             if not feats.column("uscc").equals(labels.column("uscc")):
@@ -174,3 +175,17 @@ def build_snapshot(
     }
     out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _progress(dates: list[date], show: bool):
+    if not show:
+        yield from dates
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("building snapshots", total=len(dates))
+        for d in dates:
+            bar.update(task, description=f"snapshot {d}")
+            yield d
+            bar.advance(task)
