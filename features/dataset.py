@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from features.catalogue import catalogue_version
 from features.engines import DuckDBEngine
 from features.policy import Policy
+from features.progress import track
 from features.warehouse import source_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,9 @@ def build_training_set(
     writer = None
     per_date = []
     try:
-        for d in _progress(dates, progress):
+        for d in track(
+            dates, len(dates), progress, "building snapshots", lambda d: f"snapshot {d}"
+        ):
             feats = engine.features(d, policy)
             labels = engine.labels(d, horizon_months)
             if not feats.column("uscc").equals(labels.column("uscc")):
@@ -175,17 +178,3 @@ def build_snapshot(
     }
     out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def _progress(dates: list[date], show: bool):
-    if not show:
-        yield from dates
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("building snapshots", total=len(dates))
-        for d in dates:
-            bar.update(task, description=f"snapshot {d}")
-            yield d
-            bar.advance(task)

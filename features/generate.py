@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.progress import track
 from features.risk_process import EPOCH_YEAR, RiskParams, month_start_day
 from features.schema import HOUSEHOLDS, INDUSTRIES, TABLES, arrow_schema
 from features.synth_population import (
@@ -202,7 +203,7 @@ def generate(
     jobs = [(spec, c, secret) for c in range(n_chunks)]
     try:
         results = _run(jobs, workers)
-        for tables in _progress(results, n_chunks, progress):
+        for tables in track(results, n_chunks, progress, "generating households"):
             for name, t in tables.items():
                 writers[name].write_table(t, row_group_size=1_000_000)
                 counts[name] += t.num_rows
@@ -228,16 +229,3 @@ def _run(jobs: list, workers: int):
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         yield from pool.map(_chunk_job, jobs)
-
-
-def _progress(results, total: int, show: bool):
-    if not show:
-        yield from results
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("generating households", total=total)
-        for r in results:
-            yield r
-            bar.advance(task)

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from stdnum.cn import uscc as stdnum_uscc
 
+from features.progress import track
 from features.schema import TABLES, TABLES_BY_NAME, Column, Table
 from features.warehouse import connect
 
@@ -116,7 +117,9 @@ def ingest(
     reports: list[LoadReport] = []
     con.execute("BEGIN TRANSACTION")
     try:
-        for name, path in _progress(list(files.items()), progress):
+        for name, path in track(
+            files.items(), len(files), progress, "ingesting", lambda f: f"ingesting {f[0]}"
+        ):
             reports.append(_load_file(con, TABLES_BY_NAME[name], path, hashes[name]))
         con.execute("COMMIT")
     except BaseException:
@@ -339,17 +342,3 @@ def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
         null_handling="special",
         side_effects=False,
     )
-
-
-def _progress(items: list, show: bool):
-    if not show:
-        yield from items
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("ingesting", total=len(items))
-        for item in items:
-            bar.update(task, description=f"ingesting {item[0]}")
-            yield item
-            bar.advance(task)
