@@ -22,7 +22,13 @@ from features.generate import generate
 from features.ingest import ingest
 from features.policy import Policy
 from training.checks import monotonicity_violations
-from training.data import load_training_set, model_matrix, split_out_of_time
+from training.data import (
+    encode,
+    encode_row,
+    load_training_set,
+    model_matrix,
+    split_out_of_time,
+)
 from training.models import WoEScorecard, fit_booster, points_table
 from training.registry import CHAMPION, PREVIOUS, promote, rollback
 from training.scoring import MAX_REASONS, reason_codes
@@ -154,10 +160,26 @@ def test_points_table_is_exact_and_refuses_a_non_additive_booster(splits):
     tr, va, te = splits
     add = fit_booster("additive", tr, va, {}, seed=1, rounds=80)
     pts = points_table(add, te.X)
-    assert np.abs(pts.margin(te.X) - add.predict(te.X, raw_score=True)).max() < 1e-9
+    assert np.abs(pts.margin(encode(te.X)) - add.predict(te.X, raw_score=True)).max() < 1e-9
     tree = fit_booster("unconstrained", tr, va, {"num_leaves": 31}, seed=1, rounds=20)
     with pytest.raises(ValueError, match="not additive"):
         points_table(tree, te.X)
+
+
+def test_the_encoded_matrix_is_what_lightgbm_sees_from_the_pandas_matrix(splits, config):
+    """Every scoring path uses ``encode``; it must equal training's categorical input."""
+    tr, va, _ = splits
+    tree = fit_booster("unconstrained", tr, va, {"num_leaves": 31}, seed=1, rounds=40)
+    raw, _ = load_training_set(config.dataset)
+    raw = raw.head(3000).copy()
+    raw.loc[raw.index[:5], "city"] = None  # missing
+    raw.loc[raw.index[5:10], "industry"] = "Z"  # unknown category = missing
+    X = encode(raw)
+    assert np.array_equal(
+        tree.predict(X, pred_contrib=True), tree.predict(model_matrix(raw), pred_contrib=True)
+    )
+    rows = np.asarray([encode_row(r) for r in raw.head(20).to_dict("records")])
+    np.testing.assert_array_equal(rows, X[:20])
 
 
 def test_the_monotonicity_check_catches_a_violating_model():

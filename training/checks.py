@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import FEATURE_NAMES, FEATURES_BY_NAME
+from training.data import encode
 from training.models import PointsTable
 
 SHAP_TOL = 1e-6
@@ -75,7 +76,7 @@ def shap_additivity_error(booster: lgb.Booster, X: pd.DataFrame) -> float:
 
 
 def points_error(points: PointsTable, booster: lgb.Booster, X: pd.DataFrame) -> float:
-    return float(np.abs(points.margin(X) - booster.predict(X, raw_score=True)).max())
+    return float(np.abs(points.margin(encode(X)) - booster.predict(X, raw_score=True)).max())
 
 
 def run_checks(

@@ -87,25 +87,34 @@ class PointsTable:
     numeric: dict[str, dict]  # name -> {"thresholds": [...], "points": [...], "nan": float}
     categorical: dict[str, dict]  # name -> {"points": {category: float}, "nan": float}
 
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
-        out = np.zeros((len(X), len(FEATURE_NAMES)))
-        for j, name in enumerate(FEATURE_NAMES):
+    def __post_init__(self) -> None:
+        # Lookup arrays per feature, in catalogue order, for the encoded matrix.
+        self._lookups: list[tuple[np.ndarray | None, np.ndarray, float]] = []
+        for name in FEATURE_NAMES:
             if name in self.numeric:
                 spec = self.numeric[name]
-                x = X[name].to_numpy(dtype=float)
+                th = np.asarray(spec["thresholds"], float)
                 pts = np.asarray(spec["points"])
-                idx = np.searchsorted(np.asarray(spec["thresholds"]), x, side="left")
-                out[:, j] = np.where(np.isnan(x), spec["nan"], pts[np.minimum(idx, len(pts) - 1)])
-            else:
+            else:  # categorical: points indexed by the category's code
                 spec = self.categorical[name]
-                vals = X[name].astype("object")
-                out[:, j] = [
-                    spec["points"].get(v, spec["nan"]) if isinstance(v, str) else spec["nan"]
-                    for v in vals
-                ]
+                th = None
+                pts = np.asarray([spec["points"].get(c, spec["nan"]) for c in CATEGORIES[name]])
+            self._lookups.append((th, pts, float(spec["nan"])))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature points for an encoded matrix (see :func:`training.data.encode`)."""
+        out = np.empty((X.shape[0], len(FEATURE_NAMES)))
+        for j, (th, pts, nan) in enumerate(self._lookups):
+            x = X[:, j]
+            missing = np.isnan(x)
+            if th is not None:
+                idx = np.minimum(np.searchsorted(th, x, side="left"), len(pts) - 1)
+            else:
+                idx = np.where(missing, 0, x).astype(np.int64)
+            out[:, j] = np.where(missing, nan, pts[idx])
         return out
 
-    def margin(self, X: pd.DataFrame) -> np.ndarray:
+    def margin(self, X: np.ndarray) -> np.ndarray:
         return self.base + self.contributions(X).sum(axis=1)
 
     def to_json(self) -> str:

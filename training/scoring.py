@@ -35,12 +35,13 @@ from features.catalogue import (
     REASONS,
     catalogue_version,
 )
-from training.data import model_matrix
+from training.data import encode
 from training.models import PointsTable
 
 CLASSES = ("A", "B", "C", "D")
 MAX_REASONS = 4
 OVERRIDE_FEATURE, OVERRIDE_REASON = "serious_listed", "R08"
+_OVERRIDE_COL = FEATURE_NAMES.index(OVERRIDE_FEATURE)
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,13 @@ class ScoringModel:
     points: PointsTable | None
     catalogue_version: str
 
-    def margin(self, X: pd.DataFrame) -> np.ndarray:
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """Raw margin for an encoded matrix (:func:`training.data.encode`)."""
         if self.points is not None:
             return self.points.margin(X)
         return self.booster.predict(X, raw_score=True)
 
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+    def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature contributions to the margin (no bias column)."""
         if self.points is not None:
             return self.points.contributions(X)
@@ -124,21 +126,19 @@ class ScoringModel:
         cls = np.asarray(CLASSES)[idx]
         return np.where(serious, "D", cls)
 
-    def score_frame(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
-        """PD, score, class and reasons for rows holding the catalogue's features."""
-        X = model_matrix(features)
-        m = self.margin(X)
-        pd_ = self.pd_from_margin(m)
-        serious = X[OVERRIDE_FEATURE].to_numpy() > 0
-        out = pd.DataFrame(
-            {
-                "pd": pd_,
-                "score": self.scale.score(pd_),
-                "risk_class": self.risk_class(pd_, serious),
-                "override": np.where(serious, "serious_list", ""),
-            },
-            index=features.index,
-        )
+    def score_array(self, X: np.ndarray, with_reasons: bool = True) -> dict[str, np.ndarray]:
+        """PD, score, class, override and (optionally) reasons for an encoded matrix.
+
+        The one scoring function behind batch scoring, the pyfunc and the online service.
+        """
+        pd_ = self.pd_from_margin(self.margin(X))
+        serious = X[:, _OVERRIDE_COL] > 0
+        out = {
+            "pd": pd_,
+            "score": self.scale.score(pd_),
+            "risk_class": self.risk_class(pd_, serious),
+            "override": np.where(serious, "serious_list", ""),
+        }
         if with_reasons:
             reasons = reason_codes(self.contributions(X))
             for i in np.flatnonzero(serious):
@@ -146,8 +146,12 @@ class ScoringModel:
                     OVERRIDE_REASON,
                     *[c for c in reasons[i] if c not in (OVERRIDE_REASON, NO_ADVERSE.code)],
                 ][:MAX_REASONS]
-            out["reasons"] = [";".join(r) for r in reasons]
+            out["reasons"] = np.asarray([";".join(r) for r in reasons], dtype=object)
         return out
+
+    def score_frame(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
+        """PD, score, class and reasons for rows holding the catalogue's features."""
+        return pd.DataFrame(self.score_array(encode(features), with_reasons), index=features.index)
 
     # --- persistence: plain files, so an artefact is readable without Python pickles ---
 
@@ -204,7 +208,9 @@ def make_scoring_model(
 ) -> ScoringModel:
     """Calibrate on validation and fix the class thresholds there."""
     margin = (
-        points.margin(valid_X) if points is not None else booster.predict(valid_X, raw_score=True)
+        points.margin(encode(valid_X))
+        if points is not None
+        else booster.predict(valid_X, raw_score=True)
     )
     a, b = fit_platt(margin, valid_y)
     pd_valid = 1.0 / (1.0 + np.exp(-(a * margin + b)))

@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from features.catalogue import FEATURE_NAMES, catalogue_dict, catalogue_version
 from training.checks import run_checks
-from training.data import Split, load_training_set, split_out_of_time
+from training.data import Split, encode, load_training_set, split_out_of_time
 from training.evaluate import (
     class_table,
     metrics,
@@ -214,7 +214,7 @@ def train(
             out / "score_by_city.png",
         )
         sample = test_s.X.sample(n=min(3000, len(test_s.X)), random_state=config.seed)
-        shap_summary_plot(model.contributions(sample), sample, out / "shap_summary.png")
+        shap_summary_plot(model.contributions(encode(sample)), sample, out / "shap_summary.png")
         (out / "model_card.md").write_text(
             model_card(config, summary, m, classes, sl, test_s, manifest)
         )
