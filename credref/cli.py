@@ -307,6 +307,60 @@ def rollback() -> None:
     console.print(f"version {version} is the champion again")
 
 
+@app.command()
+def publish(
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="As-of date (default: the last day the warehouse observes)."),
+    ] = None,
+) -> None:
+    """Publish a snapshot to the online store; the service switches to it atomically."""
+    from features.dataset import observed_through
+    from serving.online import publish as run
+
+    settings = load_settings()
+    con = _warehouse_ro()
+    try:
+        day = _parse_date(as_of) if as_of else observed_through(con)
+        meta = run(con, day, settings.online_path, settings.id_secret_bytes(), progress=True)
+    finally:
+        con.close()
+    console.print(
+        f"published {meta['file']}: {int(meta['households']):,} households registered on "
+        f"{day}, {int(meta['operating']):,} operating (catalogue {meta['catalogue_version']})"
+    )
+
+
+@app.command()
+def serve(
+    port: Annotated[int | None, typer.Option(help="Port (default: CREDREF_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: CREDREF_WORKERS).")
+    ] = None,
+) -> None:
+    """Import the MLflow champion into BentoML's store, then start the service."""
+    import os
+
+    from serving.model_store import ModelUnavailable, import_champion, use_store
+
+    settings = load_settings()
+    use_store(settings.bentoml_path)
+    try:
+        model = import_champion(settings.tracking_uri, settings.registered_model)
+        console.print(f"champion imported as {model.tag}")
+    except ModelUnavailable as e:
+        console.print(f"[yellow]warning:[/yellow] {e}; starting from BentoML's model store")
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(settings.bentoml_path.resolve()),
+        "CREDREF_PORT": str(port or settings.port),
+        "CREDREF_WORKERS": str(workers or settings.workers),
+    }
+    argv = ["bentoml", "serve", "serving.service:ReferenceService"]
+    argv += ["--port", env["CREDREF_PORT"], "--host", settings.host]
+    os.execvpe(sys.executable, [sys.executable, "-m", *argv], env)
+
+
 keys_app = typer.Typer(help="Platform API keys (stored only as hashes).", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

@@ -52,6 +52,24 @@ class Settings(BaseSettings):
         None, description="Platform API-key store (default: <home>/keys.sqlite)."
     )
     audit_db: Path | None = Field(None, description="Audit log (default: <home>/audit.sqlite).")
+    audit_timeout_s: float = Field(
+        5.0, gt=0, description="How long a request waits for the audit store before a 503."
+    )
+    online_dir: Path | None = Field(
+        None, description="Online feature store, published snapshots (default: <home>/online)."
+    )
+    bentoml_home: Path | None = Field(
+        None, description="BentoML's model store and config (default: <home>/bentoml)."
+    )
+    host: str = Field("127.0.0.1", description="Address the service listens on.")
+    port: int = Field(3000, description="Port the service listens on.")
+    workers: int = Field(2, ge=1, description="Service worker processes.")
+    rate_limit: float = Field(
+        2000.0, gt=0, description="Requests per second allowed per API key (whole service)."
+    )
+    auth_failure_limit: float = Field(
+        5.0, gt=0, description="Failed authentications per second allowed per client address."
+    )
 
     @property
     def warehouse_path(self) -> Path:
@@ -72,6 +90,14 @@ class Settings(BaseSettings):
     @property
     def audit_path(self) -> Path:
         return self.audit_db or self.home / "audit.sqlite"
+
+    @property
+    def online_path(self) -> Path:
+        return self.online_dir or self.home / "online"
+
+    @property
+    def bentoml_path(self) -> Path:
+        return self.bentoml_home or self.home / "bentoml"
 
     def id_secret_bytes(self) -> bytes:
         value = self.id_hash_secret.get_secret_value()

@@ -24,8 +24,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from stdnum.cn import uscc as stdnum_uscc
 
+from features.codes import uscc_problem
 from features.progress import track
 from features.schema import TABLES, TABLES_BY_NAME, Column, Table
 from features.warehouse import connect
@@ -313,23 +313,9 @@ def _load_file(con: duckdb.DuckDBPyConnection, t: Table, path: Path, digest: str
 
 
 def _uscc_problem(codes: pa.Array) -> pa.Array:
-    out: list[str | None] = []
-    for code in codes.to_pylist():
-        if code is None:
-            out.append(None)
-            continue
-        try:
-            stdnum_uscc.validate(code)
-            out.append(None)
-        except stdnum_uscc.InvalidLength:
-            out.append("uscc: wrong length (must be 18 characters)")
-        except stdnum_uscc.InvalidChecksum:
-            out.append("uscc: wrong check character")
-        except stdnum_uscc.InvalidFormat:
-            out.append("uscc: characters outside the GB 32100 charset")
-        except stdnum_uscc.ValidationError as e:  # pragma: no cover - future stdnum kinds
-            out.append(f"uscc: invalid ({type(e).__name__})")
-    return pa.array(out, pa.string())
+    return pa.array(
+        [None if c is None else uscc_problem(c) for c in codes.to_pylist()], pa.string()
+    )
 
 
 def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:

@@ -24,15 +24,18 @@ def _t(as_of: date) -> str:
     return f"DATE '{as_of.isoformat()}'"
 
 
-def population_sql(as_of: date) -> str:
-    """Households registered on or before T and operating on T.
+def status_sql(as_of: date) -> str:
+    """Every household registered on or before T, with its registration status on T.
 
     The status on T is the last status change registered on or before T; without one,
     the household's current status if it took effect on or before T; else operating.
     """
     t = _t(as_of)
     return f"""
-    SELECT h.uscc, h.registered_on, h.org_form, h.industry, h.division_code
+    SELECT h.uscc, h.registered_on, h.org_form, h.industry, h.division_code,
+           COALESCE(s.status_at,
+                    CASE WHEN h.status_changed_on <= {t} THEN h.status ELSE 'operating' END)
+               AS status_on
     FROM households h
     LEFT JOIN (
         SELECT uscc, max_by(new_status, changed_on) AS status_at
@@ -41,9 +44,15 @@ def population_sql(as_of: date) -> str:
         GROUP BY uscc
     ) s ON s.uscc = h.uscc
     WHERE h.registered_on <= {t}
-      AND COALESCE(s.status_at,
-                   CASE WHEN h.status_changed_on <= {t} THEN h.status ELSE 'operating' END)
-          = 'operating'
+    """
+
+
+def population_sql(as_of: date) -> str:
+    """Households registered on or before T and operating on T (see :func:`status_sql`)."""
+    return f"""
+    SELECT uscc, registered_on, org_form, industry, division_code
+    FROM ({status_sql(as_of)}) st
+    WHERE st.status_on = 'operating'
     """
 
 

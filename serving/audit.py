@@ -115,7 +115,11 @@ class AuditLog:
             ) from e
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        # WAL + NORMAL: a committed row survives any process crash (a killed worker);
+        # only an OS crash or power loss can drop the last commits.
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
 
     def append(self, record: AuditRecord) -> str:
         """Append one row (serialised across processes); returns its hash."""

@@ -1,0 +1,143 @@
+"""Request and response bodies of the platform API (pydantic; they make the OpenAPI doc).
+
+Requests forbid unknown fields and carry no more than the question needs. Responses
+carry verdicts, statuses, scores, classes and reason codes: never a stored value.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from features.codes import compact, uscc_problem
+from features.schema import STATUSES
+from serving.verification import Verdict
+
+MAX_BATCH = 1000
+MAX_FIELD_CHARS = 200  # longer than any registered name or address
+
+
+class Purpose(StrEnum):
+    """Why the platform asks (pilot rules: opening merchant codes, credit-risk reference)."""
+
+    ONBOARDING = "onboarding"  # opening a merchant collection code
+    PERIODIC_REVIEW = "periodic_review"  # re-checking an existing merchant
+    RISK_REFERENCE = "risk_reference"  # a credit-risk decision on an existing merchant
+
+
+def _valid_uscc(value: str) -> str:
+    problem = uscc_problem(value, household=True)
+    if problem is not None:
+        raise ValueError(problem)
+    return compact(value)
+
+
+#: A household's unified social credit code; spaces and hyphens are ignored.
+Uscc = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=40,
+        description="Unified social credit code (18 characters, GB 32100-2015) of an "
+        "individual business (starts with 92).",
+        examples=["92440300MA5DKQ0E2Y"],
+    ),
+    AfterValidator(_valid_uscc),
+]
+Claim = Annotated[str, Field(min_length=1, max_length=MAX_FIELD_CHARS)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class VerifyRequest(_Request):
+    uscc: Uscc
+    purpose: Purpose = Field(Purpose.ONBOARDING, description="Declared purpose of the check.")
+    name: Claim | None = Field(None, description="Registered name the merchant claimed.")
+    operator_name: Claim | None = Field(None, description="Operator name claimed.")
+    operator_id_number: Claim | None = Field(
+        None, description="Operator's resident ID number claimed; compared by keyed hash."
+    )
+    address: Claim | None = Field(None, description="Business premises claimed.")
+
+
+class ScoreRequest(_Request):
+    uscc: Uscc
+    purpose: Purpose
+
+
+class BatchRequest(_Request):
+    usccs: list[str] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"Up to {MAX_BATCH} codes; each is answered (or refused) on its own.",
+    )
+    purpose: Purpose
+
+
+Status = StrEnum("Status", {s.upper(): s for s in STATUSES})  # type: ignore[misc]
+
+
+class FieldVerdicts(BaseModel):
+    name: Verdict
+    operator_name: Verdict
+    operator_id_number: Verdict
+    address: Verdict
+
+
+class VerifyResponse(BaseModel):
+    request_id: str
+    uscc: str
+    found: bool
+    status: Status | None = Field(None, description="Registration status on the as-of date.")
+    as_of: str
+    fields: FieldVerdicts | None = Field(None, description="Per claimed field; None if not found.")
+
+
+class Reason(BaseModel):
+    code: str
+    text_zh: str
+    text_en: str
+
+
+class ScoreResult(BaseModel):
+    uscc: str
+    status: Status | None = None
+    as_of: str | None = None
+    score: int | None = Field(None, description="0-1000, higher = lower risk.")
+    risk_class: str | None = Field(None, description="A (low risk) to D (high risk).")
+    reasons: list[Reason] | None = Field(None, description="At most four, strongest first.")
+    pd: float | None = Field(None, description="12-month PD; only with scope score:pd.")
+    note: str | None = Field(None, description="Why there is no score, if there is none.")
+    error: ErrorBody | None = Field(None, description="Batch items only: why refused.")
+
+
+class ScoreResponse(ScoreResult):
+    request_id: str
+    model_version: str
+
+
+class BatchResponse(BaseModel):
+    request_id: str
+    model_version: str
+    as_of: str
+    results: list[ScoreResult]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict] | None = None
+
+
+class ErrorResponse(BaseModel):
+    request_id: str
+    error: ErrorBody
+
+
+ScoreResult.model_rebuild()
+ScoreResponse.model_rebuild()
+BatchResponse.model_rebuild()

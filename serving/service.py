@@ -1,0 +1,252 @@
+"""The platform-facing reference service (BentoML 1.4).
+
+    bentoml serve serving.service:ReferenceService     (or: credref serve)
+
+Routes: ``POST /v1/verify``, ``POST /v1/score``, ``POST /v1/score_batch``; BentoML's own
+``/livez``, ``/readyz`` (ready once the model and the published snapshot are loaded and
+agree), ``/metrics``, and the OpenAPI document at ``/docs.json``. Keys, scopes, limits,
+request validation and the audit row of every request are the gate's work
+(:mod:`serving.gateway`); the endpoints below only answer, from the current snapshot of
+the online store and the MLflow champion imported into BentoML's model store.
+
+Settings: ``CREDREF_*`` (see :mod:`credref.settings`), read once per worker at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import bentoml
+import numpy as np
+from starlette.responses import JSONResponse
+
+from credref.settings import load_settings
+from features.codes import compact, uscc_problem
+from serving.audit import AuditLog
+from serving.gateway import STATE_KEY, Exchange, Gateway
+from serving.keys import KeyStore
+from serving.model_store import ServedModel, load_served_model, use_store
+from serving.online import OnlineStore, Snapshot
+from serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    FieldVerdicts,
+    ScoreRequest,
+    ScoreResponse,
+    VerifyRequest,
+    VerifyResponse,
+)
+from serving.verification import FieldHasher, verdict
+from training.data import encode_row
+from training.scoring import reason_details
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024  # a full batch of 1,000 codes is about 25 KB
+
+_settings = load_settings()
+use_store(_settings.bentoml_path)
+
+
+class Incompatible(RuntimeError):
+    """The model's feature catalogue differs from the published snapshot's."""
+
+
+def check_compatible(served: ServedModel, snap: Snapshot) -> None:
+    if served.model.catalogue_version != snap.catalogue_version:
+        raise Incompatible(
+            f"the model {served.tag} was trained on feature catalogue "
+            f"{served.model.catalogue_version}, but the published snapshot {snap.path.name} "
+            f"holds catalogue {snap.catalogue_version}; publish a snapshot with the current "
+            "code (`credref publish`) or promote a model trained on it"
+        )
+
+
+def _exchange(ctx: bentoml.Context) -> Exchange:
+    ex = ctx.request.scope.get("state", {}).get(STATE_KEY)
+    if not isinstance(ex, Exchange):  # only reachable if the gate were bypassed
+        raise RuntimeError("request did not pass the gateway")
+    return ex
+
+
+def _error(ex: Exchange, status: int, code: str, message: str) -> JSONResponse:
+    ex.outcome = {"error": code}
+    return JSONResponse(
+        {"request_id": ex.request_id, "error": {"code": code, "message": message}}, status
+    )
+
+
+def _json(model: Any) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json", exclude_none=True))
+
+
+@bentoml.service(
+    name="credref",
+    workers=_settings.workers,
+    traffic={"timeout": 30},
+    http={"host": _settings.host, "port": _settings.port},
+    metrics={"enabled": True},
+)
+class ReferenceService:
+    def __init__(self) -> None:
+        s = load_settings()
+        self.served = load_served_model(s.tracking_uri, s.registered_model)
+        self.store = OnlineStore(s.online_path)
+        self._checked: str | None = None
+        self._lock = threading.Lock()
+        snap = self._snapshot()  # refuses to start on no snapshot or a catalogue mismatch
+        self.hasher = FieldHasher(s.id_secret_bytes())
+        logger.info(
+            "serving model %s (MLflow v%s, from %s), snapshot %s as of %s",
+            self.served.tag,
+            self.served.version,
+            self.served.source,
+            snap.path.name,
+            snap.as_of,
+        )
+
+    def _snapshot(self) -> Snapshot:
+        snap = self.store.current()
+        if snap.path.name != self._checked:
+            check_compatible(self.served, snap)
+            with self._lock:
+                self._checked = snap.path.name
+        return snap
+
+    def __is_ready__(self) -> bool:
+        try:
+            self._snapshot()
+        except Exception:
+            return False
+        return True
+
+    # --- /v1/verify ---------------------------------------------------------------------
+
+    @bentoml.api(route="/v1/verify")
+    async def verify(self, body: VerifyRequest, /, ctx: bentoml.Context) -> VerifyResponse:
+        """Is this registration real, and do the claimed fields match it? Never a stored value."""
+        ex = _exchange(ctx)
+        req = ex.body if isinstance(ex.body, VerifyRequest) else body
+        snap = self._snapshot()
+        subject = snap.get(req.uscc)
+        if subject is None:
+            ex.outcome = {"found": False}
+            return _json(
+                VerifyResponse(request_id=ex.request_id, uscc=req.uscc, found=False, as_of=snap.as_of)
+            )
+        h = self.hasher
+        fields = FieldVerdicts(
+            name=verdict(h.field("name", req.name), subject.name_h),
+            operator_name=verdict(h.field("operator", req.operator_name), subject.operator_h),
+            operator_id_number=verdict(
+                None if req.operator_id_number is None else h.id_number(req.operator_id_number),
+                subject.id_h,
+            ),
+            address=verdict(h.field("address", req.address), subject.address_h),
+        )
+        ex.outcome = {
+            "found": True,
+            "status": subject.status,
+            "fields": {k: str(v) for k, v in fields.model_dump().items()},
+        }
+        return _json(
+            VerifyResponse(
+                request_id=ex.request_id,
+                uscc=req.uscc,
+                found=True,
+                status=subject.status,
+                as_of=snap.as_of,
+                fields=fields,
+            )
+        )
+
+    # --- /v1/score and /v1/score_batch ----------------------------------------------------
+
+    def _score(self, snap: Snapshot, usccs: list[str], with_pd: bool) -> list[dict]:
+        """One answer per code, in order: a score, a status without score, or an error."""
+        found = snap.get_many([u for u in usccs if u])
+        operating = [u for u in dict.fromkeys(found) if found[u].features is not None]
+        scored: dict[str, dict] = {}
+        if operating:
+            X = np.asarray([encode_row(found[u].features) for u in operating])  # type: ignore[arg-type]
+            r = self.served.model.score_array(X)
+            for i, u in enumerate(operating):
+                scored[u] = {
+                    "score": int(r["score"][i]),
+                    "risk_class": str(r["risk_class"][i]),
+                    "reasons": reason_details(str(r["reasons"][i])),
+                    **({"pd": round(float(r["pd"][i]), 6)} if with_pd else {}),
+                }
+        out = []
+        for u in usccs:
+            if u not in found:
+                out.append({"uscc": u, "error": {"code": "not_found", "message": "no household registered under this code on the as-of date"}})
+            elif u in scored:
+                out.append({"uscc": u, "status": "operating", "as_of": snap.as_of, **scored[u]})
+            else:
+                out.append(
+                    {
+                        "uscc": u,
+                        "status": found[u].status,
+                        "as_of": snap.as_of,
+                        "note": "not operating on the as-of date: no score",
+                    }
+                )
+        return out
+
+    @bentoml.api(route="/v1/score")
+    async def score(self, body: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
+        """Reference score, class A-D and up to four reasons for one household."""
+        ex = _exchange(ctx)
+        req = ex.body if isinstance(ex.body, ScoreRequest) else body
+        snap = self._snapshot()
+        ex.model_version = self.served.version
+        with_pd = ex.key is not None and "score:pd" in ex.key.scopes
+        (item,) = self._score(snap, [req.uscc], with_pd)
+        if "error" in item:
+            return _error(ex, 404, item["error"]["code"], item["error"]["message"])
+        ex.outcome = {"status": item["status"], "class": item.get("risk_class")}
+        answer = ScoreResponse(request_id=ex.request_id, model_version=self.served.version, **item)
+        return _json(answer)
+
+    @bentoml.api(route="/v1/score_batch")
+    async def score_batch(self, body: BatchRequest, /, ctx: bentoml.Context) -> BatchResponse:
+        """Up to 1,000 households per call; each item answered as /v1/score would."""
+        ex = _exchange(ctx)
+        req = ex.body if isinstance(ex.body, BatchRequest) else body
+        snap = self._snapshot()
+        ex.model_version = self.served.version
+        with_pd = ex.key is not None and "score:pd" in ex.key.scopes
+        problems = [uscc_problem(u, household=True) for u in req.usccs]
+        codes = [compact(u) if p is None else "" for u, p in zip(req.usccs, problems, strict=True)]
+        answers = self._score(snap, [c for c in codes if c], with_pd)
+        it = iter(answers)
+        results = [
+            next(it) if c else {"uscc": u[:40], "error": {"code": "invalid_uscc", "message": p}}
+            for u, c, p in zip(req.usccs, codes, problems, strict=True)
+        ]
+        ex.outcome = {
+            "results": ";".join(
+                r["error"]["code"] if "error" in r else r.get("risk_class", r["status"])
+                for r in results
+            )
+        }
+        answer = BatchResponse(
+            request_id=ex.request_id,
+            model_version=self.served.version,
+            as_of=snap.as_of,
+            results=results,
+        )
+        return _json(answer)
+
+
+ReferenceService.add_asgi_middleware(
+    Gateway,
+    keys=KeyStore(_settings.keys_path),
+    audit=AuditLog(_settings.audit_path, timeout_s=_settings.audit_timeout_s),
+    rate_limit=_settings.rate_limit / _settings.workers,
+    auth_failure_limit=_settings.auth_failure_limit / _settings.workers,
+    max_body_bytes=MAX_BODY_BYTES,
+)

@@ -1,0 +1,65 @@
+"""Field verification without keeping or returning the stored values.
+
+The online store holds, for each household, keyed hashes of the normalised registered
+name, operator name and address, and the warehouse's keyed hash of the operator's ID
+number. A claim is normalised the same way and hashed with the same key, so the service
+can say ``match`` / ``mismatch`` while holding no readable personal information itself.
+
+Normalisation (both sides): Unicode NFKC (full-width letters, digits and spaces become
+half-width; composed and decomposed accents become one form), every whitespace removed,
+case folded. ID numbers: the same, then upper case (the check character ``X``), which is
+the form :func:`features.synth_population.id_hmac` hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import unicodedata
+from enum import StrEnum
+
+#: Bytes kept of each field hash: 128 bits, ample for equality of one household's field.
+FIELD_HASH_BYTES = 16
+_FIELD_KEY_LABEL = b"credref/verify/fields/v1"
+
+
+class Verdict(StrEnum):
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    NOT_PROVIDED = "not_provided"
+
+
+def normalise_text(value: str) -> str:
+    folded = unicodedata.normalize("NFKC", value).casefold()
+    return unicodedata.normalize("NFKC", "".join(folded.split()))
+
+
+def normalise_id(value: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", value).split()).upper()
+
+
+class FieldHasher:
+    """Keyed hashes for verification; the field key is derived from the ID-hash secret."""
+
+    def __init__(self, secret: bytes):
+        self._id_key = secret
+        self._field_key = hmac.new(secret, _FIELD_KEY_LABEL, hashlib.sha256).digest()
+
+    def field(self, kind: str, value: str | None) -> bytes | None:
+        """Hash of a text field (``kind`` separates name, operator and address)."""
+        if value is None:
+            return None
+        msg = kind.encode() + b"\x00" + normalise_text(value).encode("utf-8")
+        return hmac.new(self._field_key, msg, hashlib.sha256).digest()[:FIELD_HASH_BYTES]
+
+    def id_number(self, value: str) -> bytes:
+        """HMAC-SHA256 of an ID number, equal to the warehouse's ``operator_id_hmac``."""
+        return hmac.new(self._id_key, normalise_id(value).encode(), hashlib.sha256).digest()
+
+
+def verdict(claimed: bytes | None, stored: bytes | None) -> Verdict:
+    if claimed is None:
+        return Verdict.NOT_PROVIDED
+    if stored is not None and hmac.compare_digest(claimed, stored):
+        return Verdict.MATCH
+    return Verdict.MISMATCH
