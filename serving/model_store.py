@@ -98,8 +98,7 @@ def load_served_model(tracking_uri: str, registered_model: str) -> ServedModel:
         candidates = bentoml.models.list(BENTO_MODEL)
         if not candidates:
             raise ModelUnavailable(
-                f"cannot import the champion ({e}) and BentoML's store holds no "
-                f"{BENTO_MODEL} model"
+                f"cannot import the champion ({e}) and BentoML's store holds no {BENTO_MODEL} model"
             ) from e
         model = max(candidates, key=lambda m: m.creation_time)
         source = "bentoml-store"

@@ -30,7 +30,7 @@ class Purpose(StrEnum):
 def _valid_uscc(value: str) -> str:
     problem = uscc_problem(value, household=True)
     if problem is not None:
-        raise ValueError(problem)
+        raise ValueError(problem.removeprefix("uscc: "))
     return compact(value)
 
 

@@ -71,8 +71,11 @@ def _exchange(ctx: bentoml.Context) -> Exchange:
     return ex
 
 
-def _error(ex: Exchange, status: int, code: str, message: str) -> JSONResponse:
+def _error(
+    ctx: bentoml.Context, ex: Exchange, status: int, code: str, message: str
+) -> JSONResponse:
     ex.outcome = {"error": code}
+    ctx.response.status_code = status  # BentoML applies the context's status to the reply
     return JSONResponse(
         {"request_id": ex.request_id, "error": {"code": code, "message": message}}, status
     )
@@ -134,7 +137,9 @@ class ReferenceService:
         if subject is None:
             ex.outcome = {"found": False}
             return _json(
-                VerifyResponse(request_id=ex.request_id, uscc=req.uscc, found=False, as_of=snap.as_of)
+                VerifyResponse(
+                    request_id=ex.request_id, uscc=req.uscc, found=False, as_of=snap.as_of
+                )
             )
         h = self.hasher
         fields = FieldVerdicts(
@@ -182,7 +187,15 @@ class ReferenceService:
         out = []
         for u in usccs:
             if u not in found:
-                out.append({"uscc": u, "error": {"code": "not_found", "message": "no household registered under this code on the as-of date"}})
+                out.append(
+                    {
+                        "uscc": u,
+                        "error": {
+                            "code": "not_found",
+                            "message": "no household registered under this code on the as-of date",
+                        },
+                    }
+                )
             elif u in scored:
                 out.append({"uscc": u, "status": "operating", "as_of": snap.as_of, **scored[u]})
             else:
@@ -206,7 +219,7 @@ class ReferenceService:
         with_pd = ex.key is not None and "score:pd" in ex.key.scopes
         (item,) = self._score(snap, [req.uscc], with_pd)
         if "error" in item:
-            return _error(ex, 404, item["error"]["code"], item["error"]["message"])
+            return _error(ctx, ex, 404, item["error"]["code"], item["error"]["message"])
         ex.outcome = {"status": item["status"], "class": item.get("risk_class")}
         answer = ScoreResponse(request_id=ex.request_id, model_version=self.served.version, **item)
         return _json(answer)

@@ -28,3 +28,70 @@ def small_warehouse(small_export, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
     ingest(small_export, path, progress=False)
     return path
+
+
+# --- a served domain: warehouse, champion in MLflow, published snapshot ------------------
+
+#: A test ID number (check character X) given to one household, so a match can be shown.
+KNOWN_ID = "11010519491231002X"
+SERVICE_AS_OF = date(2026, 6, 30)
+
+
+@pytest.fixture(scope="session")
+def service_home(small_warehouse, tmp_path_factory) -> Path:
+    """A credref home ready to serve: champion in a sqlite MLflow store, snapshot published.
+
+    One household (the first operating one) has its operator ID hash set to KNOWN_ID's.
+    The model is a small additive booster trained on the small domain (seconds).
+    """
+    import shutil
+
+    import duckdb
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from features.dataset import as_of_dates, build_training_set
+    from features.synth_population import id_hmac
+    from serving.online import publish
+    from training.data import load_training_set, split_out_of_time
+    from training.models import fit_booster, points_table
+    from training.registry import CHAMPION, log_scoring_model, use_tracking
+    from training.scoring import make_scoring_model
+
+    home = tmp_path_factory.mktemp("home")
+    wh = home / "warehouse.duckdb"
+    shutil.copy(small_warehouse, wh)
+    con = duckdb.connect(str(wh))
+    first = con.execute(
+        "SELECT uscc FROM households WHERE status = 'operating' ORDER BY uscc LIMIT 1"
+    ).fetchall()[0][0]
+    con.execute(
+        "UPDATE households SET operator_id_hmac = ? WHERE uscc = ?",
+        [id_hmac(KNOWN_ID, SECRET), first],
+    )
+    dates = as_of_dates(date(2022, 6, 30), date(2025, 6, 30), 6)
+    build_training_set(con, dates, home / "ds")
+    df, _ = load_training_set(home / "ds")
+    tr, va, _ = split_out_of_time(df, date(2023, 12, 31), date(2024, 6, 30))
+    booster = fit_booster("additive", tr, va, {}, seed=1, rounds=60)
+    model = make_scoring_model(booster, "additive", va.X, va.y, points_table(booster, va.X))
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    use_tracking(uri, home / "mlartifacts", "credref")
+    with mlflow.start_run():
+        version = log_scoring_model(model, tr.X.head(50), "credref-reference")
+    MlflowClient().set_registered_model_alias("credref-reference", CHAMPION, version)
+    publish(con, SERVICE_AS_OF, home / "online", SECRET)
+    con.close()
+    return home
+
+
+def service_env(home: Path, **extra: str) -> dict[str, str]:
+    """CREDREF_* settings for a service on ``home`` (secret, paths, short audit wait)."""
+    return {
+        "CREDREF_HOME": str(home),
+        "CREDREF_WAREHOUSE": str(home / "warehouse.duckdb"),
+        "CREDREF_ID_HASH_SECRET": SECRET.decode(),
+        "CREDREF_AUDIT_TIMEOUT_S": "0.5",
+        "BENTOML_HOME": str(home / "bentoml"),
+        **extra,
+    }

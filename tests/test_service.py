@@ -1,0 +1,483 @@
+"""The reference service in process (ASGI test client): every endpoint, scope, error and
+audit rule, against a real published snapshot and a real MLflow champion."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sqlite3
+import unicodedata
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+from stdnum.cn import uscc as s_uscc
+
+from features.catalogue import FEATURE_NAMES
+from serving.audit import AuditLog
+from serving.keys import KeyStore
+from tests.conftest import KNOWN_ID, SERVICE_AS_OF, service_env
+
+ALL = ["verify", "score", "score:pd", "batch"]
+UNKNOWN = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit(
+    "92440300MA5DKQ0E2"
+)  # valid, not registered
+
+
+@pytest.fixture(scope="module")
+def home(service_home):
+    saved = dict(os.environ)
+    os.environ.update(service_env(service_home))
+    yield service_home
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def service(home):
+    import serving.service
+
+    return importlib.reload(serving.service)
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with TestClient(service.ReferenceService.to_asgi()) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def keys(home):
+    store = KeyStore(home / "keys.sqlite")
+    return {
+        "all": store.create("alipay", ALL)[1],
+        "score": store.create("wechat", ["verify", "score"])[1],
+        "verify": store.create("douyin", ["verify"])[1],
+    }
+
+
+def H(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture(scope="module")
+def records(home):
+    """Households as stored (warehouse) with their status on the as-of date (snapshot)."""
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    hh = con.execute("SELECT * FROM households ORDER BY uscc").df()
+    con.close()
+    snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
+    status = dict(snap.execute("SELECT uscc, status FROM subjects").fetchall())
+    hh["status_on"] = hh.uscc.map(status)
+    return hh
+
+
+def _pick(records, **where) -> pd.Series:
+    df = records
+    for k, v in where.items():
+        df = df[df[k] == v]
+    return df.iloc[0]
+
+
+def audit_rows(home) -> list[dict]:
+    con = sqlite3.connect(home / "audit.sqlite")
+    con.row_factory = sqlite3.Row
+    return [dict(r) for r in con.execute("SELECT * FROM audit ORDER BY seq")]
+
+
+# --- verify ---------------------------------------------------------------------------
+
+
+def _fullwidth(s: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in s)
+
+
+def test_verify_matches_claims_under_normalisation_and_never_returns_stored_values(
+    client, keys, records
+):
+    from features.synth_population import id_hmac
+
+    hh = _pick(records, operator_id_hmac=id_hmac(KNOWN_ID, b"test-secret"))
+    claim = {
+        "uscc": hh.uscc.lower()[:6] + " " + hh.uscc.lower()[6:],  # case and a space
+        "name": _fullwidth(hh["name"]) if hh["name"] else None,
+        "operator_name": " " + hh.operator_name + "\u3000",  # ideographic space
+        "operator_id_number": _fullwidth(KNOWN_ID.lower()),
+        "address": unicodedata.normalize("NFD", hh.address),
+    }
+    r = client.post(
+        "/v1/verify", json={k: v for k, v in claim.items() if v}, headers=H(keys["verify"])
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["found"] and body["uscc"] == hh.uscc and body["as_of"] == str(SERVICE_AS_OF)
+    assert body["status"] == hh.status_on
+    expected_name = "match" if hh["name"] else "not_provided"
+    assert body["fields"] == {
+        "name": expected_name,
+        "operator_name": "match",
+        "operator_id_number": "match",
+        "address": "match",
+    }
+    for stored in (hh.operator_name, hh.address, hh.operator_id_hmac, hh["name"]):
+        assert not stored or stored not in r.text
+
+    wrong = client.post(
+        "/v1/verify",
+        json={
+            "uscc": hh.uscc,
+            "operator_name": hh.operator_name + "X",
+            "operator_id_number": "110105194912310038",
+        },
+        headers=H(keys["verify"]),
+    ).json()
+    assert wrong["fields"] == {
+        "name": "not_provided",
+        "operator_name": "mismatch",
+        "operator_id_number": "mismatch",
+        "address": "not_provided",
+    }
+
+
+def test_verify_reports_status_and_unknown_codes(client, keys, records):
+    gone = _pick(records, status_on="revoked")
+    body = client.post("/v1/verify", json={"uscc": gone.uscc}, headers=H(keys["verify"])).json()
+    assert body["found"] and body["status"] == "revoked"
+    unknown = UNKNOWN
+    assert unknown not in set(records.uscc)
+    body = client.post("/v1/verify", json={"uscc": unknown}, headers=H(keys["verify"])).json()
+    assert body["found"] is False and "fields" not in body and "status" not in body
+
+
+# --- score ----------------------------------------------------------------------------
+
+
+def _snapshot_features(home, usccs) -> pd.DataFrame:
+    con = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
+    q = f"SELECT uscc, {', '.join(FEATURE_NAMES)} FROM subjects WHERE uscc IN ({','.join('?' * len(usccs))})"
+    return pd.read_sql_query(q, con, params=list(usccs)).set_index("uscc").loc[list(usccs)]
+
+
+def test_score_equals_the_batch_scoring_function_and_hides_pd_without_its_scope(
+    client, keys, records, home, service
+):
+    operating = records[records.status_on == "operating"].uscc.head(40).tolist()
+    model = service.load_served_model(f"sqlite:///{home / 'mlflow.db'}", "credref-reference").model
+    expected = model.score_frame(_snapshot_features(home, operating))
+    for u in operating:
+        r = client.post(
+            "/v1/score", json={"uscc": u, "purpose": "onboarding"}, headers=H(keys["all"])
+        )
+        assert r.status_code == 200, r.text
+        b = r.json()
+        e = expected.loc[u]
+        assert (b["score"], b["risk_class"]) == (int(e.score), e.risk_class)
+        assert [x["code"] for x in b["reasons"]] == e.reasons.split(";")
+        assert 1 <= len(b["reasons"]) <= 4 and all(
+            x["text_zh"] and x["text_en"] for x in b["reasons"]
+        )
+        assert b["pd"] == pytest.approx(e.pd, abs=1e-6)
+        assert b["model_version"] == "1" and b["as_of"] == str(SERVICE_AS_OF)
+    no_pd = client.post(
+        "/v1/score",
+        json={"uscc": operating[0], "purpose": "periodic_review"},
+        headers=H(keys["score"]),
+    ).json()
+    assert "pd" not in no_pd and no_pd["score"] == int(expected.iloc[0].score)
+
+
+def test_a_household_not_operating_gets_its_status_and_no_score(client, keys, records):
+    gone = _pick(records, status_on="deregistered")
+    b = client.post(
+        "/v1/score", json={"uscc": gone.uscc, "purpose": "onboarding"}, headers=H(keys["all"])
+    ).json()
+    assert b["status"] == "deregistered" and "score" not in b and "risk_class" not in b
+    assert "not operating" in b["note"]
+
+
+@pytest.mark.parametrize(
+    "uscc, problem",
+    [
+        ("92440300MA5DKQ0E2", "wrong length"),
+        ("92440300MA5DKQ0EIY", "charset"),
+        ("92440300MA5DKQ0E2" + ("1" if UNKNOWN[-1] != "1" else "2"), "check character"),
+        ("91440300MA5DKQ0E2X", None),  # a valid code, but of a company
+    ],
+)
+def test_a_malformed_code_is_a_400_that_says_which_rule(client, keys, uscc, problem):
+    from features.codes import uscc_problem
+
+    problem = problem or "must start with 92"
+    if uscc.startswith("91"):  # give it a valid check character first
+        from stdnum.cn import uscc as s
+
+        uscc = uscc[:-1] + s.calc_check_digit(uscc[:-1])
+        assert uscc_problem(uscc) is None
+    r = client.post(
+        "/v1/score", json={"uscc": uscc, "purpose": "onboarding"}, headers=H(keys["all"])
+    )
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and problem in err["message"]
+    assert err["details"][0]["field"] == "uscc"
+
+
+def test_an_unknown_code_is_a_404(client, keys):
+    r = client.post(
+        "/v1/score", json={"uscc": UNKNOWN, "purpose": "onboarding"}, headers=H(keys["all"])
+    )
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_batch_answers_each_item_as_score_would(client, keys, records):
+    operating = records[records.status_on == "operating"].uscc.head(5).tolist()
+    gone = _pick(records, status_on="revoked").uscc
+    items = [*operating, gone, UNKNOWN, "123", operating[0]]
+    r = client.post(
+        "/v1/score_batch",
+        json={"usccs": items, "purpose": "periodic_review"},
+        headers=H(keys["all"]),
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == len(items)
+    for u, res in zip(operating, results, strict=False):
+        single = client.post(
+            "/v1/score", json={"uscc": u, "purpose": "periodic_review"}, headers=H(keys["all"])
+        ).json()
+        assert {k: res[k] for k in ("score", "risk_class", "reasons", "pd")} == {
+            k: single[k] for k in ("score", "risk_class", "reasons", "pd")
+        }
+    assert results[5]["status"] == "revoked" and "score" not in results[5]
+    assert results[6]["error"]["code"] == "not_found"
+    assert (
+        results[7]["error"]["code"] == "invalid_uscc" and "length" in results[7]["error"]["message"]
+    )
+    assert results[8]["score"] == results[0]["score"]
+
+
+def test_batch_needs_its_scope_and_a_limit_of_1000(client, keys, records):
+    u = records.uscc.iloc[0]
+    r = client.post(
+        "/v1/score_batch", json={"usccs": [u], "purpose": "onboarding"}, headers=H(keys["score"])
+    )
+    assert r.status_code == 403 and r.json()["error"]["code"] == "scope_not_granted"
+    r = client.post(
+        "/v1/score_batch",
+        json={"usccs": [u] * 1001, "purpose": "onboarding"},
+        headers=H(keys["all"]),
+    )
+    assert r.status_code == 400 and "1000" in r.json()["error"]["message"]
+
+
+# --- keys, scopes, request rules --------------------------------------------------------
+
+
+def test_keys_and_scopes(client, keys, home, records):
+    u = records.uscc.iloc[0]
+    body = {"uscc": u, "purpose": "onboarding"}
+    assert client.post("/v1/score", json=body).json()["error"]["code"] == "missing_key"
+    r = client.post("/v1/score", json=body, headers=H("crk_000000000000_nope"))
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_key"
+    r = client.post("/v1/score", json=body, headers=H(keys["verify"]))
+    assert r.status_code == 403 and "score" in r.json()["error"]["message"]
+    assert (
+        client.post(
+            "/v1/verify", json={"uscc": u}, headers={"X-API-Key": keys["verify"]}
+        ).status_code
+        == 200
+    )
+    store = KeyStore(home / "keys.sqlite")
+    key, secret = store.create("temp", ["verify"])
+    assert client.post("/v1/verify", json={"uscc": u}, headers=H(secret)).status_code == 200
+    store.revoke(key.key_id)
+    r = client.post("/v1/verify", json={"uscc": u}, headers=H(secret))
+    assert r.status_code == 401  # at once, no cache
+
+
+def test_only_health_and_metrics_answer_without_a_key(client, keys):
+    for path in ("/livez", "/readyz"):  # /metrics: in the real-server test (multiprocess)
+        assert client.get(path).status_code == 200, path
+    assert client.get("/docs.json").status_code == 401
+    doc = client.get("/docs.json", headers=H(keys["verify"])).json()
+    assert {"/v1/verify", "/v1/score", "/v1/score_batch"} <= set(doc["paths"])
+
+
+@pytest.mark.parametrize(
+    "content, code, status",
+    [
+        (b"{not json", "invalid_json", 400),
+        (b"[1, 2]", "invalid_json", 400),
+        (b'{"uscc": 42, "purpose": "onboarding"}', "invalid_request", 400),
+        (b'{"uscc": "%s", "purpose": "marketing"}' % UNKNOWN.encode(), "invalid_request", 400),
+        (
+            b'{"uscc": "%s", "purpose": "onboarding", "x": 1}' % UNKNOWN.encode(),
+            "invalid_request",
+            400,
+        ),
+        (b'{"purpose": "onboarding", "pad": "' + b"a" * 300_000 + b'"}', "body_too_large", 413),
+    ],
+)
+def test_bad_requests_get_a_json_error_and_an_audit_row(client, keys, home, content, code, status):
+    before = len(audit_rows(home))
+    r = client.post(
+        "/v1/score", content=content, headers={**H(keys["all"]), "Content-Type": "application/json"}
+    )
+    assert r.status_code == status and r.json()["error"]["code"] == code
+    rows = audit_rows(home)
+    assert len(rows) == before + 1
+    assert json.loads(rows[-1]["outcome"]) == {"http": status, "error": code}
+    assert rows[-1]["request_id"] == r.json()["request_id"] == r.headers["x-request-id"]
+    assert rows[-1]["platform"] == "alipay"
+
+
+def test_get_is_refused(client, keys):
+    r = client.get("/v1/score", headers=H(keys["all"]))
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+# --- audit ------------------------------------------------------------------------------
+
+
+def test_every_request_is_audited_with_its_outcome_and_the_chain_verifies(
+    client, keys, home, records
+):
+    op = records[records.status_on == "operating"].iloc[3]
+    before = len(audit_rows(home))
+    a = client.post(
+        "/v1/score", json={"uscc": op.uscc, "purpose": "risk_reference"}, headers=H(keys["all"])
+    )
+    b = client.post("/v1/score", json={"uscc": op.uscc, "purpose": "onboarding"})
+    c = client.post(
+        "/v1/verify", json={"uscc": op.uscc, "operator_name": "某人"}, headers=H(keys["verify"])
+    )
+    rows = audit_rows(home)[before:]
+    assert [r["request_id"] for r in rows] == [x.json()["request_id"] for x in (a, b, c)]
+    ra, rb, rc = rows
+    assert (ra["platform"], ra["endpoint"], ra["purpose"], ra["subject"]) == (
+        "alipay",
+        "/v1/score",
+        "risk_reference",
+        op.uscc,
+    )
+    assert json.loads(ra["outcome"]) == {
+        "http": 200,
+        "status": "operating",
+        "class": a.json()["risk_class"],
+    }
+    assert ra["model_version"] == "1" and ra["latency_ms"] > 0
+    assert rb["platform"] is None and json.loads(rb["outcome"])["error"] == "missing_key"
+    assert json.loads(rc["outcome"])["fields"]["operator_name"] == "mismatch"
+    assert "reasons" not in ra["outcome"] and "某人" not in json.dumps(rows, ensure_ascii=False)
+    report = AuditLog(home / "audit.sqlite").verify()
+    assert report.ok and report.rows == len(audit_rows(home))
+
+
+def test_the_request_fails_closed_when_the_audit_store_cannot_be_written(
+    client, keys, home, records
+):
+    u = records.uscc.iloc[0]
+    lock = sqlite3.connect(home / "audit.sqlite", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another writer holds the store past the wait
+    try:
+        before = lock.execute("SELECT count(*) FROM audit").fetchone()[0]
+        r = client.post(
+            "/v1/score", json={"uscc": u, "purpose": "onboarding"}, headers=H(keys["all"])
+        )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable"
+        assert "score" not in r.json()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    after = len(audit_rows(home))
+    assert after == before  # nothing answered, nothing written
+    r = client.post("/v1/score", json={"uscc": u, "purpose": "onboarding"}, headers=H(keys["all"]))
+    assert r.status_code in (200, 404) and len(audit_rows(home)) == after + 1
+
+
+# --- snapshots and the model -------------------------------------------------------------
+
+
+def test_a_new_publication_is_picked_up_and_an_incompatible_one_refused(
+    client, keys, home, service, records
+):
+    from datetime import date
+
+    from serving.online import publish
+
+    u = records[records.status_on == "operating"].uscc.iloc[0]
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    publish(con, date(2026, 7, 31), home / "online", b"test-secret")
+    con.close()
+    r = client.post("/v1/score", json={"uscc": u, "purpose": "onboarding"}, headers=H(keys["all"]))
+    assert r.json()["as_of"] == "2026-07-31"
+
+    current = home / "online" / "current"
+    target = os.readlink(current)
+    bad = home / "online" / "snap-9999-bad.sqlite"
+    bad.write_bytes((home / "online" / target).read_bytes())
+    db = sqlite3.connect(bad)
+    db.execute("UPDATE meta SET value = 'other' WHERE key = 'catalogue_version'")
+    db.commit()
+    db.close()
+    os.remove(current)
+    os.symlink(bad.name, current)
+    try:
+        with pytest.raises(service.Incompatible, match="catalogue"):
+            service.ReferenceService()
+        assert client.get("/readyz").status_code == 503
+    finally:
+        os.remove(current)
+        os.symlink(target, current)
+    assert client.get("/readyz").status_code == 200
+
+
+def test_no_response_or_audit_row_holds_stored_personal_information(client, keys, home, records):
+    sample = records.head(30)
+    bodies = []
+    for _, hh in sample.iterrows():
+        for path, body in (
+            (
+                "/v1/verify",
+                {"uscc": hh.uscc, "operator_name": hh.operator_name, "address": hh.address},
+            ),
+            ("/v1/score", {"uscc": hh.uscc, "purpose": "onboarding"}),
+        ):
+            bodies.append(client.post(path, json=body, headers=H(keys["all"])).text)
+    bodies.append(
+        client.post(
+            "/v1/score_batch",
+            json={"usccs": sample.uscc.tolist(), "purpose": "onboarding"},
+            headers=H(keys["all"]),
+        ).text
+    )
+    audit = json.dumps(audit_rows(home), ensure_ascii=False)
+    secrets_ = [
+        *sample.operator_name,
+        *sample.address,
+        *sample.operator_id_hmac,
+        *sample["name"].dropna(),
+        KNOWN_ID,
+    ]
+    for text in [*bodies, audit]:
+        for s in secrets_:
+            assert s not in text
+    for k in keys.values():
+        assert k not in audit
+
+
+def test_the_scoring_path_equals_the_numpy_path_on_every_operating_household(home, service):
+    served = service.load_served_model(f"sqlite:///{home / 'mlflow.db'}", "credref-reference")
+    snap = service.OnlineStore(home / "online").current()
+    con = sqlite3.connect(f"file:{snap.path}?mode=ro", uri=True)
+    usccs = [r[0] for r in con.execute("SELECT uscc FROM subjects WHERE status = 'operating'")]
+    frame = _snapshot_features(home, usccs[:500])
+    a = served.model.score_frame(frame)
+    from training.data import encode_row
+
+    rows = np.asarray([encode_row(snap.get(u).features) for u in usccs[:500]])
+    b = served.model.score_array(rows)
+    assert np.array_equal(a.score.to_numpy(), b["score"]) and list(a.reasons) == list(b["reasons"])
