@@ -45,7 +45,7 @@ def main(
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -341,15 +341,21 @@ def serve(
     """Import the MLflow champion into BentoML's store, then start the service."""
     import os
 
-    from serving.model_store import ModelUnavailable, import_champion, use_store
+    from serving.model_store import ModelUnavailable, load_served_model, use_store
+    from serving.online import NoSnapshot, OnlineStore
+    from serving.preflight import Incompatible, check_compatible
 
     settings = load_settings()
     use_store(settings.bentoml_path)
-    try:
-        model = import_champion(settings.tracking_uri, settings.registered_model)
-        console.print(f"champion imported as {model.tag}")
-    except ModelUnavailable as e:
-        console.print(f"[yellow]warning:[/yellow] {e}; starting from BentoML's model store")
+    try:  # the checks every worker makes, made once up front with a clear message
+        served = load_served_model(settings.tracking_uri, settings.registered_model)
+        snap = OnlineStore(settings.online_path).current()
+        check_compatible(served, snap)
+    except (ModelUnavailable, NoSnapshot, Incompatible) as e:
+        _fail(f"the service cannot start: {e}")
+    console.print(
+        f"model {served.tag} (from {served.source}); snapshot {snap.path.name} as of {snap.as_of}"
+    )
     env = {
         **os.environ,
         "BENTOML_HOME": str(settings.bentoml_path.resolve()),

@@ -95,10 +95,14 @@ def load_served_model(tracking_uri: str, registered_model: str) -> ServedModel:
         model, source = import_champion(tracking_uri, registered_model), "mlflow"
     except Exception as e:  # any failure to reach MLflow: fall back to the local store
         logger.warning("MLflow unavailable (%s); using BentoML's model store", e)
-        candidates = bentoml.models.list(BENTO_MODEL)
+        try:
+            candidates = bentoml.models.list(BENTO_MODEL)
+        except bentoml.exceptions.NotFound:
+            candidates = []
         if not candidates:
             raise ModelUnavailable(
-                f"cannot import the champion ({e}) and BentoML's store holds no {BENTO_MODEL} model"
+                f"cannot import the champion ({e}) and BentoML's store holds no {BENTO_MODEL} "
+                "model; run `credref train` and `credref promote`"
             ) from e
         model = max(candidates, key=lambda m: m.creation_time)
         source = "bentoml-store"

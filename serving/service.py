@@ -27,8 +27,9 @@ from features.codes import compact, uscc_problem
 from serving.audit import AuditLog
 from serving.gateway import STATE_KEY, Exchange, Gateway
 from serving.keys import KeyStore
-from serving.model_store import ServedModel, load_served_model, use_store
+from serving.model_store import load_served_model, use_store
 from serving.online import OnlineStore, Snapshot
+from serving.preflight import check_compatible
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -48,20 +49,6 @@ MAX_BODY_BYTES = 256 * 1024  # a full batch of 1,000 codes is about 25 KB
 
 _settings = load_settings()
 use_store(_settings.bentoml_path)
-
-
-class Incompatible(RuntimeError):
-    """The model's feature catalogue differs from the published snapshot's."""
-
-
-def check_compatible(served: ServedModel, snap: Snapshot) -> None:
-    if served.model.catalogue_version != snap.catalogue_version:
-        raise Incompatible(
-            f"the model {served.tag} was trained on feature catalogue "
-            f"{served.model.catalogue_version}, but the published snapshot {snap.path.name} "
-            f"holds catalogue {snap.catalogue_version}; publish a snapshot with the current "
-            "code (`credref publish`) or promote a model trained on it"
-        )
 
 
 def _exchange(ctx: bentoml.Context) -> Exchange:

@@ -19,6 +19,7 @@ from stdnum.cn import uscc as s_uscc
 from features.catalogue import FEATURE_NAMES
 from serving.audit import AuditLog
 from serving.keys import KeyStore
+from serving.preflight import Incompatible
 from tests.conftest import KNOWN_ID, SERVICE_AS_OF, service_env
 
 ALL = ["verify", "score", "score:pd", "batch"]
@@ -426,7 +427,7 @@ def test_a_new_publication_is_picked_up_and_an_incompatible_one_refused(
     os.remove(current)
     os.symlink(bad.name, current)
     try:
-        with pytest.raises(service.Incompatible, match="catalogue"):
+        with pytest.raises(Incompatible, match="catalogue"):
             service.ReferenceService()
         assert client.get("/readyz").status_code == 503
     finally:

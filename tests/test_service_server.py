@@ -1,0 +1,151 @@
+"""A real server (``credref serve`` -> ``bentoml serve``, two workers) called over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from serving.audit import AuditLog
+from serving.keys import KeyStore
+from tests.conftest import service_env
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"server not ready after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def start_server(home: Path, log: Path, workers: int = 2, **extra: str):
+    port = _free_port()
+    env = {**os.environ, **service_env(home, CREDREF_PORT=str(port), **extra)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "credref.cli", "serve", "--workers", str(workers)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_real_server_answers_a_real_client_and_logs_no_personal_information(
+    service_home, tmp_path
+):
+    home = service_home
+    _, secret = KeyStore(home / "keys.sqlite").create("server-test", ["verify", "score", "batch"])
+    snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
+    operating = [
+        r[0] for r in snap.execute("SELECT uscc FROM subjects WHERE status = 'operating' LIMIT 20")
+    ]
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    hh = con.execute(
+        "SELECT uscc, name, operator_name, operator_id_hmac, address FROM households "
+        "WHERE list_contains(?, uscc) ORDER BY uscc",
+        [operating],
+    ).df()
+    con.close()
+    assert len(hh) == 20
+    audit_before = AuditLog(home / "audit.sqlite").verify().rows
+    log = tmp_path / "server.log"
+    proc, url = start_server(home, log)
+    try:
+        wait_ready(url, proc, log)
+        auth = {"Authorization": f"Bearer {secret}"}
+        with httpx.Client(base_url=url, headers=auth, timeout=30) as c:
+            answered = 0
+            for row in hh.itertuples():
+                v = c.post(
+                    "/v1/verify",
+                    json={
+                        "uscc": row.uscc,
+                        "operator_name": row.operator_name,
+                        "address": row.address,
+                    },
+                )
+                assert v.status_code == 200, v.text
+                assert v.json()["fields"]["operator_name"] == "match", v.text
+                s = c.post("/v1/score", json={"uscc": row.uscc, "purpose": "onboarding"})
+                assert s.status_code == 200 and s.json()["risk_class"] in "ABCD"
+                assert "pd" not in s.json()
+                answered += 2
+            b = c.post("/v1/score_batch", json={"usccs": hh.uscc.tolist(), "purpose": "onboarding"})
+            assert b.status_code == 200 and len(b.json()["results"]) == len(hh)
+            bad = c.post("/v1/score", content=b"nope", headers={"Content-Type": "application/json"})
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+            assert httpx.post(f"{url}/v1/score", json={}).status_code == 401
+            answered += 3
+            metrics = httpx.get(f"{url}/metrics")
+            assert metrics.status_code == 200 and "request" in metrics.text
+            assert httpx.get(f"{url}/docs.json").status_code == 401
+            doc = c.get("/docs.json").json()
+            assert "/v1/score" in doc["paths"]
+            answered += 2  # the document, asked without and with a key, is audited too
+    finally:
+        stop_server(proc)
+    report = AuditLog(home / "audit.sqlite").verify()
+    assert report.ok and report.rows == audit_before + answered
+    text = log.read_text(errors="replace")
+    assert "Service" in text or "serving" in text.lower()  # the log is the server's
+    for value in [
+        *hh.operator_name,
+        *hh.address,
+        *hh.operator_id_hmac,
+        *hh["name"].dropna(),
+        secret,
+    ]:
+        assert value not in text
+    assert json.dumps(doc)  # the OpenAPI document is plain JSON
+
+
+def test_the_server_refuses_to_start_without_a_model_or_snapshot(tmp_path):
+    home = tmp_path / "empty"
+    home.mkdir()
+    log = tmp_path / "server.log"
+    proc, _ = start_server(home, log, workers=1)
+    try:
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            stop_server(proc)
+    assert proc.returncode != 0
+    text = log.read_text(errors="replace")
+    assert "credref train" in text or "credref publish" in text, text[-2000:]
