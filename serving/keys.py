@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +62,8 @@ class KeyStore:
 
     def __init__(self, path: Path):
         self.path = path
+        self._reader: sqlite3.Connection | None = None  # kept for authenticate()
+        self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
@@ -93,8 +96,10 @@ class KeyStore:
         if not secret or not secret.startswith("crk_"):
             return None
         digest = _hash(secret)
-        with self._connect() as con:
-            row = con.execute(
+        with self._lock:  # each statement reads the latest commit: a revocation counts at once
+            if self._reader is None:
+                self._reader = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            row = self._reader.execute(
                 "SELECT key_id, platform, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
                 (digest,),
             ).fetchone()

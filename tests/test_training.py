@@ -161,6 +161,9 @@ def test_points_table_is_exact_and_refuses_a_non_additive_booster(splits):
     add = fit_booster("additive", tr, va, {}, seed=1, rounds=80)
     pts = points_table(add, te.X)
     assert np.abs(pts.margin(encode(te.X)) - add.predict(te.X, raw_score=True)).max() < 1e-9
+    X = encode(te.X.head(400))  # the one-row (online) lookup equals the vectorised one
+    single = np.vstack([pts.contributions(X[i : i + 1]) for i in range(len(X))])
+    assert np.array_equal(single, pts.contributions(X))
     tree = fit_booster("unconstrained", tr, va, {"num_leaves": 31}, seed=1, rounds=20)
     with pytest.raises(ValueError, match="not additive"):
         points_table(tree, te.X)

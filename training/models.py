@@ -5,6 +5,7 @@ measure what the constraints cost), and a logistic WoE scorecard baseline.
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from features.catalogue import CATEGORIES, FEATURE_NAMES, FEATURES_BY_NAME
 from training.data import Split
 
 KINDS = ("monotone", "additive", "unconstrained")
+_FEW_ROWS = 8  # up to this many rows, points are looked up in plain Python
 MONOTONE = [FEATURES_BY_NAME[n].monotone for n in FEATURE_NAMES]
 CATEGORICAL = [n for n in FEATURE_NAMES if FEATURES_BY_NAME[n].value_type == "category"]
 
@@ -100,9 +102,17 @@ class PointsTable:
                 th = None
                 pts = np.asarray([spec["points"].get(c, spec["nan"]) for c in CATEGORIES[name]])
             self._lookups.append((th, pts, float(spec["nan"])))
+        self._py_lookups = [
+            (None if th is None else th.tolist(), pts.tolist(), nan)
+            for th, pts, nan in self._lookups
+        ]
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature points for an encoded matrix (see :func:`training.data.encode`)."""
+        if X.shape[0] <= _FEW_ROWS:
+            return np.asarray([self._row_points(row) for row in X.tolist()]).reshape(
+                X.shape[0], len(FEATURE_NAMES)
+            )
         out = np.empty((X.shape[0], len(FEATURE_NAMES)))
         for j, (th, pts, nan) in enumerate(self._lookups):
             x = X[:, j]
@@ -112,6 +122,19 @@ class PointsTable:
             else:
                 idx = np.where(missing, 0, x).astype(np.int64)
             out[:, j] = np.where(missing, nan, pts[idx])
+        return out
+
+    def _row_points(self, row: list[float]) -> list[float]:
+        """The same lookup for one row in plain Python: an online request is one row, and
+        two dozen tiny numpy calls cost more than the lookups themselves."""
+        out = []
+        for x, (th, pts, nan) in zip(row, self._py_lookups, strict=True):
+            if x != x:  # NaN: missing
+                out.append(nan)
+            elif th is None:
+                out.append(pts[int(x)])
+            else:
+                out.append(pts[min(bisect.bisect_left(th, x), len(pts) - 1)])
         return out
 
     def margin(self, X: np.ndarray) -> np.ndarray:
