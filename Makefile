@@ -28,7 +28,7 @@ DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duc
 CREDREF := $(DEMO_ENV) $(VENV)/bin/credref
 
 .PHONY: demo
-demo: $(STAMP) ## Generate 100k households, ingest, summarise, build datasets, train and promote a champion
+demo: $(STAMP) ## Generate 100k households, ingest, build datasets, train, promote, publish, serve and call it
 	rm -rf $(DEMO_DIR)
 	$(CREDREF) generate --households $(DEMO_HOUSEHOLDS) --seed 7 --out $(DEMO_DIR)/export
 	$(CREDREF) ingest $(DEMO_DIR)/export
@@ -37,6 +37,27 @@ demo: $(STAMP) ## Generate 100k households, ingest, summarise, build datasets, t
 	$(CREDREF) dataset --out $(DEMO_DIR)/dataset_all_published --policy all_published
 	$(CREDREF) train --config configs/demo.toml
 	$(CREDREF) promote
+	$(CREDREF) publish
+	$(DEMO_ENV) $(PY) -m serving.demo
+
+# Real use reads CREDREF_* from the environment; without CREDREF_HOME it serves the demo.
+SERVE_HOME ?= $(or $(CREDREF_HOME),$(DEMO_DIR))
+
+.PHONY: serve
+serve: $(STAMP) ## Start the service (CREDREF_* settings; default home: the demo's)
+	CREDREF_HOME=$(SERVE_HOME) $(VENV)/bin/credref serve
+
+.PHONY: mlflow-ui
+mlflow-ui: $(STAMP) ## Open the MLflow UI on the tracking store (default: the demo's) at :5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(SERVE_HOME))/mlflow.db --port 5000
+
+.PHONY: notebooks
+notebooks: $(STAMP) ## Start Jupyter on notebooks/ (they read CREDREF_HOME; default: the demo's)
+	CREDREF_HOME=$(abspath $(SERVE_HOME)) $(VENV)/bin/jupyter notebook --notebook-dir=notebooks
+
+.PHONY: monitor
+monitor: $(STAMP) ## credref monitor on the demo state: HTML + JSON report, logged to MLflow
+	$(CREDREF) monitor
 
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite
@@ -59,6 +80,10 @@ bench-features: $(STAMP) ## Benchmark: ingest the 11M export, one as-of snapshot
 .PHONY: bench-train
 bench-train: $(STAMP) ## Benchmark: credref train on a 2M+ row training set
 	$(PY) bench/bench_train.py --households 300000 --root bench/out/train300k
+
+.PHONY: bench-serve
+bench-serve: $(STAMP) ## Benchmark: /v1/score under open-loop load after publishing the 11M pilot (needs bench-features and demo)
+	$(PY) bench/bench_serve.py --warehouse bench/out/pilot.duckdb --model-home $(DEMO_DIR)
 
 .PHONY: clean
 clean: ## Remove generated data (keeps the environment)

@@ -68,6 +68,12 @@ def generate(
     workers: Annotated[
         int, typer.Option(help="Worker processes (output does not depend on it).")
     ] = 2,
+    drift: Annotated[
+        bool,
+        typer.Option(
+            "--drift", help="Add a campaign (Wuhan retail and catering from 2025) to monitor."
+        ),
+    ] = False,
 ) -> None:
     """Generate a synthetic regulator domain for the 8 pilot cities."""
     from features.generate import generate as run
@@ -89,6 +95,7 @@ def generate(
             settings.id_secret_bytes(),
             dates,
             workers=workers,
+            drift=drift,
         )
     except ValueError as e:
         _fail(str(e))
@@ -365,6 +372,116 @@ def serve(
     argv = ["bentoml", "serve", "serving.service:ReferenceService"]
     argv += ["--port", env["CREDREF_PORT"], "--host", settings.host]
     os.execvpe(sys.executable, [sys.executable, "-m", *argv], env)
+
+
+@app.command("score-all")
+def score_all(
+    out: Annotated[Path, typer.Option(help="Output folder: scores + manifest.json.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="As-of date (default: the last day the warehouse observes)."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="duckdb (embedded) or spark (local mode).")
+    ] = "duckdb",
+    spark_master: Annotated[str, typer.Option(help="Spark master URL.")] = "local[2]",
+) -> None:
+    """Score every operating household with the champion (score, class, PD, reasons)."""
+    import tempfile
+
+    from features.dataset import observed_through
+    from serving.batch import score_all_duckdb, score_all_spark
+    from serving.model_store import ModelUnavailable, load_served_model, use_store
+
+    if engine not in ("duckdb", "spark"):
+        _fail(f"--engine must be duckdb or spark, not {engine!r}")
+    settings = load_settings()
+    use_store(settings.bentoml_path)
+    try:
+        served = load_served_model(settings.tracking_uri, settings.registered_model)
+    except ModelUnavailable as e:
+        _fail(str(e))
+    con = _warehouse_ro()
+    try:
+        day = _parse_date(as_of) if as_of else observed_through(con)
+        if engine == "duckdb":
+            manifest = score_all_duckdb(
+                con, day, served.model, served.version, served.tag, out, progress=True
+            )
+        else:
+            from features.engines import export_tables, spark_session
+
+            with tempfile.TemporaryDirectory(dir=settings.home) as tmp:
+                export_tables(con, Path(tmp))
+                spark = spark_session(spark_master)
+                try:
+                    manifest = score_all_spark(
+                        spark, Path(tmp), day, served.folder, served.version, served.tag, out
+                    )
+                finally:
+                    spark.stop()
+    finally:
+        con.close()
+    console.print(
+        f"scored {manifest['rows']:,} households as of {day} with {served.tag} "
+        f"on {engine} in {manifest['wall_s']} s -> {out}"
+    )
+
+
+@app.command()
+def monitor(
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="As-of date (default: the last day the warehouse observes)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default: <home>/monitoring/<as-of>).")
+    ] = None,
+) -> None:
+    """Drift (PSI/CSI), class migration, back-test and slices of the champion: HTML + JSON."""
+    import mlflow
+
+    from features.dataset import observed_through
+    from serving.model_store import ModelUnavailable, load_served_model, use_store
+    from training.monitor import (
+        build_report,
+        champion_reference,
+        gather,
+        log_to_mlflow,
+        write_report,
+    )
+
+    settings = load_settings()
+    use_store(settings.bentoml_path)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        served = load_served_model(settings.tracking_uri, settings.registered_model)
+        version, run_id, reference = champion_reference(settings.registered_model)
+    except (ModelUnavailable, ValueError) as e:
+        _fail(str(e))
+    con = _warehouse_ro()
+    try:
+        day = _parse_date(as_of) if as_of else observed_through(con)
+        inputs = gather(con, day, reference)
+    finally:
+        con.close()
+    report = build_report(served.model, inputs, version)
+    folder = out or settings.home / "monitoring" / day.isoformat()
+    files = write_report(report, folder)
+    run = log_to_mlflow(report, files, run_id)
+    s = report["summary"]
+    table = RichTable(title=f"monitoring as of {day} (model v{version})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("verdict")
+    table.add_row("score PSI", f"{s['score_psi']:.4f}", s["score_verdict"])
+    for name, v in sorted(report["feature_csi"].items(), key=lambda kv: -kv[1]["psi"])[:5]:
+        table.add_row(f"CSI {name}", f"{v['psi']:.4f}", v["verdict"])
+    table.add_row(
+        "back-test classes inconsistent (5%)", str(s["backtest_inconsistent_classes"]), ""
+    )
+    console.print(table)
+    console.print(f"report: {files[1]} (figures: {files[0]}); MLflow run {run[:8]}")
 
 
 keys_app = typer.Typer(help="Platform API keys (stored only as hashes).", no_args_is_help=True)

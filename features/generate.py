@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.progress import track
-from features.risk_process import EPOCH_YEAR, RiskParams, month_start_day
+from features.risk_process import EPOCH_YEAR, RiskParams, drift_params, month_start_day
 from features.schema import HOUSEHOLDS, INDUSTRIES, TABLES, arrow_schema
 from features.synth_population import (
     addresses,
@@ -60,6 +60,7 @@ class GenerateSpec:
     end: date
     oracle_dates: tuple[date, ...]
     chunk_size: int = CHUNK_SIZE
+    drift: bool = False
 
 
 def month_index(d: date) -> int:
@@ -90,7 +91,7 @@ def _chunk_job(args: tuple) -> dict[str, pa.Table]:
     n = min(spec.chunk_size, spec.households - start)
     end_day = (spec.end - date(1970, 1, 1)).days
     rng = np.random.default_rng([spec.seed, chunk])
-    params = RiskParams()
+    params = drift_params() if spec.drift else RiskParams()
     pop, place = draw_population(n, end_day, params.frailty_shape, rng)
     sim = simulate(
         pop, params, month_index(spec.end) + 1, [month_index(d) for d in spec.oracle_dates], rng
@@ -163,6 +164,7 @@ def generate(
     workers: int = 2,
     progress: bool = True,
     chunk_size: int = CHUNK_SIZE,
+    drift: bool = False,
 ) -> dict[str, int]:
     """Generate a synthetic domain; returns row counts per table.
 
@@ -178,6 +180,8 @@ def generate(
         progress: show a progress bar.
         chunk_size: households per independently seeded chunk; part of what the
             output depends on (keep the default outside tests).
+        drift: add the drift campaign (:data:`features.risk_process.DRIFT_CAMPAIGNS`),
+            for seeing monitoring flag it.
     """
     if households <= 0:
         raise ValueError(f"households must be positive, got {households}")
@@ -188,7 +192,7 @@ def generate(
     bad = [d for d in oracle_dates if not is_month_end(d) or d > end or d < date(2019, 1, 31)]
     if bad:
         raise ValueError(f"oracle dates must be month ends between 2019-01-31 and {end}: {bad}")
-    spec = GenerateSpec(households, seed, end, tuple(sorted(oracle_dates)), chunk_size)
+    spec = GenerateSpec(households, seed, end, tuple(sorted(oracle_dates)), chunk_size, drift)
     out.mkdir(parents=True, exist_ok=True)
     (out / TRUTH_DIR).mkdir(exist_ok=True)
     schemas = {t.name: arrow_schema(t) for t in TABLES}
@@ -217,6 +221,7 @@ def generate(
         "chunk_size": chunk_size,
         "end": end.isoformat(),
         "oracle_dates": [d.isoformat() for d in spec.oracle_dates],
+        "drift": drift,
         "rows": counts,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

@@ -95,8 +95,10 @@ class RiskParams:
     young_catering_mult: float = 1.6  # interaction: industry H in its first 2 years
     self_excite: float = 0.5  # per adverse record in the last 24 months, capped at 4
     drift_per_year: float = 0.05
-    #: campaign: (city index, industry, first month, multiplier)
-    campaign: tuple[int, str, int, float] = (5, "F", 60, 1.5)  # Shenzhen retail from 2024
+    #: campaigns: (city index, industry, first month, multiplier) each
+    campaigns: tuple[tuple[int, str, int, float], ...] = (
+        (5, "F", 60, 1.5),
+    )  # Shenzhen retail, 2024
     adverse_share: np.ndarray = field(
         default_factory=lambda: _by_industry({"H": 0.6, "I": 0.4, "M": 0.4}, 0.5)
     )
@@ -130,9 +132,9 @@ class RiskParams:
         young_h = (industry == _IND["H"]) & (age_years < 2.0)
         b = np.where(young_h, b * self.young_catering_mult, b)
         b = b * np.exp(self.drift_per_year * np.asarray(month) / 12.0)
-        c_city, c_ind, c_month, c_mult = self.campaign
-        hit = (city == c_city) & (industry == _IND[c_ind]) & (np.asarray(month) >= c_month)
-        b = np.where(hit, b * c_mult, b)
+        for c_city, c_ind, c_month, c_mult in self.campaigns:
+            hit = (city == c_city) & (industry == _IND[c_ind]) & (np.asarray(month) >= c_month)
+            b = np.where(hit, b * c_mult, b)
         return b * (1.0 + self.self_excite * np.minimum(n_adverse_24m, 4))
 
     def missing_prob(
@@ -150,6 +152,18 @@ class RiskParams:
         h = self.exit_base + self.exit_young * np.exp(-np.maximum(age_years, 0.0) / 1.5)
         h = h * np.where(industry == _IND["H"], 1.2, 1.0) * (1.0 + 0.03 * np.asarray(month) / 12.0)
         return 1.0 - np.exp(-h / 12.0)
+
+
+#: The drift domain (``credref generate --drift``): from January 2025 a market-order
+#: campaign in Wuhan multiplies the adverse-event rate of its retail and catering
+#: households by five, so monitoring can be seen to flag a population that moved away
+#: from what the model learned.
+DRIFT_CAMPAIGNS = ((3, "F", 72, 5.0), (3, "H", 72, 5.0))
+
+
+def drift_params() -> RiskParams:
+    base = RiskParams()
+    return RiskParams(campaigns=(*base.campaigns, *DRIFT_CAMPAIGNS))
 
 
 @dataclass

@@ -50,6 +50,7 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from features.catalogue import FEATURE_NAMES
     from features.dataset import as_of_dates, build_training_set
     from features.synth_population import id_hmac
     from serving.online import publish
@@ -79,6 +80,15 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
     use_tracking(uri, home / "mlartifacts", "credref")
     with mlflow.start_run():
         version = log_scoring_model(model, tr.X.head(50), "credref-reference")
+        reference = home / "reference.parquet"  # what `credref monitor` compares against
+        df[df.as_of <= date(2023, 12, 31)][["as_of", *FEATURE_NAMES]].reset_index(
+            drop=True
+        ).to_parquet(reference)
+        mlflow.log_artifact(str(reference), artifact_path="monitoring")
+        test_rows = home / "test_rows.parquet"  # what notebooks and the gate read
+        last = df[df.as_of == df.as_of.max()]
+        last[[*FEATURE_NAMES, "label"]].reset_index(drop=True).to_parquet(test_rows)
+        mlflow.log_artifact(str(test_rows), artifact_path="evaluation")
     MlflowClient().set_registered_model_alias("credref-reference", CHAMPION, version)
     publish(con, SERVICE_AS_OF, home / "online", SECRET)
     con.close()

@@ -410,6 +410,7 @@ def test_a_new_publication_is_picked_up_and_an_incompatible_one_refused(
     from serving.online import publish
 
     u = records[records.status_on == "operating"].uscc.iloc[0]
+    original = os.readlink(home / "online" / "current")
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     publish(con, date(2026, 7, 31), home / "online", b"test-secret")
     con.close()
@@ -432,7 +433,7 @@ def test_a_new_publication_is_picked_up_and_an_incompatible_one_refused(
         assert client.get("/readyz").status_code == 503
     finally:
         os.remove(current)
-        os.symlink(target, current)
+        os.symlink(original, current)  # back to the module's snapshot for the tests after
     assert client.get("/readyz").status_code == 200
 
 
@@ -482,3 +483,76 @@ def test_the_scoring_path_equals_the_numpy_path_on_every_operating_household(hom
     rows = np.asarray([encode_row(snap.get(u).features) for u in usccs[:500]])
     b = served.model.score_array(rows)
     assert np.array_equal(a.score.to_numpy(), b["score"]) and list(a.reasons) == list(b["reasons"])
+
+
+def test_score_all_gives_every_household_the_service_answer(client, keys, home, service, tmp_path):
+    from serving.batch import score_all_duckdb
+
+    served = service.load_served_model(f"sqlite:///{home / 'mlflow.db'}", "credref-reference")
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    manifest = score_all_duckdb(
+        con, SERVICE_AS_OF, served.model, served.version, served.tag, tmp_path, progress=False
+    )
+    con.close()
+    scores = pd.read_parquet(tmp_path / "scores.parquet").set_index("uscc")
+    snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
+    operating = [r[0] for r in snap.execute("SELECT uscc FROM subjects WHERE status = 'operating'")]
+    assert manifest["rows"] == len(scores) == len(operating)
+    assert manifest["model_version"] == "1" and manifest["as_of"] == str(SERVICE_AS_OF)
+    sample = scores.sample(60, random_state=1)
+    answers = client.post(
+        "/v1/score_batch",
+        json={"usccs": sample.index.tolist(), "purpose": "periodic_review"},
+        headers=H(keys["all"]),
+    ).json()["results"]
+    for (uscc, row), a in zip(sample.iterrows(), answers, strict=True):
+        assert a["uscc"] == uscc
+        assert (a["score"], a["risk_class"]) == (row.score, row.risk_class)
+        assert [r["code"] for r in a["reasons"]] == row.reasons.split(";")
+        assert a["pd"] == pytest.approx(row.pd, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        "王伟😀",  # emoji
+        "Ｗａｎｇ Ｗｅｉ",  # full-width
+        "e\u0301\u0301\u0301",  # stacked combining marks
+        "'; DROP TABLE subjects; --",  # SQL-looking
+        "\u202eevil",  # right-to-left override
+        "\x00null",  # a NUL
+    ],
+)
+def test_hostile_claims_are_compared_not_executed_and_never_echoed(
+    client, keys, records, home, claim
+):
+    hh = records[records.status_on == "operating"].iloc[0]
+    r = client.post(
+        "/v1/verify",
+        json={"uscc": hh.uscc, "name": claim, "operator_name": claim, "address": claim},
+        headers=H(keys["verify"]),
+    )
+    assert r.status_code == 200, r.text
+    assert set(r.json()["fields"].values()) == {"mismatch", "not_provided"}
+    assert claim not in r.text
+    snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
+    assert snap.execute("SELECT count(*) FROM subjects").fetchone()[0] > 0  # still there
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"uscc": "'; DROP TABLE subjects; --", "purpose": "onboarding"}, "uscc"),
+        ({"uscc": "９２４４０３００ＭＡ５ＤＫＱ０Ｅ２Ｙ", "purpose": "onboarding"}, "uscc"),
+        ({"uscc": ["92440300MA5DKQ0E2Y"], "purpose": "onboarding"}, "uscc"),
+        ({"uscc": None, "purpose": "onboarding"}, "uscc"),
+        ({"purpose": "onboarding"}, "uscc"),
+        ({"uscc": UNKNOWN, "purpose": 3}, "purpose"),
+    ],
+)
+def test_wrong_types_and_hostile_codes_are_400s_naming_the_field(client, keys, body, field):
+    r = client.post("/v1/score", json=body, headers=H(keys["all"]))
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and err["details"][0]["field"] == field
+    assert "DROP" not in r.text

@@ -140,14 +140,19 @@ class ScoringModel:
             "override": np.where(serious, "serious_list", ""),
         }
         if with_reasons:
-            reasons = reason_codes(self.contributions(X))
-            for i in np.flatnonzero(serious):
-                reasons[i] = [
-                    OVERRIDE_REASON,
-                    *[c for c in reasons[i] if c not in (OVERRIDE_REASON, NO_ADVERSE.code)],
-                ][:MAX_REASONS]
-            out["reasons"] = np.asarray([";".join(r) for r in reasons], dtype=object)
+            out["reasons"] = self.reasons(X)
         return out
+
+    def reasons(self, X: np.ndarray) -> np.ndarray:
+        """Reason codes (joined by ';') per row; R08 first for a serious-list household."""
+        serious = X[:, _OVERRIDE_COL] > 0
+        reasons = reason_codes(self.contributions(X))
+        for i in np.flatnonzero(serious):
+            reasons[i] = [
+                OVERRIDE_REASON,
+                *[c for c in reasons[i] if c not in (OVERRIDE_REASON, NO_ADVERSE.code)],
+            ][:MAX_REASONS]
+        return np.asarray([";".join(r) for r in reasons], dtype=object)
 
     def score_frame(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
         """PD, score, class and reasons for rows holding the catalogue's features."""

@@ -31,6 +31,7 @@ from training.evaluate import (
     strictly_increasing,
 )
 from training.models import WoEScorecard, fit_booster, points_table
+from training.monitor import REFERENCE_ARTIFACT
 from training.registry import TEST_ROWS, log_scoring_model, use_tracking
 from training.scoring import make_scoring_model
 
@@ -223,6 +224,13 @@ def train(
         rows_path = out / "test_rows.parquet"
         rows.to_parquet(rows_path)
         mlflow.log_artifact(str(rows_path), artifact_path=TEST_ROWS.rsplit("/", 1)[0])
+        # The monitoring reference: a sample of the training rows the model learned from.
+        ref_path = out / "reference.parquet"
+        raw_train = df[df.as_of <= config.train_end][["as_of", *FEATURE_NAMES]]
+        raw_train.sample(n=min(len(raw_train), 200_000), random_state=config.seed).reset_index(
+            drop=True
+        ).to_parquet(ref_path)
+        mlflow.log_artifact(str(ref_path), artifact_path=REFERENCE_ARTIFACT.rsplit("/", 1)[0])
         if not checks.passed:
             # The run stays in MLflow as evidence, marked FAILED; nothing is registered.
             logger.error("training checks failed: %s", "; ".join(checks.failures()))

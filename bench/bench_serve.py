@@ -1,0 +1,244 @@
+"""Benchmark: ``POST /v1/score`` under open-loop load, after publishing the full pilot.
+
+1. ``publish`` the 11M-household snapshot from the pilot warehouse into a bench home
+   (wall time and peak memory recorded);
+2. start the real service (``credref serve``, BentoML, 2 workers, keys and audit on) and
+   offer fixed rates with bench/loadgen.py (open loop, latency from the due time), the
+   load generator on the same 2-core machine;
+3. the same rates against a bare Starlette/uvicorn app (bench/baseline_app.py, 2 workers)
+   that calls the same scoring function, as the framework baseline.
+
+A rate is *held* when every request succeeded and p99 stayed under one second: with the
+schedule fixed, a server that cannot keep up builds a queue that grows for the whole run,
+and p99 climbs to seconds.
+Targets: p99 <= 50 ms at 500 requests/s with zero errors; >= 1,000 requests/s held.
+
+    python bench/bench_serve.py --warehouse bench/out/pilot.duckdb --model-home var/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import run
+from measure import machine, measure
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def publish_snapshot(warehouse: Path, home: Path, secret: bytes) -> dict:
+    from features.dataset import observed_through
+    from features.warehouse import connect
+    from serving.online import publish
+
+    con = connect(warehouse, read_only=True, memory_limit="8GB")
+    try:
+        as_of = observed_through(con)
+        with measure() as m:
+            meta = publish(con, as_of, home / "online", secret, progress=False)
+    finally:
+        con.close()
+    return {**meta, "wall_s": round(m.wall_s, 1), "peak_rss_gb": round(m.peak_rss_gb, 2)}
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"not ready after {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def held(s: dict) -> bool:
+    return s["errors"] == 0 and s["p99_ms"] < 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its children so far."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def sweep(
+    url: str, headers: dict, bodies: list[dict], rates: list[int], seconds: float, pid: int
+) -> list:
+    out = []
+    run(url, "/v1/score", bodies, headers, 100, 5)  # warm-up
+    for rate in rates:
+        cpu0 = cpu_seconds(pid)
+        s = run(url, "/v1/score", bodies, headers, rate, seconds).summary()
+        s["server_cpu_ms_per_request"] = round(1000 * (cpu_seconds(pid) - cpu0) / s["sent"], 3)
+        s["held"] = held(s)
+        print(json.dumps(s), flush=True)
+        out.append(s)
+        time.sleep(3)  # let queues drain between steps
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--warehouse", type=Path, default=Path("bench/out/pilot.duckdb"))
+    ap.add_argument("--model-home", type=Path, default=Path("var/demo"))
+    ap.add_argument("--home", type=Path, default=Path("bench/out/serve"))
+    ap.add_argument("--rates", default="250,500,750,1000,1250")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--reuse-snapshot", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("bench/out/serve.json"))
+    args = ap.parse_args()
+
+    home = args.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    secret = b"credref-development-secret-not-for-production"
+    env = {
+        **os.environ,
+        "CREDREF_HOME": str(home),
+        "CREDREF_MLFLOW_TRACKING_URI": f"sqlite:///{(args.model_home / 'mlflow.db').resolve()}",
+        "CREDREF_RATE_LIMIT": "1000000",
+        "CREDREF_PORT": "3301",
+        "BENTOML_HOME": str(home / "bentoml"),
+    }
+    result: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    if args.reuse_snapshot and (home / "online" / "current").exists():
+        from serving.online import describe_current
+
+        result["publish"] = {**describe_current(home / "online"), "reused": True}
+    else:
+        result["publish"] = publish_snapshot(args.warehouse.resolve(), home, secret)
+    print("publish:", json.dumps(result["publish"]), flush=True)
+
+    snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
+    operating = [r[0] for r in snap.execute("SELECT uscc FROM subjects WHERE status = 'operating'")]
+    random.Random(0).shuffle(operating)
+    bodies = [{"uscc": u, "purpose": "onboarding"} for u in operating[:50_000]]
+    rates = [int(r) for r in args.rates.split(",")]
+
+    os.environ.update(env)
+    from serving.keys import KeyStore
+
+    secret_key = KeyStore(home / "keys.sqlite").create("bench", ["score"])[1]
+    headers = {"Authorization": f"Bearer {secret_key}"}
+
+    with open(home / "service.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "credref.cli", "serve", "--workers", "2"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+        try:
+            wait_ready("http://127.0.0.1:3301/readyz", proc)
+            audit_before = _audit_rows(home)
+            result["service"] = sweep(
+                "http://127.0.0.1:3301", headers, bodies, rates, args.seconds, proc.pid
+            )
+            result["audit_rows_written"] = _audit_rows(home) - audit_before
+            result["requests_sent"] = 500 + sum(s["sent"] for s in result["service"])  # + warm-up
+        finally:
+            stop(proc)
+
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "baseline_app:app",
+                "--app-dir",
+                str(ROOT / "bench"),
+                "--workers",
+                "2",
+                "--port",
+                "3302",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+        try:
+            _wait_port(3302, proc)
+            result["baseline"] = sweep(
+                "http://127.0.0.1:3302", {}, bodies, rates, args.seconds, proc.pid
+            )
+        finally:
+            stop(proc)
+
+    for name in ("service", "baseline"):
+        ok = [s["offered_rps"] for s in result[name] if s["held"]]
+        result[f"{name}_max_rate_held"] = max(ok, default=0)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        json.dumps(
+            {
+                k: v
+                for k, v in result.items()
+                if "max_rate" in k or k in ("audit_rows_written", "requests_sent")
+            }
+        )
+    )
+
+
+def _audit_rows(home: Path) -> int:
+    path = home / "audit.sqlite"
+    if not path.exists():
+        return 0
+    return sqlite3.connect(path).execute("SELECT count(*) FROM audit").fetchone()[0]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"baseline exited with {proc.returncode}")
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/v1/score", json={"uscc": "x"}, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(1)
+    raise SystemExit("baseline not up")
+
+
+if __name__ == "__main__":
+    main()

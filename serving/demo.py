@@ -1,0 +1,143 @@
+"""The end of ``make demo``: start the service, ask it as a platform would, stop it.
+
+Starts ``credref serve`` (a real BentoML server), creates a demo platform key, picks
+three households from the published snapshot -- one with a clean record, one marked
+abnormal, one with usable penalties -- and, over HTTP, verifies each (claiming the
+registered operator name, so the answer is ``match``; the claim is read from the
+warehouse here only because this demo plays the merchant) and scores each. The answers
+are printed as a table; then the service is stopped.
+
+    python -m serving.demo
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from credref.settings import load_settings
+from serving.keys import KeyStore
+
+console = Console() if sys.stdout.isatty() else Console(width=160)
+
+PICKS = {
+    "clean record": "abnormal_now_report = 0 AND abnormal_now_unreachable = 0 "
+    "AND penalties_3y = 0 AND serious_listed = 0 AND spot_problems_3y = 0 "
+    "AND last_report_missing = 0",
+    "marked abnormal": "(abnormal_now_report = 1 OR abnormal_now_unreachable = 1) "
+    "AND serious_listed = 0",
+    "with penalties": "penalties_3y > 0 AND abnormal_now_report = 0 AND serious_listed = 0",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pick_households(online: str) -> dict[str, str]:
+    snap = sqlite3.connect(f"file:{online}?mode=ro", uri=True)
+    out = {}
+    for label, where in PICKS.items():
+        row = snap.execute(
+            f"SELECT uscc FROM subjects WHERE status = 'operating' AND {where} "
+            "ORDER BY uscc LIMIT 1"
+        ).fetchone()
+        if row is None:
+            raise SystemExit(f"no household '{label}' in the published snapshot")
+        out[label] = row[0]
+    return out
+
+
+def start(port: int, log_path) -> subprocess.Popen:
+    env = {**os.environ, "CREDREF_PORT": str(port)}
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "credref.cli", "serve", "--workers", "1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log_path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service did not start:\n{Path(log_path).read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the service was not ready in time")
+
+
+def main() -> None:
+    settings = load_settings()
+    picks = pick_households(str(settings.online_path / "current"))
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    claims = dict(
+        con.execute(
+            "SELECT uscc, operator_name FROM households WHERE list_contains(?, uscc)",
+            [list(picks.values())],
+        ).fetchall()
+    )
+    con.close()
+    _, key = KeyStore(settings.keys_path).create("demo-platform", ["verify", "score"])
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = settings.home / "service.log"
+    console.print(f"starting the service on {url} (log: {log_path}) ...")
+    proc = start(port, log_path)
+    try:
+        wait_ready(url, proc, log_path)
+        table = Table(title="credref answers a platform (key scopes: verify, score)")
+        for col in ("household", "uscc", "verify: status", "operator name", "score", "class"):
+            table.add_column(col)
+        table.add_column("reasons", overflow="fold")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
+            for label, uscc in picks.items():
+                v = c.post("/v1/verify", json={"uscc": uscc, "operator_name": claims[uscc]})
+                s = c.post("/v1/score", json={"uscc": uscc, "purpose": "onboarding"})
+                v.raise_for_status()
+                s.raise_for_status()
+                vb, sb = v.json(), s.json()
+                reasons = "; ".join(f"{r['code']} {r['text_en']}" for r in sb["reasons"])
+                table.add_row(
+                    label,
+                    uscc,
+                    vb["status"],
+                    vb["fields"]["operator_name"],
+                    str(sb["score"]),
+                    sb["risk_class"],
+                    reasons,
+                )
+            refused = c.post("/v1/score_batch", json={"usccs": [uscc], "purpose": "onboarding"})
+        console.print(table)
+        console.print(
+            f"as of {sb['as_of']}, model version {sb['model_version']}; a batch call with this "
+            f"key is refused: HTTP {refused.status_code} {refused.json()['error']['code']}"
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    console.print("service stopped; every call above is in the audit log (`credref audit verify`)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""score-all on Spark gives the same scores, classes and reasons as on DuckDB."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import pytest
+
+from serving.batch import score_all_duckdb, score_all_spark
+from tests.conftest import SERVICE_AS_OF
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+def test_spark_and_duckdb_score_all_agree(service_home, tmp_path):
+    from features.engines import export_tables, spark_session
+    from serving.model_store import load_served_model, use_store
+
+    use_store(service_home / "bentoml")
+    served = load_served_model(f"sqlite:///{service_home / 'mlflow.db'}", "credref-reference")
+    con = duckdb.connect(str(service_home / "warehouse.duckdb"), read_only=True)
+    d = score_all_duckdb(
+        con, SERVICE_AS_OF, served.model, served.version, served.tag, tmp_path / "duck"
+    )
+    export_tables(con, tmp_path / "tables")
+    con.close()
+    spark = spark_session()
+    try:
+        s = score_all_spark(
+            spark,
+            tmp_path / "tables",
+            SERVICE_AS_OF,
+            served.folder,
+            served.version,
+            served.tag,
+            tmp_path / "spark",
+        )
+    finally:
+        spark.stop()
+    a = pd.read_parquet(tmp_path / "duck" / "scores.parquet").set_index("uscc").sort_index()
+    b = pd.read_parquet(tmp_path / "spark" / "scores").set_index("uscc").sort_index()
+    assert d["rows"] == s["rows"] == len(a) == len(b) > 1000
+    assert a.index.equals(b.index)
+    for col in ("score", "risk_class", "override", "reasons"):
+        assert (a[col].astype(str) == b[col].astype(str)).all(), col
+    assert (a.pd - b.pd).abs().max() < 1e-12
+    assert set(a.as_of.astype(str)) == set(b.as_of.astype(str)) == {str(SERVICE_AS_OF)}

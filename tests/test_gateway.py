@@ -1,0 +1,101 @@
+"""The gate alone, around a minimal app: limits and brute force, with a real key store and
+a real audit log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from serving.audit import AuditLog
+from serving.gateway import STATE_KEY, Gateway, TokenBucket
+from serving.keys import KeyStore
+
+
+def _app(tmp_path, rate: float = 1000.0, failures: float = 1000.0):
+    async def score(request):
+        ex = request.scope["state"][STATE_KEY]
+        ex.outcome = {"echo": "ok"}
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/v1/score", score, methods=["POST", "GET"])])
+    keys = KeyStore(tmp_path / "keys.sqlite")
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    app.add_middleware(
+        Gateway,
+        keys=keys,
+        audit=audit,
+        rate_limit=rate,
+        auth_failure_limit=failures,
+        max_body_bytes=1024,
+    )
+    return app, keys
+
+
+def _rows(tmp_path):
+    con = sqlite3.connect(tmp_path / "audit.sqlite")
+    return [json.loads(r[0]) for r in con.execute("SELECT outcome FROM audit ORDER BY seq")]
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after_and_is_audited(tmp_path):
+    app, keys = _app(tmp_path, rate=5.0)
+    _, secret = keys.create("p", ["score"])
+    body = {"uscc": "92440300MA5DKQ0E2" + "Y", "purpose": "onboarding"}
+    with TestClient(app) as c:
+        codes = [
+            c.post("/v1/score", json=body, headers={"X-API-Key": secret}).status_code
+            for _ in range(12)
+        ]
+        limited = c.post("/v1/score", json=body, headers={"X-API-Key": secret})
+    assert 429 in codes and codes.count(429) >= 5
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+    assert limited.json()["error"]["code"] == "rate_limited"
+    rows = _rows(tmp_path)
+    assert (
+        len(rows) == 13
+        and sum(r.get("error") == "rate_limited" for r in rows) == codes.count(429) + 1
+    )
+
+
+def test_guessing_keys_is_slowed_down_and_every_guess_audited(tmp_path):
+    app, keys = _app(tmp_path, failures=2.0)
+    _, secret = keys.create("p", ["score"])
+    with TestClient(app) as c:
+        guesses = [
+            c.post("/v1/score", json={}, headers={"Authorization": f"Bearer crk_{i:012x}_x"})
+            for i in range(25)
+        ]
+        codes = [g.status_code for g in guesses]
+    assert codes[:10] == [401] * 10  # the burst
+    assert codes.count(429) >= 10
+    assert {g.json()["error"]["code"] for g in guesses} == {"invalid_key", "too_many_failures"}
+    rows = _rows(tmp_path)
+    assert len(rows) == 25
+    text = (tmp_path / "audit.sqlite").read_bytes()
+    assert secret.encode() not in text and b"crk_000000000000_x" not in text
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(tmp_path):
+    app, keys = _app(tmp_path)
+    _, secret = keys.create("p", ["score"])
+    with TestClient(app) as c:
+        r = c.post(
+            "/v1/score",
+            content=b'{"uscc": "' + b"9" * 5000 + b'"}',
+            headers={"X-API-Key": secret, "Content-Type": "application/json"},
+        )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+def test_the_token_bucket_refills_at_its_rate():
+    b = TokenBucket(rate=1000.0, burst=2.0)
+    assert b.allow("k") and b.allow("k") and not b.allow("k")
+    import time
+
+    time.sleep(0.01)
+    assert b.allow("k")
+    assert b.allow("other") and b.allow("other")
