@@ -416,7 +416,7 @@ def score_all(
                 spark = spark_session(spark_master)
                 try:
                     manifest = score_all_spark(
-                        spark, Path(tmp), day, served.folder, served.version, served.tag, out
+                        spark, Path(tmp), day, served.model, served.version, served.tag, out
                     )
                 finally:
                     spark.stop()

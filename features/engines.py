@@ -8,6 +8,8 @@ any feature definition.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +67,8 @@ def spark_session(
     """A Spark session with the settings the feature SQL relies on (UTC, DATE semantics)."""
     from pyspark.sql import SparkSession
 
+    # Python tasks (mapInPandas scoring) run in this interpreter, with this environment.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (
         SparkSession.builder.master(master)
         .appName(app)
@@ -74,6 +78,7 @@ def spark_session(
         .config("spark.driver.memory", memory)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.pyspark.python", sys.executable)
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")

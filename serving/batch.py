@@ -9,8 +9,8 @@ answer from both.
   encoded, scored and appended to one Parquet file, so memory stays bounded whatever
   the population.
 * Spark: the same feature SQL (transpiled by sqlglot) over one Parquet file per table,
-  scored with ``mapInPandas`` (each task loads the same artefact folder), written as a
-  Parquet folder.
+  scored with ``mapInPandas`` (each task rebuilds the model from the artefact's files,
+  shipped with the task), written as a Parquet folder.
 
 The output manifest records model version and tag, catalogue version, as-of date, row
 count, engine, and the time spent on plain prediction and on reasons.
@@ -131,20 +131,21 @@ def score_all_spark(
     spark,
     tables_dir: Path,
     as_of: date,
-    model_folder: Path,
+    model: ScoringModel,
     model_version: str,
     model_tag: str,
     out: Path,
 ) -> dict:
-    """The same on Spark: transpiled feature SQL, ``mapInPandas`` scoring, a Parquet folder."""
+    """The same on Spark: transpiled feature SQL, ``mapInPandas`` scoring (the artefact's
+    files travel with each task), a Parquet folder."""
     from features.engines import SparkEngine
 
-    folder = str(model_folder)
+    files = model.files()  # shipped with the task: no shared disk needed on a cluster
 
     def score_partitions(frames):
-        model = ScoringModel.load(Path(folder))
+        task_model = ScoringModel.from_files(files)
         for df in frames:
-            yield score_table(model, df, Timing()).to_pandas()
+            yield score_table(task_model, df, Timing()).to_pandas()
 
     start = time.perf_counter()
     features = SparkEngine(spark, tables_dir).features_df(as_of)

@@ -93,6 +93,14 @@ class TokenBucket:
             return ok
 
 
+class Served(Exception):
+    """The gate answers itself (the OpenAPI document), after authentication."""
+
+    def __init__(self, body: dict):
+        super().__init__("served by the gate")
+        self.body = body
+
+
 class Refusal(Exception):
     def __init__(self, status: int, code: str, message: str, details: list | None = None):
         super().__init__(message)
@@ -136,12 +144,14 @@ class Gateway:
         rate_limit: float,
         auth_failure_limit: float,
         max_body_bytes: int,
+        openapi: Callable[[], dict] | None = None,
     ):
         self.app = app
         self.keys = keys
         self.audit = audit
         self.writer = GroupWriter(audit)
         self.max_body = max_body_bytes
+        self.openapi = openapi  # the document to serve at /docs.json (else BentoML's)
         self.rate = TokenBucket(rate_limit)
         self.failures = TokenBucket(auth_failure_limit, burst=max(10.0, auth_failure_limit))
 
@@ -157,6 +167,15 @@ class Gateway:
             status, headers, body = await self._forward(scope, forward)
         except Refusal as r:
             status, headers, body = self._error(ex, r)
+        except Served as served:
+            status, headers = 200, [(b"content-type", b"application/json")]
+            body = json.dumps(served.body, ensure_ascii=False).encode()
+        except Exception as e:  # a bug must still give a JSON 500 and an audit row
+            # The type only: an exception's text could quote a request's content.
+            logger.error("request %s failed: %s", ex.request_id, type(e).__name__)
+            status, headers, body = self._error(
+                ex, Refusal(500, "internal_error", "the service failed; the request id is logged")
+            )
         await self._audit_and_send(send, ex, status, headers, body, started)
 
     # --- checks ---------------------------------------------------------------------
@@ -183,6 +202,8 @@ class Gateway:
         ex.key = key
         route = ROUTES.get(scope["path"])
         if route is None:  # docs, index, unknown paths: any valid key, no body rules
+            if scope["path"] == "/docs.json" and self.openapi is not None:
+                raise Served(self.openapi())
             return receive
         missing = [s for s in route.scopes if s not in key.scopes]
         if missing:

@@ -80,7 +80,7 @@ def import_champion(tracking_uri: str, registered_model: str) -> bentoml.Model:
         metadata={"mlflow_run_id": mv.run_id},
     )
     logger.info("imported MLflow %s v%s into BentoML as %s", registered_model, mv.version, tag)
-    return model
+    return bentoml.models.get(model.tag)  # the stored copy (import works in a temp folder)
 
 
 def _scoring_folder(model: bentoml.Model) -> Path:

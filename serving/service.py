@@ -29,6 +29,7 @@ from serving.gateway import STATE_KEY, Exchange, Gateway
 from serving.keys import KeyStore
 from serving.model_store import load_served_model, use_store
 from serving.online import OnlineStore, Snapshot
+from serving.openapi import document as openapi_document
 from serving.preflight import check_compatible
 from serving.schemas import (
     BatchRequest,
@@ -66,6 +67,11 @@ def _error(
     return JSONResponse(
         {"request_id": ex.request_id, "error": {"code": code, "message": message}}, status
     )
+
+
+def _echo(value: str) -> str:
+    """A refused batch item's code as sent, if it is short printable ASCII (else blank)."""
+    return value if len(value) <= 40 and value.isascii() and value.isprintable() else ""
 
 
 def _json(model: Any) -> JSONResponse:
@@ -229,7 +235,7 @@ class ReferenceService:
         answers = self._score(snap, [c for c in codes if c], with_pd)
         it = iter(answers)
         results = [
-            next(it) if c else {"uscc": u[:40], "error": {"code": "invalid_uscc", "message": p}}
+            next(it) if c else {"uscc": _echo(u), "error": {"code": "invalid_uscc", "message": p}}
             for u, c, p in zip(req.usccs, codes, problems, strict=True)
         ]
         ex.outcome = {
@@ -254,4 +260,5 @@ ReferenceService.add_asgi_middleware(
     rate_limit=_settings.rate_limit / _settings.workers,
     auth_failure_limit=_settings.auth_failure_limit / _settings.workers,
     max_body_bytes=MAX_BODY_BYTES,
+    openapi=lambda: openapi_document(ReferenceService.openapi_spec.asdict()),
 )

@@ -30,7 +30,7 @@ def test_spark_and_duckdb_score_all_agree(service_home, tmp_path):
             spark,
             tmp_path / "tables",
             SERVICE_AS_OF,
-            served.folder,
+            served.model,
             served.version,
             served.tag,
             tmp_path / "spark",

@@ -160,9 +160,8 @@ class ScoringModel:
 
     # --- persistence: plain files, so an artefact is readable without Python pickles ---
 
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(folder / "booster.txt"))
+    def files(self) -> dict[str, str]:
+        """The artefact as text files (name -> content): what ``save`` writes."""
         meta = {
             "kind": self.kind,
             "calib_a": self.calib_a,
@@ -171,16 +170,25 @@ class ScoringModel:
             "scale": asdict(self.scale),
             "catalogue_version": self.catalogue_version,
         }
-        (folder / "scoring.json").write_text(json.dumps(meta, indent=2))
+        out = {
+            "booster.txt": self.booster.model_to_string(),
+            "scoring.json": json.dumps(meta, indent=2),
+        }
         if self.points is not None:
-            (folder / "points.json").write_text(self.points.to_json())
+            out["points.json"] = self.points.to_json()
+        return out
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in self.files().items():
+            (folder / name).write_text(text)
 
     @classmethod
-    def load(cls, folder: Path) -> ScoringModel:
-        meta = json.loads((folder / "scoring.json").read_text())
-        points_file = folder / "points.json"
+    def from_files(cls, files: dict[str, str]) -> ScoringModel:
+        """Rebuild from :meth:`files` (e.g. shipped to Spark tasks with no shared disk)."""
+        meta = json.loads(files["scoring.json"])
         return cls(
-            booster=lgb.Booster(model_file=str(folder / "booster.txt")),
+            booster=lgb.Booster(model_str=files["booster.txt"]),
             kind=meta["kind"],
             calib_a=meta["calib_a"],
             calib_b=meta["calib_b"],
@@ -190,9 +198,14 @@ class ScoringModel:
                 meta["class_thresholds"][2],
             ),
             scale=ScoreScale(**meta["scale"]),
-            points=PointsTable.from_json(points_file.read_text()) if points_file.exists() else None,
+            points=PointsTable.from_json(files["points.json"]) if "points.json" in files else None,
             catalogue_version=meta["catalogue_version"],
         )
+
+    @classmethod
+    def load(cls, folder: Path) -> ScoringModel:
+        names = ("booster.txt", "scoring.json", "points.json")
+        return cls.from_files({n: (folder / n).read_text() for n in names if (folder / n).exists()})
 
 
 def fit_platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
