@@ -85,6 +85,18 @@ bench-train: $(STAMP) ## Benchmark: credref train on a 2M+ row training set
 bench-serve: $(STAMP) ## Benchmark: /v1/score under open-loop load after publishing the 11M pilot (needs bench-features and demo)
 	$(PY) bench/bench_serve.py --warehouse bench/out/pilot.duckdb --model-home $(DEMO_DIR)
 
+.PHONY: bench-pilot
+bench-pilot: $(STAMP) ## Benchmark: the 11M pilot chain, generate -> ingest -> features -> score-all (needs demo)
+	$(PY) bench/bench_pilot.py --sizes 11000000 --spark "" --model-home $(DEMO_DIR)
+
+.PHONY: bench-scaling
+bench-scaling: $(STAMP) ## Benchmark: features + score-all at 1M, 3M, 11M (DuckDB) and 100k, 300k (Spark)
+	$(PY) bench/bench_pilot.py --sizes 1000000,3000000,11000000 --spark 100000,300000 --model-home $(DEMO_DIR)
+
+.PHONY: bench-soak
+bench-soak: $(STAMP) ## Benchmark: 10 minutes at 300 requests/s on the 11M snapshot (after bench-serve)
+	$(PY) bench/bench_soak.py --home bench/out/serve --model-home $(DEMO_DIR)
+
 .PHONY: clean
 clean: ## Remove generated data (keeps the environment)
 	rm -rf var bench/out

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -60,10 +61,10 @@ class Timing:
     rows: int = 0
 
 
-def score_table(model: ScoringModel, features: pa.Table | object, timing: Timing) -> pa.Table:
+def score_table(model: ScoringModel, features: pa.Table | pd.DataFrame, timing: Timing) -> pa.Table:
     """Score one batch of feature rows (Arrow table or pandas frame) into SCHEMA."""
     df = features.to_pandas() if isinstance(features, pa.Table) else features
-    X = encode(df)  # type: ignore[arg-type]
+    X = encode(df)
     t0 = time.perf_counter()
     r = model.score_array(X, with_reasons=False)
     t1 = time.perf_counter()

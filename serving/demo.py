@@ -32,7 +32,7 @@ from serving.keys import KeyStore
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
 PICKS = {
-    "clean record": "abnormal_now_report = 0 AND abnormal_now_unreachable = 0 "
+    "clean record": "reg_age_years >= 3 AND abnormal_now_report = 0 AND abnormal_now_unreachable = 0 "
     "AND penalties_3y = 0 AND serious_listed = 0 AND spot_problems_3y = 0 "
     "AND last_report_missing = 0",
     "marked abnormal": "(abnormal_now_report = 1 OR abnormal_now_unreachable = 1) "

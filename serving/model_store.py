@@ -1,7 +1,7 @@
 """The served model: MLflow's ``champion`` imported into BentoML's model store.
 
 At build or start the champion is imported (once per MLflow version) as
-``credref-reference:mlflow-v<version>``. If the tracking store cannot be reached, the
+``credref-reference:mlflow-v<version>-<run id prefix>``. If the tracking store cannot be reached, the
 service starts from the newest model already in BentoML's store, and says so in its log;
 with neither, it refuses to start.
 """
@@ -68,7 +68,8 @@ def import_champion(tracking_uri: str, registered_model: str) -> bentoml.Model:
             f"no '{CHAMPION}' alias on registered model {registered_model!r}; "
             "run `credref train` and `credref promote`"
         ) from e
-    tag = f"{BENTO_MODEL}:mlflow-v{mv.version}"
+    # The run id too: a rebuilt tracking store numbers its versions from 1 again.
+    tag = f"{BENTO_MODEL}:mlflow-v{mv.version}-{mv.run_id[:12]}"
     try:
         return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:

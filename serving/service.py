@@ -59,9 +59,7 @@ def _exchange(ctx: bentoml.Context) -> Exchange:
     return ex
 
 
-def _error(
-    ctx: bentoml.Context, ex: Exchange, status: int, code: str, message: str
-) -> JSONResponse:
+def _error(ctx: bentoml.Context, ex: Exchange, status: int, code: str, message: str) -> Any:
     ex.outcome = {"error": code}
     ctx.response.status_code = status  # BentoML applies the context's status to the reply
     return JSONResponse(
@@ -74,7 +72,9 @@ def _echo(value: str) -> str:
     return value if len(value) <= 40 and value.isascii() and value.isprintable() else ""
 
 
-def _json(model: Any) -> JSONResponse:
+def _json(model: Any) -> Any:
+    # Typed Any: the endpoints' annotations name the body for the OpenAPI document, while
+    # the reply is a ready JSONResponse (fields left out rather than null).
     return JSONResponse(model.model_dump(mode="json", exclude_none=True))
 
 
@@ -234,7 +234,7 @@ class ReferenceService:
         codes = [compact(u) if p is None else "" for u, p in zip(req.usccs, problems, strict=True)]
         answers = self._score(snap, [c for c in codes if c], with_pd)
         it = iter(answers)
-        results = [
+        results: list[dict[str, Any]] = [
             next(it) if c else {"uscc": _echo(u), "error": {"code": "invalid_uscc", "message": p}}
             for u, c, p in zip(req.usccs, codes, problems, strict=True)
         ]
@@ -253,12 +253,12 @@ class ReferenceService:
         return _json(answer)
 
 
-ReferenceService.add_asgi_middleware(
+ReferenceService.add_asgi_middleware(  # type: ignore[attr-defined]  # a bentoml.Service
     Gateway,
     keys=KeyStore(_settings.keys_path),
     audit=AuditLog(_settings.audit_path, timeout_s=_settings.audit_timeout_s),
     rate_limit=_settings.rate_limit / _settings.workers,
     auth_failure_limit=_settings.auth_failure_limit / _settings.workers,
     max_body_bytes=MAX_BODY_BYTES,
-    openapi=lambda: openapi_document(ReferenceService.openapi_spec.asdict()),
+    openapi=lambda: openapi_document(ReferenceService.openapi_spec.asdict()),  # type: ignore[attr-defined]
 )
