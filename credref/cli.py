@@ -428,6 +428,29 @@ def score_all(
     )
 
 
+@app.command("model-files")
+def model_files(
+    out: Annotated[Path, typer.Option(help="Folder for the champion's files.")],
+) -> None:
+    """Write the champion's scoring files (booster, calibration, points) for spark-submit."""
+    from serving.model_store import ModelUnavailable, load_served_model, use_store
+
+    settings = load_settings()
+    use_store(settings.bentoml_path)
+    try:
+        served = load_served_model(settings.tracking_uri, settings.registered_model)
+    except ModelUnavailable as e:
+        _fail(str(e))
+    served.model.save(out)
+    meta = out / "scoring.json"
+    import json
+
+    meta.write_text(
+        json.dumps({**json.loads(meta.read_text()), "mlflow_version": served.version}, indent=2)
+    )
+    console.print(f"{served.tag} -> {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
+
+
 @app.command()
 def monitor(
     as_of: Annotated[

@@ -90,15 +90,18 @@ class SparkEngine:
 
     name = "spark"
 
-    def __init__(self, spark: SparkSession, tables_dir: Path):
+    def __init__(self, spark: SparkSession, tables_dir: Path | str):
+        """``tables_dir``: a local folder, or any URI Spark reads (``hdfs://``, ``s3a://``)."""
         self.spark = spark
-        missing = [t.name for t in TABLES if not (tables_dir / f"{t.name}.parquet").exists()]
-        if missing:
-            raise FileNotFoundError(f"{tables_dir}: no Parquet for {missing}")
+        local = "://" not in str(tables_dir)
+        if local:
+            folder = Path(tables_dir)
+            missing = [t.name for t in TABLES if not (folder / f"{t.name}.parquet").exists()]
+            if missing:
+                raise FileNotFoundError(f"{tables_dir}: no Parquet for {missing}")
+        base = str(tables_dir).rstrip("/")
         for t in TABLES:
-            spark.read.parquet(str(tables_dir / f"{t.name}.parquet")).createOrReplaceTempView(
-                t.name
-            )
+            spark.read.parquet(f"{base}/{t.name}.parquet").createOrReplaceTempView(t.name)
 
     def features_df(self, as_of: date, policy: Policy = Policy.LEGAL) -> DataFrame:
         return self.spark.sql(to_spark_sql(feature_sql(as_of, policy)))

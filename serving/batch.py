@@ -130,15 +130,20 @@ def score_all_duckdb(
 
 def score_all_spark(
     spark,
-    tables_dir: Path,
+    tables_dir: Path | str,
     as_of: date,
     model: ScoringModel,
     model_version: str,
     model_tag: str,
-    out: Path,
+    out: Path | str,
+    manifest_dir: Path | None = None,
 ) -> dict:
     """The same on Spark: transpiled feature SQL, ``mapInPandas`` scoring (the artefact's
-    files travel with each task), a Parquet folder."""
+    files travel with each task), a Parquet folder ``<out>/scores``.
+
+    ``out`` may be any URI Spark writes to (``hdfs://``, ``s3a://``); the manifest goes to
+    ``manifest_dir`` (default: ``out``, which must then be a local folder).
+    """
     from features.engines import SparkEngine
 
     files = model.files()  # shipped with the task: no shared disk needed on a cluster
@@ -152,14 +157,17 @@ def score_all_spark(
     features = SparkEngine(spark, tables_dir).features_df(as_of)
     ddl = "uscc string, as_of date, pd double, score int, risk_class string, override string, reasons string"
     scored = features.mapInPandas(score_partitions, ddl)
-    out.mkdir(parents=True, exist_ok=True)
-    scored.write.mode("overwrite").parquet(str(out / "scores"))
-    rows = spark.read.parquet(str(out / "scores")).count()
+    target = f"{str(out).rstrip('/')}/scores"
+    scored.write.mode("overwrite").parquet(target)
+    rows = spark.read.parquet(target).count()
+    folder = manifest_dir or Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
     return _manifest(
-        out,
+        folder,
         engine="spark",
         as_of=as_of.isoformat(),
         rows=rows,
+        scores=target,
         model_version=model_version,
         model_tag=model_tag,
         wall_s=round(time.perf_counter() - start, 2),

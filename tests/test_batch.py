@@ -45,3 +45,39 @@ def test_spark_and_duckdb_score_all_agree(service_home, tmp_path):
         assert (a[col].astype(str) == b[col].astype(str)).all(), col
     assert (a.pd - b.pd).abs().max() < 1e-12
     assert set(a.as_of.astype(str)) == set(b.as_of.astype(str)) == {str(SERVICE_AS_OF)}
+
+
+def test_the_spark_submit_entry_point_scores_the_same(service_home, tmp_path):
+    from features.engines import export_tables, spark_session
+    from serving.model_store import load_served_model, use_store
+    from serving.spark_job import main
+
+    use_store(service_home / "bentoml")
+    served = load_served_model(f"sqlite:///{service_home / 'mlflow.db'}", "credref-reference")
+    served.model.save(tmp_path / "model")
+    con = duckdb.connect(str(service_home / "warehouse.duckdb"), read_only=True)
+    export_tables(con, tmp_path / "tables")
+    d = score_all_duckdb(
+        con, SERVICE_AS_OF, served.model, served.version, served.tag, tmp_path / "duck"
+    )
+    con.close()
+    spark_session()  # the session spark-submit would have configured (UTC, local)
+    manifest = main(
+        [
+            "--tables",
+            str(tmp_path / "tables"),
+            "--as-of",
+            str(SERVICE_AS_OF),
+            "--model",
+            str(tmp_path / "model"),
+            "--out",
+            (tmp_path / "cluster").as_uri(),
+            "--manifest",
+            str(tmp_path / "manifest"),
+        ]
+    )
+    assert manifest["rows"] == d["rows"]
+    assert (tmp_path / "manifest" / "manifest.json").exists()
+    a = pd.read_parquet(tmp_path / "duck" / "scores.parquet").set_index("uscc").sort_index()
+    b = pd.read_parquet(tmp_path / "cluster" / "scores").set_index("uscc").sort_index()
+    assert (a.reasons == b.reasons).all() and (a.score == b.score).all()

@@ -31,7 +31,7 @@ from training.data import (
 )
 from training.models import WoEScorecard, fit_booster, points_table
 from training.registry import CHAMPION, PREVIOUS, promote, rollback
-from training.scoring import MAX_REASONS, reason_codes
+from training.scoring import MAX_REASONS, reason_codes, reason_strings
 from training.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -317,3 +317,21 @@ def test_reason_codes_rules():
     assert got[0] == [NO_ADVERSE.code]
     assert got[1] == ["R06", "R05"]
     assert len(got[2]) == MAX_REASONS
+
+
+def test_vectorised_reasons_equal_the_row_by_row_definition():
+    rng = np.random.default_rng(3)
+    n = 5000
+    contrib = rng.normal(0, 1, (n, len(FEATURE_NAMES))) * (
+        rng.random((n, len(FEATURE_NAMES))) < 0.3
+    )
+    contrib[:50] = -1.0  # nothing pushes risk up: R00
+    serious = rng.random(n) < 0.1
+    expected = []
+    for codes, s in zip(reason_codes(contrib), serious, strict=True):
+        if s:
+            codes = ["R08", *[c for c in codes if c not in ("R08", "R00")]][:MAX_REASONS]
+        expected.append(";".join(codes))
+    assert list(reason_strings(contrib, serious)) == expected
+    assert expected[0] == "R00"
+    assert all(e.startswith("R08") for e, s in zip(expected, serious, strict=True) if s)
