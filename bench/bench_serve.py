@@ -22,18 +22,16 @@ import argparse
 import json
 import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import run
 from measure import machine, measure
+
+from serving import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,29 +49,6 @@ def publish_snapshot(warehouse: Path, home: Path, secret: bytes) -> dict:
     finally:
         con.close()
     return {**meta, "wall_s": round(m.wall_s, 1), "peak_rss_gb": round(m.peak_rss_gb, 2)}
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise SystemExit(f"not ready after {timeout} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def held(s: dict) -> bool:
@@ -154,55 +129,30 @@ def main() -> None:
     secret_key = KeyStore(home / "keys.sqlite").create("bench", ["score"])[1]
     headers = {"Authorization": f"Bearer {secret_key}"}
 
-    with open(home / "service.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "credref.cli", "serve", "--workers", "2"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
+    log = home / "service.log"
+    proc = launch.start(env, log, workers=2)
+    try:
+        launch.wait_ready("http://127.0.0.1:3301/readyz", proc, log, timeout=300)
+        audit_before = _audit_rows(home)
+        result["service"] = sweep(
+            "http://127.0.0.1:3301", headers, bodies, rates, args.seconds, proc.pid
         )
-        try:
-            wait_ready("http://127.0.0.1:3301/readyz", proc)
-            audit_before = _audit_rows(home)
-            result["service"] = sweep(
-                "http://127.0.0.1:3301", headers, bodies, rates, args.seconds, proc.pid
-            )
-            result["audit_rows_written"] = _audit_rows(home) - audit_before
-            result["requests_sent"] = 500 + sum(s["sent"] for s in result["service"])  # + warm-up
-        finally:
-            stop(proc)
+        result["audit_rows_written"] = _audit_rows(home) - audit_before
+        result["requests_sent"] = 500 + sum(s["sent"] for s in result["service"])  # + warm-up
+    finally:
+        launch.stop(proc)
 
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "baseline_app:app",
-                "--app-dir",
-                str(ROOT / "bench"),
-                "--workers",
-                "2",
-                "--port",
-                "3302",
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
+    baseline = [sys.executable, "-m", "uvicorn", "baseline_app:app", "--app-dir"]
+    baseline += [str(ROOT / "bench"), "--workers", "2", "--port", "3302"]
+    baseline += ["--log-level", "warning", "--no-access-log"]
+    proc = launch.start(env, home / "baseline.log", argv=baseline)
+    try:
+        launch.wait_ready("http://127.0.0.1:3302/v1/score", proc, home / "baseline.log", 300)
+        result["baseline"] = sweep(
+            "http://127.0.0.1:3302", {}, bodies, rates, args.seconds, proc.pid
         )
-        try:
-            _wait_port(3302, proc)
-            result["baseline"] = sweep(
-                "http://127.0.0.1:3302", {}, bodies, rates, args.seconds, proc.pid
-            )
-        finally:
-            stop(proc)
+    finally:
+        launch.stop(proc)
 
     for name in ("service", "baseline"):
         ok = [s["offered_rps"] for s in result[name] if s["held"]]
@@ -225,19 +175,6 @@ def _audit_rows(home: Path) -> int:
     if not path.exists():
         return 0
     return sqlite3.connect(path).execute("SELECT count(*) FROM audit").fetchone()[0]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"baseline exited with {proc.returncode}")
-        try:
-            httpx.post(f"http://127.0.0.1:{port}/v1/score", json={"uscc": "x"}, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(1)
-    raise SystemExit("baseline not up")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -25,9 +24,11 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import ROOT, _audit_rows, stop, wait_ready
+from bench_serve import _audit_rows
 from loadgen import run
 from measure import machine, tree_rss
+
+from serving import launch
 
 
 def main() -> None:
@@ -61,37 +62,30 @@ def main() -> None:
     headers = {"Authorization": f"Bearer {key}"}
     url = "http://127.0.0.1:3303"
     samples: list[tuple[float, float]] = []
-    with open(home / "soak-service.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "credref.cli", "serve", "--workers", "2"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-        try:
-            wait_ready(f"{url}/readyz", proc)
-            run(url, "/v1/score", bodies, headers, args.rate, 30)  # warm-up: caches, pools
-            server = psutil.Process(proc.pid)
-            stop_sampling = threading.Event()
+    log = home / "soak-service.log"
+    proc = launch.start(env, log, workers=2)
+    try:
+        launch.wait_ready(f"{url}/readyz", proc, log, timeout=300)
+        run(url, "/v1/score", bodies, headers, args.rate, 30)  # warm-up: caches, pools
+        server = psutil.Process(proc.pid)
+        stop_sampling = threading.Event()
 
-            def sample() -> None:
-                t0 = time.monotonic()
-                while not stop_sampling.is_set():
-                    samples.append((time.monotonic() - t0, tree_rss(server) / 2**20))
-                    stop_sampling.wait(5)
+        def sample() -> None:
+            t0 = time.monotonic()
+            while not stop_sampling.is_set():
+                samples.append((time.monotonic() - t0, tree_rss(server) / 2**20))
+                stop_sampling.wait(5)
 
-            sampler = threading.Thread(target=sample, daemon=True)
-            before = _audit_rows(home)
-            sampler.start()
-            result = run(url, "/v1/score", bodies, headers, args.rate, args.minutes * 60)
-            stop_sampling.set()
-            sampler.join()
-            time.sleep(1)
-            written = _audit_rows(home) - before
-        finally:
-            stop(proc)
+        sampler = threading.Thread(target=sample, daemon=True)
+        before = _audit_rows(home)
+        sampler.start()
+        result = run(url, "/v1/score", bodies, headers, args.rate, args.minutes * 60)
+        stop_sampling.set()
+        sampler.join()
+        time.sleep(1)
+        written = _audit_rows(home) - before
+    finally:
+        launch.stop(proc)
     s = result.summary()
     start_mb = samples[0][1]
     end_mb = samples[-1][1]

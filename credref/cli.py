@@ -374,6 +374,18 @@ def serve(
     os.execvpe(sys.executable, [sys.executable, "-m", *argv], env)
 
 
+def _served_model():
+    """The champion as the service loads it (imported into BentoML's store); exit 2 if none."""
+    from serving.model_store import ModelUnavailable, load_served_model, use_store
+
+    settings = load_settings()
+    use_store(settings.bentoml_path)
+    try:
+        return load_served_model(settings.tracking_uri, settings.registered_model)
+    except ModelUnavailable as e:
+        _fail(str(e))
+
+
 @app.command("score-all")
 def score_all(
     out: Annotated[Path, typer.Option(help="Output folder: scores + manifest.json.")],
@@ -391,16 +403,11 @@ def score_all(
 
     from features.dataset import observed_through
     from serving.batch import score_all_duckdb, score_all_spark
-    from serving.model_store import ModelUnavailable, load_served_model, use_store
 
     if engine not in ("duckdb", "spark"):
         _fail(f"--engine must be duckdb or spark, not {engine!r}")
     settings = load_settings()
-    use_store(settings.bentoml_path)
-    try:
-        served = load_served_model(settings.tracking_uri, settings.registered_model)
-    except ModelUnavailable as e:
-        _fail(str(e))
+    served = _served_model()
     con = _warehouse_ro()
     try:
         day = _parse_date(as_of) if as_of else observed_through(con)
@@ -433,14 +440,7 @@ def model_files(
     out: Annotated[Path, typer.Option(help="Folder for the champion's files.")],
 ) -> None:
     """Write the champion's scoring files (booster, calibration, points) for spark-submit."""
-    from serving.model_store import ModelUnavailable, load_served_model, use_store
-
-    settings = load_settings()
-    use_store(settings.bentoml_path)
-    try:
-        served = load_served_model(settings.tracking_uri, settings.registered_model)
-    except ModelUnavailable as e:
-        _fail(str(e))
+    served = _served_model()
     served.model.save(out)
     meta = out / "scoring.json"
     import json

@@ -12,14 +12,8 @@ are printed as a table; then the service is stopped.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import duckdb
 import httpx
@@ -27,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from credref.settings import load_settings
+from serving import launch
 from serving.keys import KeyStore
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -39,12 +34,6 @@ PICKS = {
     "AND serious_listed = 0",
     "with penalties": "penalties_3y > 0 AND abnormal_now_report = 0 AND serious_listed = 0",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pick_households(online: str) -> dict[str, str]:
@@ -61,32 +50,6 @@ def pick_households(online: str) -> dict[str, str]:
     return out
 
 
-def start(port: int, log_path) -> subprocess.Popen:
-    env = {**os.environ, "CREDREF_PORT": str(port)}
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "credref.cli", "serve", "--workers", "1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log_path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service did not start:\n{Path(log_path).read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the service was not ready in time")
-
-
 def main() -> None:
     settings = load_settings()
     picks = pick_households(str(settings.online_path / "current"))
@@ -99,13 +62,16 @@ def main() -> None:
     )
     con.close()
     _, key = KeyStore(settings.keys_path).create("demo-platform", ["verify", "score"])
-    port = _free_port()
+    port = launch.free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = settings.home / "service.log"
     console.print(f"starting the service on {url} (log: {log_path}) ...")
-    proc = start(port, log_path)
+    proc = launch.start({"CREDREF_PORT": str(port)}, log_path, workers=1)
     try:
-        wait_ready(url, proc, log_path)
+        try:
+            launch.wait_ready(f"{url}/readyz", proc, log_path)
+        except launch.NotReady as e:
+            raise SystemExit(f"the service did not start: {e}") from None
         table = Table(title="credref answers a platform (key scopes: verify, score)")
         for col in ("household", "uscc", "verify: status", "operator name", "score", "class"):
             table.add_column(col)
@@ -134,8 +100,7 @@ def main() -> None:
             f"key is refused: HTTP {refused.status_code} {refused.json()['error']['code']}"
         )
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        launch.stop(proc)
     console.print("service stopped; every call above is in the audit log (`credref audit verify`)")
 
 

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
 
+from serving import launch
 from serving.audit import AuditLog
 from serving.keys import KeyStore
 from tests.conftest import service_env
@@ -22,49 +19,18 @@ from tests.conftest import service_env
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"server not ready after {timeout} s:\n{log.read_text()[-3000:]}")
+    launch.wait_ready(f"{url}/readyz", proc, log, timeout)
 
 
 def start_server(home: Path, log: Path, workers: int = 2, **extra: str):
-    port = _free_port()
-    env = {**os.environ, **service_env(home, CREDREF_PORT=str(port), **extra)}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "credref.cli", "serve", "--workers", str(workers)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    port = launch.free_port()
+    proc = launch.start(service_env(home, CREDREF_PORT=str(port), **extra), log, workers)
     return proc, f"http://127.0.0.1:{port}"
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    import signal
-
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    launch.stop(proc, timeout=30)
 
 
 def test_a_real_server_answers_a_real_client_and_logs_no_personal_information(
