@@ -33,7 +33,6 @@ class ServedModel:
     version: str  # the MLflow model version
     tag: str  # the BentoML model tag
     source: str  # "mlflow" (imported now or before) or "bentoml-store" (MLflow unreachable)
-    folder: Path  # the scoring-model files inside the BentoML model (for Spark tasks)
 
 
 def use_store(bentoml_home: Path) -> None:
@@ -108,11 +107,9 @@ def load_served_model(tracking_uri: str, registered_model: str) -> ServedModel:
             ) from e
         model = max(candidates, key=lambda m: m.creation_time)
         source = "bentoml-store"
-    folder = _scoring_folder(model)
     return ServedModel(
-        ScoringModel.load(folder),
+        ScoringModel.load(_scoring_folder(model)),
         model.info.labels.get("mlflow_version", "?"),
         str(model.tag),
         source,
-        folder,
     )

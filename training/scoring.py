@@ -83,7 +83,10 @@ def reason_details(codes: str | list[str]) -> list[dict[str, str]]:
 
 
 def reason_codes(contributions: np.ndarray, max_reasons: int = MAX_REASONS) -> list[list[str]]:
-    """Top adverse reason codes per row from per-feature contributions to the margin."""
+    """Top adverse reason codes per row from per-feature contributions to the margin.
+
+    The readable, row-by-row definition; scoring uses :func:`reason_strings`, which a test
+    holds equal to it."""
     by_reason = contributions[:, : len(FEATURE_NAMES)] @ REASON_MATRIX
     order = np.argsort(-by_reason, axis=1, kind="stable")
     out = []
