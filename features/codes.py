@@ -12,6 +12,8 @@ HOUSEHOLD_PREFIX = "92"  # registration authority 9 (market regulator), kind 2 (
 
 def compact(code: str) -> str:
     """The code without spaces or hyphens, in upper case (stdnum's canonical form)."""
+    if len(code) == 18 and code.isascii() and code.isalnum() and code.upper() == code:
+        return code  # already canonical (the usual case): skip stdnum's per-character pass
     return stdnum_uscc.compact(code)
 
 

@@ -20,6 +20,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,8 +118,10 @@ class AuditLog:
                 f"audit store {path} cannot be opened: {type(e).__name__}"
             ) from e
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+    def _connect(self, wait: bool = True) -> sqlite3.Connection:
+        # wait=False: no SQLite busy handler; the writer retries itself (see _begin).
+        timeout = self.timeout_s if wait else 0.0
+        con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         # WAL + NORMAL: a committed row survives any process crash (a killed worker);
         # only an OS crash or power loss can drop the last commits.
         con.execute("PRAGMA synchronous=NORMAL")
@@ -135,9 +138,9 @@ class AuditLog:
         own = con is None
         try:
             if con is None:
-                con = self._connect()
+                con = self._connect(wait=False)
             try:
-                con.execute("BEGIN IMMEDIATE")  # one writer at a time: the chain stays linear
+                self._begin(con)  # one writer at a time: the chain stays linear
                 last = con.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
                 prev = last[0] if last else GENESIS
                 rows, hashes = [], []
@@ -165,6 +168,23 @@ class AuditLog:
             raise AuditUnavailable(
                 f"audit store {self.path} cannot be written: {type(e).__name__}"
             ) from e
+
+    def _begin(self, con: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, retrying every 0.2 ms for up to ``timeout_s``.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries; when the
+        workers' writers meet, that sleep becomes the waiting requests' latency, while
+        the lock itself is held for well under a millisecond."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                busy = e.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.0002)
 
     def verify(self, expect_head: tuple[int, str] | None = None) -> VerifyReport:
         """Walk the chain; report every broken link, edited row and gap."""
@@ -244,7 +264,7 @@ class GroupWriter:
                     break
             try:
                 if con is None:
-                    con = self.log._connect()
+                    con = self.log._connect(wait=False)
                 hashes = self.log.append_many([r for r, _ in batch], con)
             except Exception as e:
                 if con is not None:

@@ -63,6 +63,8 @@ class KeyStore:
     def __init__(self, path: Path):
         self.path = path
         self._reader: sqlite3.Connection | None = None  # kept for authenticate()
+        self._known: dict[str, tuple] = {}  # key hash -> its row, while data_version holds
+        self._version: int | None = None
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
@@ -96,13 +98,24 @@ class KeyStore:
         if not secret or not secret.startswith("crk_"):
             return None
         digest = _hash(secret)
-        with self._lock:  # each statement reads the latest commit: a revocation counts at once
+        with self._lock:
             if self._reader is None:
                 self._reader = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            row = self._reader.execute(
-                "SELECT key_id, platform, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
-                (digest,),
-            ).fetchone()
+            # Known keys are kept in memory until the table changes: data_version moves
+            # with every commit by another connection (a `keys revoke` or `keys create`),
+            # so a revocation still counts from the very next request.
+            version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:
+                self._known.clear()
+                self._version = version
+            row = self._known.get(digest)
+            if row is None:
+                row = self._reader.execute(
+                    "SELECT key_id, platform, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
+                    (digest,),
+                ).fetchone()
+                if row is not None:  # only stored keys: unknown guesses cannot fill memory
+                    self._known[digest] = row
         if row is None or not hmac.compare_digest(row[2], digest) or row[5] is not None:
             return None
         return ApiKey(row[0], row[1], frozenset(row[3].split(",")), row[4], row[5])

@@ -7,6 +7,7 @@ carry verdicts, statuses, scores, classes and reason codes: never a stored value
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -27,7 +28,10 @@ class Purpose(StrEnum):
     RISK_REFERENCE = "risk_reference"  # a credit-risk decision on an existing merchant
 
 
+@lru_cache(maxsize=1 << 16)
 def _valid_uscc(value: str) -> str:
+    # Cached: the gate and BentoML both validate a request body, and platforms ask about
+    # the same households again; only valid codes are kept (a refusal raises).
     problem = uscc_problem(value, household=True)
     if problem is not None:
         raise ValueError(problem.removeprefix("uscc: "))

@@ -31,7 +31,13 @@ from training.data import (
 )
 from training.models import WoEScorecard, fit_booster, points_table
 from training.registry import CHAMPION, PREVIOUS, promote, rollback
-from training.scoring import MAX_REASONS, reason_codes, reason_strings
+from training.scoring import (
+    MAX_REASONS,
+    ScoreScale,
+    ScoringModel,
+    reason_codes,
+    reason_strings,
+)
 from training.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -167,6 +173,12 @@ def test_points_table_is_exact_and_refuses_a_non_additive_booster(splits):
     tree = fit_booster("unconstrained", tr, va, {"num_leaves": 31}, seed=1, rounds=20)
     with pytest.raises(ValueError, match="not additive"):
         points_table(tree, te.X)
+    # one evaluation gives margin and contributions (scoring with reasons relies on it)
+    for booster, table in ((add, pts), (tree, None)):
+        m = ScoringModel(booster, "k", 1.0, 0.0, (0.01, 0.05, 0.2), ScoreScale(), table, "v")
+        margin, contrib = m.explain(X)
+        np.testing.assert_allclose(margin, booster.predict(X, raw_score=True), atol=1e-9)
+        assert np.array_equal(contrib, m.contributions(X))
 
 
 def test_the_encoded_matrix_is_what_lightgbm_sees_from_the_pandas_matrix(splits, config):
@@ -333,5 +345,9 @@ def test_vectorised_reasons_equal_the_row_by_row_definition():
             codes = ["R08", *[c for c in codes if c not in ("R08", "R00")]][:MAX_REASONS]
         expected.append(";".join(codes))
     assert list(reason_strings(contrib, serious)) == expected
+    # online requests (a few rows) take the row-by-row spelling: the same answers
+    for lo in range(0, 400, 7):
+        hi = lo + [1, 3, 8][lo % 3]
+        assert list(reason_strings(contrib[lo:hi], serious[lo:hi])) == expected[lo:hi]
     assert expected[0] == "R00"
     assert all(e.startswith("R08") for e, s in zip(expected, serious, strict=True) if s)

@@ -108,6 +108,11 @@ def reason_strings(contributions: np.ndarray, serious: np.ndarray) -> np.ndarray
     present = np.take_along_axis(by_reason, order, axis=1) > 1e-9
     none = len(REASON_CODES)
     idx = np.where(present, order, none)
+    if len(idx) <= 8:  # an online request: spelling each row costs less than grouping
+        return np.asarray(
+            [_label(row, s) for row, s in zip(idx.tolist(), serious.tolist(), strict=True)],
+            dtype=object,
+        )
     key = np.zeros(len(idx), dtype=np.int64)
     for k in range(idx.shape[1]):
         key = key * (none + 1) + idx[:, k]
@@ -120,14 +125,20 @@ def reason_strings(contributions: np.ndarray, serious: np.ndarray) -> np.ndarray
         for _ in range(idx.shape[1]):
             rest, i = divmod(rest, none + 1)
             picked.append(i)
-        codes = [REASON_CODES[i] for i in reversed(picked) if i != none] or [NO_ADVERSE.code]
-        if is_serious:
-            codes = [
-                OVERRIDE_REASON,
-                *[c for c in codes if c not in (OVERRIDE_REASON, NO_ADVERSE.code)],
-            ][:MAX_REASONS]
-        labels.append(";".join(codes))
+        labels.append(_label(picked[::-1], bool(is_serious)))
     return np.asarray(labels, dtype=object)[inverse.reshape(-1)]
+
+
+def _label(idx: list[int], serious: bool) -> str:
+    """The reason string of one row from its top reason indices (``len(REASON_CODES)``
+    marks "no further adverse reason"), with the serious-list override."""
+    codes = [REASON_CODES[i] for i in idx if i != len(REASON_CODES)] or [NO_ADVERSE.code]
+    if serious:
+        codes = [
+            OVERRIDE_REASON,
+            *[c for c in codes if c not in (OVERRIDE_REASON, NO_ADVERSE.code)],
+        ][:MAX_REASONS]
+    return ";".join(codes)
 
 
 @dataclass
@@ -168,17 +179,32 @@ class ScoringModel:
 
         The one scoring function behind batch scoring, the pyfunc and the online service.
         """
-        pd_ = self.pd_from_margin(self.margin(X))
         serious = X[:, _OVERRIDE_COL] > 0
+        if with_reasons:  # one pass gives both: the margin is the contributions' sum
+            margin, contrib = self.explain(X)
+        else:
+            margin, contrib = self.margin(X), None
+        pd_ = self.pd_from_margin(margin)
         out = {
             "pd": pd_,
             "score": self.scale.score(pd_),
             "risk_class": self.risk_class(pd_, serious),
             "override": np.where(serious, "serious_list", ""),
         }
-        if with_reasons:
-            out["reasons"] = self.reasons(X)
+        if contrib is not None:
+            out["reasons"] = reason_strings(contrib, serious)
         return out
+
+    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The margin and the per-feature contributions, from one evaluation.
+
+        The margin is the bias plus the contributions (exact for the points table; for
+        trees, LightGBM's contributions add up to the raw score)."""
+        if self.points is not None:
+            c = self.points.contributions(X)
+            return self.points.base + c.sum(axis=1), c
+        full = self.booster.predict(X, pred_contrib=True)
+        return full.sum(axis=1), full[:, : len(FEATURE_NAMES)]
 
     def reasons(self, X: np.ndarray) -> np.ndarray:
         """Reason codes (joined by ';') per row; R08 first for a serious-list household."""
