@@ -6,7 +6,9 @@
    offer fixed rates with bench/loadgen.py (open loop, latency from the due time), the
    load generator on the same 2-core machine;
 3. the same rates against a bare Starlette/uvicorn app (bench/baseline_app.py, 2 workers)
-   that calls the same scoring function, as the framework baseline.
+   that calls the same scoring function, as the framework baseline;
+4. the same rates against BentoML alone (bench/bentoml_floor.py: same service
+   configuration, body validation and a fixed reply): the framework's own cost.
 
 A rate is *held* when every request succeeded and p99 stayed under one second: with the
 schedule fixed, a server that cannot keep up builds a queue that grows for the whole run,
@@ -95,6 +97,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--reuse-snapshot", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("bench/out/serve.json"))
+    ap.add_argument(
+        "--service-only", action="store_true", help="skip the baseline and floor (iterating)"
+    )
     args = ap.parse_args()
 
     home = args.home.resolve()
@@ -142,6 +147,9 @@ def main() -> None:
     finally:
         launch.stop(proc)
 
+    if args.service_only:
+        print(json.dumps({"audit_rows_written": result["audit_rows_written"]}))
+        return
     baseline = [sys.executable, "-m", "uvicorn", "baseline_app:app", "--app-dir"]
     baseline += [str(ROOT / "bench"), "--workers", "2", "--port", "3302"]
     baseline += ["--log-level", "warning", "--no-access-log"]
@@ -154,7 +162,18 @@ def main() -> None:
     finally:
         launch.stop(proc)
 
-    for name in ("service", "baseline"):
+    floor = [sys.executable, "-m", "bentoml", "serve", "bentoml_floor:Floor", "--working-dir"]
+    floor += [str(ROOT / "bench"), "--port", "3303"]
+    proc = launch.start({**env, "PYTHONPATH": str(ROOT)}, home / "floor.log", argv=floor)
+    try:
+        launch.wait_ready("http://127.0.0.1:3303/readyz", proc, home / "floor.log", 300)
+        result["bentoml_floor"] = sweep(
+            "http://127.0.0.1:3303", {}, bodies, rates, args.seconds, proc.pid
+        )
+    finally:
+        launch.stop(proc)
+
+    for name in ("service", "baseline", "bentoml_floor"):
         ok = [s["offered_rps"] for s in result[name] if s["held"]]
         result[f"{name}_max_rate_held"] = max(ok, default=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)

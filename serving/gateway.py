@@ -19,7 +19,6 @@ the OpenAPI document included, needs one.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -322,7 +321,7 @@ class Gateway:
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         try:
-            await asyncio.wrap_future(self.writer.submit(record))
+            await self.writer.submit(record)
         except AuditUnavailable:
             logger.error("audit store unavailable: request %s refused (503)", ex.request_id)
             status, headers, body = self._error(

@@ -7,6 +7,7 @@ import shutil
 from datetime import date
 
 import duckdb
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from credref.cli import app
 from features.catalogue import FEATURE_NAMES, catalogue_version
 from features.dataset import as_of_dates, build_snapshot, build_training_set, parse_every
+from features.engines import DuckDBEngine
 
 
 def test_as_of_dates_step_by_month_ends():
@@ -64,6 +66,9 @@ def test_unobserved_label_windows_are_refused(con, tmp_path):
 def test_snapshot_and_cli(con, small_warehouse, tmp_path, monkeypatch):
     m = build_snapshot(con, date(2026, 9, 30), tmp_path / "snap.parquet")
     assert m["rows"] == pq.read_metadata(tmp_path / "snap.parquet").num_rows > 0
+    written = pq.read_table(tmp_path / "snap.parquet").to_pandas()
+    expected = DuckDBEngine(con).features(date(2026, 9, 30)).to_pandas()
+    pd.testing.assert_frame_equal(written, expected)  # same rows, order, values and types
     # The CLI runs in this process here; give it its own copy (DuckDB refuses a second
     # connection to one file with other settings).
     copy = tmp_path / "wh.duckdb"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from serving.audit import AuditLog, AuditRecord, AuditUnavailable
+from serving.audit import AuditLog, AuditRecord, AuditUnavailable, GroupWriter
 from serving.keys import SCOPES, KeyRefused, KeyStore
 
 
@@ -133,3 +134,44 @@ def test_a_broken_or_locked_store_fails_closed(tmp_path):
         (tmp_path / f"audit.sqlite{suffix}").unlink(missing_ok=True)
     with pytest.raises(AuditUnavailable, match="cannot be written"):
         log.append(_record(2))
+
+
+def test_the_group_writer_commits_concurrent_rows_together_and_waits_out_a_short_lock(tmp_path):
+    log = AuditLog(tmp_path / "audit.sqlite", timeout_s=2.0)
+    writer = GroupWriter(log)
+    blocker = sqlite3.connect(log.path, isolation_level=None)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        first = await asyncio.gather(*(writer.submit(_record(i)) for i in range(50)))
+        blocker.execute("BEGIN IMMEDIATE")  # another worker's writer holds the lock ...
+        pending = [writer.submit(_record(100 + i)) for i in range(5)]
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in pending)  # ... nothing is answered meanwhile
+        blocker.execute("ROLLBACK")  # ... and lets go well within timeout_s
+        return first, await asyncio.gather(*pending)
+
+    first, later = asyncio.run(scenario())
+    report = log.verify()
+    assert report.ok and report.rows == 55 and report.head_hash == later[-1]
+    with sqlite3.connect(log.path) as con:
+        # rows submitted in one loop round share one transaction: one chain, in order
+        ids = [r[0] for r in con.execute("SELECT request_id FROM audit ORDER BY seq")]
+    assert ids == [_record(i).request_id for i in [*range(50), *range(100, 105)]]
+    assert len(set(first)) == 50
+
+
+def test_the_group_writer_fails_closed_when_the_lock_is_held_too_long(tmp_path):
+    log = AuditLog(tmp_path / "audit.sqlite", timeout_s=0.2)
+    writer = GroupWriter(log)
+    blocker = sqlite3.connect(log.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+
+    async def scenario() -> None:
+        await asyncio.gather(*(writer.submit(_record(i)) for i in range(3)))
+
+    try:
+        with pytest.raises(AuditUnavailable, match="stayed locked"):
+            asyncio.run(scenario())
+    finally:
+        blocker.execute("ROLLBACK")
+    assert log.verify().rows == 0
