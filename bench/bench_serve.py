@@ -150,28 +150,32 @@ def main() -> None:
     if args.service_only:
         print(json.dumps({"audit_rows_written": result["audit_rows_written"]}))
         return
-    baseline = [sys.executable, "-m", "uvicorn", "baseline_app:app", "--app-dir"]
-    baseline += [str(ROOT / "bench"), "--workers", "2", "--port", "3302"]
-    baseline += ["--log-level", "warning", "--no-access-log"]
-    proc = launch.start(env, home / "baseline.log", argv=baseline)
-    try:
-        launch.wait_ready("http://127.0.0.1:3302/v1/score", proc, home / "baseline.log", 300)
-        result["baseline"] = sweep(
-            "http://127.0.0.1:3302", {}, bodies, rates, args.seconds, proc.pid
-        )
-    finally:
-        launch.stop(proc)
 
-    floor = [sys.executable, "-m", "bentoml", "serve", "bentoml_floor:Floor", "--working-dir"]
-    floor += [str(ROOT / "bench"), "--port", "3303"]
-    proc = launch.start({**env, "PYTHONPATH": str(ROOT)}, home / "floor.log", argv=floor)
-    try:
-        launch.wait_ready("http://127.0.0.1:3303/readyz", proc, home / "floor.log", 300)
-        result["bentoml_floor"] = sweep(
-            "http://127.0.0.1:3303", {}, bodies, rates, args.seconds, proc.pid
-        )
-    finally:
-        launch.stop(proc)
+    def reference(name: str, argv: list[str], port: int, ready: str) -> None:
+        """Start one comparison server, offer it the same rates, stop it."""
+        log = home / f"{name}.log"
+        proc = launch.start({**env, "PYTHONPATH": str(ROOT)}, log, argv=argv)
+        try:
+            launch.wait_ready(f"http://127.0.0.1:{port}{ready}", proc, log, 300)
+            result[name] = sweep(
+                f"http://127.0.0.1:{port}", {}, bodies, rates, args.seconds, proc.pid
+            )
+        finally:
+            launch.stop(proc)
+
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "baseline_app:app",
+        "--app-dir",
+        str(ROOT / "bench"),
+    ]
+    uvicorn += ["--workers", "2", "--port", "3302", "--log-level", "warning", "--no-access-log"]
+    reference("baseline", uvicorn, 3302, "/v1/score")
+    bento = [sys.executable, "-m", "bentoml", "serve", "bentoml_floor:Floor"]
+    bento += ["--working-dir", str(ROOT / "bench"), "--port", "3303"]
+    reference("bentoml_floor", bento, 3303, "/readyz")
 
     for name in ("service", "baseline", "bentoml_floor"):
         ok = [s["offered_rps"] for s in result[name] if s["held"]]
