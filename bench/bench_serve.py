@@ -53,6 +53,19 @@ def publish_snapshot(warehouse: Path, home: Path, secret: bytes) -> dict:
     return {**meta, "wall_s": round(m.wall_s, 1), "peak_rss_gb": round(m.peak_rss_gb, 2)}
 
 
+def service_env(home: Path, model_home: Path, port: int) -> dict[str, str]:
+    """Environment for a benchmarked ``credref serve``: its home, the champion's MLflow
+    store, no practical rate limit (the generator is one platform), a fixed port."""
+    return {
+        **os.environ,
+        "CREDREF_HOME": str(home),
+        "CREDREF_MLFLOW_TRACKING_URI": f"sqlite:///{(model_home / 'mlflow.db').resolve()}",
+        "CREDREF_RATE_LIMIT": "1000000",
+        "CREDREF_PORT": str(port),
+        "BENTOML_HOME": str(home / "bentoml"),
+    }
+
+
 def held(s: dict) -> bool:
     return s["errors"] == 0 and s["p99_ms"] < 1000
 
@@ -105,14 +118,7 @@ def main() -> None:
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     secret = b"credref-development-secret-not-for-production"
-    env = {
-        **os.environ,
-        "CREDREF_HOME": str(home),
-        "CREDREF_MLFLOW_TRACKING_URI": f"sqlite:///{(args.model_home / 'mlflow.db').resolve()}",
-        "CREDREF_RATE_LIMIT": "1000000",
-        "CREDREF_PORT": "3301",
-        "BENTOML_HOME": str(home / "bentoml"),
-    }
+    env = service_env(home, args.model_home, 3301)
     result: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
     if args.reuse_snapshot and (home / "online" / "current").exists():
         from serving.online import describe_current

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import _audit_rows
+from bench_serve import _audit_rows, service_env
 from loadgen import run
 from measure import machine, tree_rss
 
@@ -40,14 +40,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/out/soak.json"))
     args = ap.parse_args()
     home = args.home.resolve()
-    env = {
-        **os.environ,
-        "CREDREF_HOME": str(home),
-        "CREDREF_MLFLOW_TRACKING_URI": f"sqlite:///{(args.model_home / 'mlflow.db').resolve()}",
-        "CREDREF_RATE_LIMIT": "1000000",
-        "CREDREF_PORT": "3303",
-        "BENTOML_HOME": str(home / "bentoml"),
-    }
+    env = service_env(home, args.model_home, 3303)
     os.environ.update(env)
     from serving.keys import KeyStore
 
