@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -97,12 +99,21 @@ def _audited(home: Path) -> set[str]:
     return {r[0] for r in con.execute("SELECT request_id FROM audit")}
 
 
-def test_a_killed_worker_is_replaced_and_every_answer_was_audited(home, tmp_path):
+@contextmanager
+def _serving(home: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    """A real 2-worker server on ``home`` and a key with score and batch; stopped after."""
     _, key = KeyStore(home / "keys.sqlite").create("faults", ["score", "batch"])
     log = tmp_path / "server.log"
     proc, url = start_server(home, log, workers=2)
     try:
         wait_ready(url, proc, log)
+        yield proc, url, key
+    finally:
+        stop_server(proc)
+
+
+def test_a_killed_worker_is_replaced_and_every_answer_was_audited(home, tmp_path):
+    with _serving(home, tmp_path) as (proc, url, key):
         with Load(url, key, _operating(home)) as load:
             time.sleep(3)
             workers = _workers(proc.pid)
@@ -117,8 +128,6 @@ def test_a_killed_worker_is_replaced_and_every_answer_was_audited(home, tmp_path
             time.sleep(3)  # and serves a while
         assert len(after) == 2 and workers[0].pid not in {p.pid for p in after}
         assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-    finally:
-        stop_server(proc)
     ok = [a for s, a in load.answers if s == 200]
     assert len(ok) > 100
     audited = _audited(home)
@@ -130,19 +139,12 @@ def test_a_killed_worker_is_replaced_and_every_answer_was_audited(home, tmp_path
 def test_publishing_under_load_gives_no_errors_and_never_mixes_snapshots(home, tmp_path):
     from serving.online import publish
 
-    _, key = KeyStore(home / "keys.sqlite").create("faults", ["score", "batch"])
-    log = tmp_path / "server.log"
-    proc, url = start_server(home, log, workers=2)
-    try:
-        wait_ready(url, proc, log)
-        with Load(url, key, _operating(home)) as load:
-            time.sleep(2)
-            con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-            publish(con, date(2026, 8, 31), home / "online", SECRET)
-            con.close()
-            time.sleep(4)
-    finally:
-        stop_server(proc)
+    with _serving(home, tmp_path) as (_, url, key), Load(url, key, _operating(home)) as load:
+        time.sleep(2)
+        con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+        publish(con, date(2026, 8, 31), home / "online", SECRET)
+        con.close()
+        time.sleep(4)
     assert load.failures == 0
     assert {s for s, _ in load.answers} == {200}
     seen = set()
