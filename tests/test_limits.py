@@ -1,0 +1,172 @@
+"""The verification guessing limits (serving.limits) on a real SQLite store, with the
+clock given, so days and years can pass in a test."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from serving.limits import (
+    CST,
+    YEAR_S,
+    Ask,
+    LimitPolicy,
+    LimitReached,
+    VerifyLimits,
+    expected_days,
+    seconds_to_next_day,
+)
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=CST).timestamp()
+
+
+class Clock:
+    def __init__(self, t: float = T0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def days(self, n: float) -> None:
+        self.t += n * 86400
+
+
+@pytest.fixture()
+def clock():
+    return Clock()
+
+
+@pytest.fixture()
+def limits(tmp_path, clock):
+    return VerifyLimits(tmp_path / "limits.sqlite", clock=clock)
+
+
+def ask(platform="alipay", subject="H1", fields=("operator_name",), key="k1", budget=100) -> Ask:
+    return Ask(platform, key, budget, subject, tuple(fields))
+
+
+def miss(fields=("operator_name",)):
+    return lambda: dict.fromkeys(fields, False)
+
+
+def hit(fields=("operator_name",)):
+    return lambda: dict.fromkeys(fields, True)
+
+
+def guesses(limits, a: Ask, n: int) -> int:
+    """Send up to n mismatching claims; how many were answered."""
+    for i in range(n):
+        try:
+            limits.verify(a, miss(a.fields))
+        except LimitReached:
+            return i
+    return n
+
+
+def test_five_mismatches_a_day_then_the_field_is_refused_until_the_next_day(limits, clock):
+    assert guesses(limits, ask(), 6) == 5
+    with pytest.raises(LimitReached) as e:
+        limits.verify(ask(), hit())  # refused whatever the claim: no oracle in the refusal
+    assert e.value.code == "verify_guess_limit" and e.value.fields == ["operator_name"]
+    assert e.value.retry_after_s == seconds_to_next_day(clock.t)
+    assert limits.verify(ask(fields=("address",)), miss(("address",))) == {"address": False}
+    clock.days(1)
+    assert guesses(limits, ask(), 5) == 3  # the year's 8 (3 reserved + pool 5) are spent
+
+
+def test_matches_never_count(limits):
+    for _ in range(50):
+        assert limits.verify(ask(), hit()) == {"operator_name": True}
+    assert guesses(limits, ask(), 5) == 5
+
+
+def test_a_year_window_caps_one_platform_at_its_reserved_guesses_plus_the_pool(limits, clock):
+    answered = 0
+    for _ in range(10):
+        answered += guesses(limits, ask(), 5)
+        clock.days(1)
+    assert answered == 8  # pair_yearly (10) is above reserved (3) + pool (5)
+    with pytest.raises(LimitReached) as e:
+        limits.verify(ask(), miss())
+    assert e.value.retry_after_s > 300 * 86400  # the oldest pool guess leaves in a year
+    clock.days(366)
+    assert guesses(limits, ask(), 5) == 5
+
+
+def test_one_platform_spending_the_pool_leaves_every_other_its_reserved_guesses(limits, clock):
+    assert guesses(limits, ask("attacker"), 5) == 5
+    clock.days(1)
+    assert guesses(limits, ask("attacker"), 5) == 3  # pool spent (5 of its 8 drew on it)
+    # Another platform verifying its own applicant: its first three mismatches are its own,
+    # and a match is answered.
+    assert limits.verify(ask("wechat"), hit()) == {"operator_name": True}
+    assert guesses(limits, ask("wechat"), 5) == 3
+    with pytest.raises(LimitReached):
+        limits.verify(ask("wechat"), hit())
+
+
+def test_several_platforms_together_get_reserved_each_plus_one_pool(limits, clock):
+    total = 0
+    for day in range(20):
+        for p in ("a", "b", "c"):
+            total += guesses(limits, ask(p), 5)
+        clock.days(1)
+    assert total == 3 * 3 + 5
+
+
+def test_the_pair_limit_holds_whatever_the_number_of_keys(limits):
+    answered = sum(guesses(limits, ask(key=f"k{i}"), 5) for i in range(4))
+    assert answered == 5
+
+
+def test_a_platforms_daily_guesses_are_bounded_across_households(tmp_path, clock):
+    lim = VerifyLimits(tmp_path / "l.sqlite", LimitPolicy(platform_daily=7), clock=clock)
+    answered = sum(guesses(lim, ask(subject=f"H{i}"), 2) for i in range(6))
+    assert answered == 7
+    with pytest.raises(LimitReached) as e:
+        lim.verify(ask(subject="H99"), hit())
+    assert e.value.code == "platform_guess_limit"
+    assert lim.verify(ask(subject="H99", fields=()), hit(())) == {}  # found/not found only
+    clock.days(1)
+    assert guesses(lim, ask(subject="H99"), 1) == 1
+
+
+def test_a_key_verifies_at_most_its_daily_number_of_distinct_households(limits, clock):
+    for i in range(3):
+        limits.verify(ask(subject=f"H{i}", budget=3), hit())
+    limits.verify(ask(subject="H1", budget=3), hit())  # asked again: not a new household
+    with pytest.raises(LimitReached) as e:
+        limits.verify(ask(subject="H3", budget=3), hit())
+    assert e.value.code == "household_budget_exhausted"
+    limits.verify(ask(subject="H3", key="k2", budget=3), hit())  # another key's own budget
+    clock.days(1)
+    limits.verify(ask(subject="H3", budget=3), hit())
+
+
+def test_limits_are_shared_by_every_process_on_the_store(tmp_path, clock):
+    worker_1 = VerifyLimits(tmp_path / "shared.sqlite", clock=clock)
+    worker_2 = VerifyLimits(tmp_path / "shared.sqlite", clock=clock)
+    assert guesses(worker_1, ask(), 3) == 3
+    assert guesses(worker_2, ask(), 3) == 2
+    worker_1.close()
+    restarted = VerifyLimits(tmp_path / "shared.sqlite", clock=clock)
+    assert guesses(restarted, ask(), 1) == 0
+
+
+def test_a_refused_request_records_nothing(limits):
+    guesses(limits, ask(), 5)
+    with pytest.raises(LimitReached):
+        limits.verify(ask(fields=("operator_name", "address")), miss(("operator_name", "address")))
+    # the address was not judged, so it was not counted either
+    assert guesses(limits, ask(fields=("address",)), 5) == 5
+
+
+def test_the_expected_days_of_the_searches_in_the_issue():
+    assert expected_days(160, 1) > 9 * 365  # an ID number from a birth date, one platform
+    assert expected_days(160, 3) > 5 * 365  # all three pilot platforms together
+    assert expected_days(2612, 3) > 90 * 365  # an operator name from a surname
+    # without the year window, 5 a day would give the ID number away in about 16 days
+    unbounded = LimitPolicy(pair_yearly=10**6, reserved=10**6, household_pool=10**6)
+    assert expected_days(160, 1, unbounded) == pytest.approx(15.5)
+    assert YEAR_S == 365 * 86400
