@@ -55,6 +55,26 @@ class Settings(BaseSettings):
     audit_timeout_s: float = Field(
         5.0, gt=0, description="How long a request waits for the audit store before a 503."
     )
+    limits_db: Path | None = Field(
+        None, description="Verification guessing-limit state (default: <home>/limits.sqlite)."
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=60, description="Time a request body may take to arrive before a 408."
+    )
+    answer_timeout_s: float = Field(
+        10.0, gt=0, le=60, description="Time an endpoint may take to answer before a 503."
+    )
+    audit_anchor_key: Path | None = Field(
+        None,
+        description="Ed25519 key signing audit checkpoints; keep it apart from the audit "
+        "store (`credref audit keygen` makes one).",
+    )
+    audit_anchor_dir: Path | None = Field(
+        None, description="Folder the regulator keeps elsewhere, for audit checkpoints."
+    )
+    audit_anchor_minutes: float = Field(
+        0.0, ge=0, description="The service writes a checkpoint this often (0: never)."
+    )
     online_dir: Path | None = Field(
         None, description="Online feature store, published snapshots (default: <home>/online)."
     )
@@ -90,6 +110,16 @@ class Settings(BaseSettings):
     @property
     def audit_path(self) -> Path:
         return self.audit_db or self.home / "audit.sqlite"
+
+    @property
+    def limits_path(self) -> Path:
+        return self.limits_db or self.home / "limits.sqlite"
+
+    @property
+    def traffic_timeout_s(self) -> float:
+        """BentoML's own request timeout: past the gate's two, so that the gate, which
+        audits, always answers first."""
+        return self.body_timeout_s + self.answer_timeout_s + 10.0
 
     @property
     def online_path(self) -> Path:

@@ -3,9 +3,9 @@
 Embedded default: SQLite in WAL mode, shared by all service workers. Each row stores the
 hash of the previous row and its own hash over (previous hash + the row's canonical
 JSON), so editing a row breaks its hash and deleting a row breaks the next row's link or
-leaves a gap in the never-reused sequence numbers. Deleting rows at the *end* can only be
-seen against a head recorded elsewhere: ``verify`` reports the head (count and hash) so it
-can be anchored, and checks one given with ``expect_head``.
+leaves a gap in the never-reused sequence numbers. An insider who rewrites the whole chain,
+or cuts its tail, can only be seen against a checkpoint kept elsewhere: a signed
+``(row, hash)`` written by :mod:`serving.anchor`, which ``verify`` checks.
 
 If a row cannot be written, :class:`AuditUnavailable` is raised: the service must then
 fail closed (503) rather than answer unaudited.
@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from serving.sqlite_lock import LockBusy, begin_immediate
 
 GENESIS = "0" * 64
 FIELDS = (
@@ -56,10 +58,6 @@ CREATE TABLE IF NOT EXISTS audit (
 
 class AuditUnavailable(RuntimeError):
     """The audit store cannot be written; the request must not be answered."""
-
-
-class LockBusy(Exception):
-    """Another writer holds the audit store's lock right now (try again shortly)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +98,7 @@ class VerifyReport:
     rows: int
     head_hash: str
     problems: list[str]
+    head_seq: int = 0
 
     @property
     def ok(self) -> bool:
@@ -175,27 +174,18 @@ class AuditLog:
             ) from e
 
     def _begin(self, con: sqlite3.Connection, retry: bool = True) -> None:
-        """BEGIN IMMEDIATE, retrying every 0.2 ms for up to ``timeout_s``.
+        """One writer at a time, so the chain stays linear (see :mod:`serving.sqlite_lock`)."""
+        begin_immediate(con, self.timeout_s, retry)
 
-        SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries; when the
-        workers' writers meet, that sleep becomes the waiting requests' latency, while
-        the lock itself is held for well under a millisecond."""
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as e:
-                busy = e.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-                if busy and not retry:
-                    raise LockBusy() from None
-                if not busy or time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.0002)
+    def verify(self, checkpoints: list[tuple[int, str]] | tuple = ()) -> VerifyReport:
+        """Walk the chain; report every broken link, edited row and gap, and every
+        checkpoint ``(seq, hash)`` whose row is gone or has another hash.
 
-    def verify(self, expect_head: tuple[int, str] | None = None) -> VerifyReport:
-        """Walk the chain; report every broken link, edited row and gap."""
+        A checkpoint is a prefix anchor: it holds on a log that has grown since, and fails
+        on any edit, deletion, truncation or rewritten chain up to its row."""
         problems: list[str] = []
+        expected = dict(checkpoints)
+        seen: dict[int, str] = {}
         prev, last_seq, n = GENESIS, 0, 0
         with self._connect() as con:
             rows = con.execute(
@@ -215,13 +205,17 @@ class AuditLog:
                     problems.append(f"row {seq}: link to the previous row is broken")
                 if row_hash(prev_hash, values) != h:
                     problems.append(f"row {seq}: content does not match its hash (edited)")
+                if seq in expected:
+                    seen[seq] = h
                 prev, last_seq = h, seq
-        if expect_head is not None and (n, prev) != tuple(expect_head):
-            problems.append(
-                f"head is ({n}, {prev[:12]}...), expected ({expect_head[0]}, {expect_head[1][:12]}...): "
-                "rows were removed from the end or added"
-            )
-        return VerifyReport(n, prev, problems)
+        for seq, h in sorted(expected.items()):
+            if seq not in seen:
+                problems.append(f"checkpoint row {seq} is gone (the log was cut or rows deleted)")
+            elif seen[seq] != h:
+                problems.append(
+                    f"row {seq} no longer has its checkpointed hash {h[:12]}... (rewritten)"
+                )
+        return VerifyReport(n, prev, problems, last_seq)
 
     def export_csv(self, platform: str, since: str) -> str:
         """Rows of one platform from ``since`` (ISO date or time), as CSV for regulators."""

@@ -1,24 +1,35 @@
-"""The gate in front of every API route: keys, scopes, limits, validation, audit.
+"""The gate in front of every route: keys, scopes, limits, the one parser, audit.
 
 An ASGI middleware, so that every request -- refused or answered, valid JSON or not --
-passes one place that authenticates it, validates it, and writes its audit row *before*
-the answer leaves. If the audit row cannot be written the answer is replaced by a 503
-(fail closed). The endpoints only compute answers; they report what they answered
-(verdicts, class) in :class:`Exchange`, which the gate audits.
+passes one place that authenticates it, reads and validates its body
+(:mod:`serving.body`, the only reader of a body), and writes its audit row *before* the
+answer leaves. If the audit row cannot be written the answer is replaced by a 503 (fail
+closed). The endpoints only compute answers; they report what they answered (verdicts,
+class) in :class:`Exchange`, which the gate audits.
 
 Order of checks, each with its JSON error (``{"request_id", "error": {"code",
-"message"}}``): key present (401 ``missing_key``) and valid (401 ``invalid_key``);
-failed authentications per client address limited (429 ``too_many_failures``); key may
-use the route (403 ``scope_not_granted``); per-key rate (429 ``rate_limited``); POST only
-(405); body size (413 ``body_too_large``); JSON object (400 ``invalid_json``); fields
-(400 ``invalid_request``, with each field's problem, never its value).
+"message"}}``): key present (401 ``missing_key``) and valid (401 ``invalid_key``); failed
+authentications per client address limited (429 ``too_many_failures``); a known route
+(404 ``unknown_route``); key may use the route (403 ``scope_not_granted``); per-key rate
+(429 ``rate_limited``); POST only (405); ``application/json`` (415
+``unsupported_media_type``); body size (413 ``body_too_large``) and arrival time (408
+``body_timeout``); one UTF-8 JSON object of bounded depth and numbers (400
+``invalid_json`` / ``body_too_deep``); known fields only (400 ``unknown_field``); each
+field valid (400 ``invalid_request``, naming the field, never its value). The endpoint
+then has ``answer_timeout_s`` to answer (else 503 ``answer_timeout``).
 
-Health (``/livez``, ``/readyz``) and ``/metrics`` answer without a key; everything else,
-the OpenAPI document included, needs one.
+BentoML receives only the validated request, serialised again by credref
+(:func:`serving.body.canonical`), never the client's bytes.
+
+Only the probes ``/livez`` and ``/readyz`` answer without a key and are not audited: they
+name no household and carry no data. ``/metrics`` needs a key with the ``metrics`` scope.
+A websocket upgrade is refused in JSON (where the server supports the denial extension)
+and audited.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -28,12 +39,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from features.codes import compact
+from features.codes import compact, uscc_problem
 from serving.audit import AuditLog, AuditRecord, AuditUnavailable, GroupWriter
+from serving.body import BodyRefused, canonical, check_content_type, parse_object, validate
 from serving.keys import ApiKey, KeyStore
-from serving.schemas import BatchRequest, ScoreRequest, VerifyRequest
+from serving.metrics import exposition, metrics, route_label
+from serving.schemas import BatchRequest, Purpose, ScoreRequest, VerifyRequest
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +55,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+PROBES = frozenset({"/livez", "/readyz", "/healthz"})
 STATE_KEY = "credref"
+PURPOSES = frozenset(p.value for p in Purpose)
+_JSON = (b"content-type", b"application/json")
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class Exchange:
     """One request's facts, shared by the gate and the endpoint (``scope['state']``)."""
 
     request_id: str
-    endpoint: str
+    endpoint: str  # the route template, or "unknown": never the raw path
     key: ApiKey | None = None
     body: BaseModel | None = None
     purpose: str | None = None
@@ -93,43 +108,32 @@ class TokenBucket:
 
 
 class Served(Exception):
-    """The gate answers itself (the OpenAPI document), after authentication."""
+    """The gate answers itself (the OpenAPI document, the metrics), after authentication."""
 
-    def __init__(self, body: dict):
+    def __init__(self, body: bytes, content_type: bytes = b"application/json"):
         super().__init__("served by the gate")
-        self.body = body
+        self.body, self.content_type = body, content_type
 
 
-class Refusal(Exception):
-    def __init__(self, status: int, code: str, message: str, details: list | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
+class Refusal(BodyRefused):
+    """A request the gate (or an endpoint) refuses: HTTP status and a stable code."""
 
 
-def _subject(body: Any) -> str | None:
-    """The code(s) asked about, for the audit; anything not shaped like a code is dropped."""
-
-    def one(v: Any) -> str | None:
-        if not isinstance(v, str) or len(v) > 40:
-            return None
-        c = compact(v)
-        return c if len(c) == 18 and c.isalnum() and c.isascii() else None
-
-    if not isinstance(body, dict):
+def _valid_code(v: Any) -> str | None:
+    """A household USCC as the audit may keep it: only a valid one (a 92-code with its
+    check character), so an ID number or a name sent as ``uscc`` is never stored."""
+    if not isinstance(v, str) or len(v) > 40:
         return None
+    if uscc_problem(v, household=True) is not None:
+        return None
+    return compact(v)
+
+
+def _subject(body: dict) -> str | None:
+    """The code(s) asked about, for the audit; anything but a valid code is dropped."""
     if isinstance(body.get("usccs"), list):
-        return ";".join(one(v) or "?" for v in body["usccs"][:1000])
-    return one(body.get("uscc"))
-
-
-def _field_problems(e: ValidationError) -> list[dict]:
-    return [
-        {
-            "field": ".".join(str(p) for p in err["loc"]) or "(body)",
-            "problem": err["msg"].removeprefix("Value error, "),
-        }
-        for err in e.errors(include_url=False, include_input=False, include_context=False)
-    ]
+        return ";".join(_valid_code(v) or "?" for v in body["usccs"][:1000])
+    return _valid_code(body.get("uscc"))
 
 
 class Gateway:
@@ -144,31 +148,44 @@ class Gateway:
         auth_failure_limit: float,
         max_body_bytes: int,
         openapi: Callable[[], dict] | None = None,
+        body_timeout_s: float = 10.0,
+        answer_timeout_s: float = 10.0,
     ):
         self.app = app
         self.keys = keys
         self.audit = audit
         self.writer = GroupWriter(audit)
         self.max_body = max_body_bytes
-        self.openapi = openapi  # the document to serve at /docs.json (else BentoML's)
+        self.openapi = openapi  # the document to serve at /docs.json (else none)
         self.rate = TokenBucket(rate_limit)
         self.failures = TokenBucket(auth_failure_limit, burst=max(10.0, auth_failure_limit))
+        self.body_timeout_s = body_timeout_s
+        self.answer_timeout_s = answer_timeout_s
+        self.metrics = metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] == "websocket":
+            await self._refuse_websocket(scope, receive, send)
+            return
+        if scope["type"] != "http" or scope["path"] in PROBES:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        ex = Exchange(uuid.uuid4().hex, scope["path"])
+        ex = Exchange(uuid.uuid4().hex, route_label(scope["path"]))
         scope.setdefault("state", {})[STATE_KEY] = ex
         try:
             forward = await self._admit(scope, receive, ex)
-            status, headers, body = await self._forward(scope, forward)
-        except Refusal as r:
+            status, headers, body = await asyncio.wait_for(
+                self._forward(*forward), self.answer_timeout_s
+            )
+        except BodyRefused as r:
             status, headers, body = self._error(ex, r)
         except Served as served:
-            status, headers = 200, [(b"content-type", b"application/json")]
-            body = json.dumps(served.body, ensure_ascii=False).encode()
+            status, headers, body = 200, [(b"content-type", served.content_type)], served.body
+        except TimeoutError:
+            status, headers, body = self._error(
+                ex, Refusal(503, "answer_timeout", "the answer took too long; retry")
+            )
         except Exception as e:  # a bug must still give a JSON 500 and an audit row
             # The type only: an exception's text could quote a request's content.
             logger.error("request %s failed: %s", ex.request_id, type(e).__name__)
@@ -188,7 +205,7 @@ class Gateway:
                 return value.decode("latin-1").strip()
         return None
 
-    async def _admit(self, scope: Scope, receive: Receive, ex: Exchange) -> Receive:
+    def _authenticate(self, scope: Scope) -> ApiKey:
         secret = self._key(scope)
         client = (scope.get("client") or ("?", 0))[0]
         if not secret:
@@ -198,12 +215,22 @@ class Gateway:
         if key is None:
             self._count_failure(client)
             raise Refusal(401, "invalid_key", "the API key is unknown or revoked")
-        ex.key = key
-        route = ROUTES.get(scope["path"])
-        if route is None:  # docs, index, unknown paths: any valid key, no body rules
-            if scope["path"] == "/docs.json" and self.openapi is not None:
-                raise Served(self.openapi())
-            return receive
+        return key
+
+    async def _admit(self, scope: Scope, receive: Receive, ex: Exchange) -> tuple:
+        """Every check in order; returns what to forward (scope, receive) or raises."""
+        ex.key = key = self._authenticate(scope)
+        path = scope["path"]
+        if path == "/docs.json" and self.openapi is not None:
+            raise Served(json.dumps(self.openapi(), ensure_ascii=False).encode())
+        if path == "/metrics":
+            if "metrics" not in key.scopes:
+                raise Refusal(403, "scope_not_granted", "this key lacks the scope 'metrics'")
+            text, content_type = exposition()
+            raise Served(text, content_type.encode())
+        route = ROUTES.get(path)
+        if route is None:
+            raise Refusal(404, "unknown_route", "no such route; see /docs.json")
         missing = [s for s in route.scopes if s not in key.scopes]
         if missing:
             raise Refusal(403, "scope_not_granted", f"this key lacks the scope(s) {missing}")
@@ -211,49 +238,51 @@ class Gateway:
             raise Refusal(429, "rate_limited", "request rate above this key's limit")
         if scope["method"] != "POST":
             raise Refusal(405, "method_not_allowed", "use POST")
-        raw = await self._read_body(scope, receive)
-        try:
-            parsed = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise Refusal(400, "invalid_json", "the body is not valid JSON (UTF-8)") from None
-        if not isinstance(parsed, dict):
-            raise Refusal(400, "invalid_json", "the body must be a JSON object")
+        check_content_type(scope["headers"])
+        parsed = parse_object(await self._read_body(scope, receive))
         ex.subject = _subject(parsed)
         purpose = parsed.get("purpose")
-        ex.purpose = purpose if isinstance(purpose, str) and len(purpose) <= 40 else None
-        try:
-            ex.body = route.body.model_validate(parsed)
-        except ValidationError as e:
-            problems = _field_problems(e)
-            raise Refusal(
-                400,
-                "invalid_request",
-                "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
-                problems,
-            ) from None
+        ex.purpose = purpose if isinstance(purpose, str) and purpose in PURPOSES else None
+        ex.body = validate(parsed, route.body)
         ex.purpose = str(getattr(ex.body, "purpose", ex.purpose))
+        return self._canonical_request(scope, canonical(ex.body))
+
+    def _canonical_request(self, scope: Scope, body: bytes) -> tuple:
+        """The request BentoML sees: credref's JSON of the validated body, no client
+        headers but the host."""
+        headers = [(k, v) for k, v in scope["headers"] if k == b"host"]
+        headers += [_JSON, (b"content-length", str(len(body)).encode())]
         sent = False
 
-        async def replay() -> Message:
+        async def receive() -> Message:
             nonlocal sent
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            return await receive()
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
 
-        return replay
+        return {**scope, "headers": headers}, receive
 
     def _count_failure(self, client: str) -> None:
         if not self.failures.allow(client):
             raise Refusal(429, "too_many_failures", "too many failed authentications; slow down")
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body, within ``max_body_bytes`` and ``body_timeout_s``."""
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+            if name == b"content-length" and not value.isdigit():
+                raise Refusal(400, "invalid_json", "the Content-Length header is not a number")
+            if name == b"content-length" and int(value) > self.max_body:
                 raise Refusal(413, "body_too_large", f"the body exceeds {self.max_body} bytes")
+        deadline = time.monotonic() + self.body_timeout_s
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise Refusal(
+                    408, "body_timeout", f"the body did not arrive within {self.body_timeout_s:g} s"
+                ) from None
             if message["type"] == "http.disconnect":
                 raise Refusal(400, "invalid_json", "the client disconnected mid-body")
             chunk = message.get("body", b"")
@@ -264,11 +293,25 @@ class Gateway:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
+    async def _refuse_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        ex = Exchange(uuid.uuid4().hex, route_label(scope.get("path", "")))
+        await receive()  # websocket.connect
+        status, headers, body = self._error(
+            ex, Refusal(400, "websocket_not_supported", "this service answers plain HTTP only")
+        )
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await self._audit_and_send(send, ex, status, headers, body, started, "websocket.http.")
+            return
+        try:  # the server can only close the handshake (it answers 403 itself)
+            await self._audit(ex, status, started)
+        except AuditUnavailable:
+            logger.error("audit store unavailable: request %s refused", ex.request_id)
+        await send({"type": "websocket.close", "code": 1008})
+
     # --- forwarding, errors, audit --------------------------------------------------
 
-    async def _forward(
-        self, scope: Scope, receive: Receive
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _forward(self, scope: Scope, receive: Receive) -> tuple[int, list, bytes]:
         status, headers, chunks = 500, [], []
 
         async def capture(message: Message) -> None:
@@ -281,35 +324,19 @@ class Gateway:
         await self.app(scope, receive, capture)
         return status, headers, b"".join(chunks)
 
-    def _error(self, ex: Exchange, r: Refusal) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def _error(self, ex: Exchange, r: BodyRefused) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         err: dict[str, Any] = {"code": r.code, "message": r.message}
         if r.details:
             err["details"] = r.details
         ex.outcome = {"error": r.code}
         body = json.dumps({"request_id": ex.request_id, "error": err}, ensure_ascii=False)
-        headers = [(b"content-type", b"application/json")]
+        headers = [_JSON]
         if r.status == 429:
             headers.append((b"retry-after", b"1"))
         return r.status, headers, body.encode()
 
-    async def _audit_and_send(
-        self,
-        send: Send,
-        ex: Exchange,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        started: float,
-    ) -> None:
-        if status >= 500 and "error" not in ex.outcome:
-            ex.outcome = {"error": "internal_error"}
-            body = json.dumps(
-                {
-                    "request_id": ex.request_id,
-                    "error": {"code": "internal_error", "message": "the service failed"},
-                }
-            ).encode()
-            headers = [(b"content-type", b"application/json")]
+    async def _audit(self, ex: Exchange, status: int, started: float) -> None:
+        """Commit the request's audit row (raises :class:`AuditUnavailable`)."""
         record = AuditRecord(
             request_id=ex.request_id,
             endpoint=ex.endpoint,
@@ -320,13 +347,33 @@ class Gateway:
             model_version=ex.model_version,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
+        submitted = time.perf_counter()
+        await self.writer.submit(record)
+        self.metrics.audit_commit.observe(time.perf_counter() - submitted)
+
+    async def _audit_and_send(
+        self,
+        send: Send,
+        ex: Exchange,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        started: float,
+        prefix: str = "http.",
+    ) -> None:
+        if status >= 500 and "error" not in ex.outcome:
+            status, headers, body = self._error(
+                ex, Refusal(500, "internal_error", "the service failed")
+            )
         try:
-            await self.writer.submit(record)
+            await self._audit(ex, status, started)
         except AuditUnavailable:
             logger.error("audit store unavailable: request %s refused (503)", ex.request_id)
             status, headers, body = self._error(
                 ex, Refusal(503, "audit_unavailable", "the audit log cannot be written; retry")
             )
+        outcome = ex.outcome.get("error") or ("ok" if status < 400 else f"http_{status}")
+        self.metrics.answers.labels(ex.endpoint, outcome).inc()
         headers = [
             (k, v) for k, v in headers if k.lower() not in (b"content-length", b"x-request-id")
         ]
@@ -334,5 +381,5 @@ class Gateway:
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", ex.request_id.encode()),
         ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send({"type": prefix + "response.start", "status": status, "headers": headers})
+        await send({"type": prefix + "response.body", "body": body, "more_body": False})

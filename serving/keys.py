@@ -18,8 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 #: verify: field verification; score: score, class, reasons; score:pd: also the PD;
-#: batch: the batch endpoint.
-SCOPES = ("verify", "score", "score:pd", "batch")
+#: batch: the batch endpoint; metrics: read /metrics (for the operator's scraper).
+SCOPES = ("verify", "score", "score:pd", "batch", "metrics")
+#: Distinct households a key may verify per day unless set at creation: above a large
+#: platform's daily onboarding, far below a walk of the register (serving.limits).
+DEFAULT_DAILY_HOUSEHOLDS = 20_000
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -28,8 +31,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_hash    TEXT NOT NULL UNIQUE,
     scopes      TEXT NOT NULL,
     created_at  TEXT NOT NULL,
-    revoked_at  TEXT
+    revoked_at  TEXT,
+    daily_households INTEGER NOT NULL DEFAULT 20000
 )"""
+_COLUMNS = "key_id, platform, key_hash, scopes, created_at, revoked_at, daily_households"
 
 
 class KeyRefused(ValueError):
@@ -43,6 +48,7 @@ class ApiKey:
     scopes: frozenset[str]
     created_at: str
     revoked_at: str | None
+    daily_households: int = DEFAULT_DAILY_HOUSEHOLDS
 
     @property
     def active(self) -> bool:
@@ -70,11 +76,19 @@ class KeyStore:
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(_DDL)
+            columns = {r[1] for r in con.execute("PRAGMA table_info(api_keys)")}
+            if "daily_households" not in columns:  # a store made before the budget existed
+                con.execute(
+                    "ALTER TABLE api_keys ADD COLUMN daily_households INTEGER NOT NULL "
+                    f"DEFAULT {DEFAULT_DAILY_HOUSEHOLDS}"
+                )
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)
 
-    def create(self, platform: str, scopes: list[str]) -> tuple[ApiKey, str]:
+    def create(
+        self, platform: str, scopes: list[str], daily_households: int = DEFAULT_DAILY_HOUSEHOLDS
+    ) -> tuple[ApiKey, str]:
         """Create a key; returns it and the secret, which is never stored or shown again."""
         if not platform or not platform.replace("-", "").replace("_", "").isalnum():
             raise KeyRefused(f"platform name must be letters, digits, '-' or '_': {platform!r}")
@@ -83,15 +97,25 @@ class KeyStore:
             raise KeyRefused(
                 f"scopes must be a non-empty subset of {list(SCOPES)}; unknown: {unknown}"
             )
+        if daily_households < 1:
+            raise KeyRefused("the daily household budget must be at least 1")
         key_id = secrets.token_hex(6)
         secret = f"crk_{key_id}_{secrets.token_urlsafe(32)}"
         created = _now()
         with self._connect() as con:
             con.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
-                (key_id, platform, _hash(secret), ",".join(sorted(set(scopes))), created),
+                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                (
+                    key_id,
+                    platform,
+                    _hash(secret),
+                    ",".join(sorted(set(scopes))),
+                    created,
+                    daily_households,
+                ),
             )
-        return ApiKey(key_id, platform, frozenset(scopes), created, None), secret
+        key = ApiKey(key_id, platform, frozenset(scopes), created, None, daily_households)
+        return key, secret
 
     def authenticate(self, secret: str | None) -> ApiKey | None:
         """The active key for a presented secret, or None (unknown, malformed or revoked)."""
@@ -111,21 +135,21 @@ class KeyStore:
             row = self._known.get(digest)
             if row is None:
                 row = self._reader.execute(
-                    "SELECT key_id, platform, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
+                    f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = ?",
                     (digest,),
                 ).fetchone()
                 if row is not None:  # only stored keys: unknown guesses cannot fill memory
                     self._known[digest] = row
         if row is None or not hmac.compare_digest(row[2], digest) or row[5] is not None:
             return None
-        return ApiKey(row[0], row[1], frozenset(row[3].split(",")), row[4], row[5])
+        return ApiKey(row[0], row[1], frozenset(row[3].split(",")), row[4], row[5], row[6])
 
     def list(self) -> list[ApiKey]:
         with self._connect() as con:
             rows = con.execute(
-                "SELECT key_id, platform, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id"
+                f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, key_id"
             ).fetchall()
-        return [ApiKey(r[0], r[1], frozenset(r[2].split(",")), r[3], r[4]) for r in rows]
+        return [ApiKey(r[0], r[1], frozenset(r[3].split(",")), r[4], r[5], r[6]) for r in rows]
 
     def revoke(self, key_id: str) -> None:
         """Revoke at once: the next request with that key is refused."""

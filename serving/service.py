@@ -9,7 +9,9 @@ request validation and the audit row of every request are the gate's work
 (:mod:`serving.gateway`); the endpoints below only answer, from the current snapshot of
 the online store and the MLflow champion imported into BentoML's model store.
 
-Settings: ``CREDREF_*`` (see :mod:`credref.settings`), read once per worker at start.
+Settings: ``CREDREF_*`` (see :mod:`credref.settings`). At import they give only the
+decorator's arguments (workers, address, timeout); every store is opened in the worker,
+by ``ReferenceService.__init__`` and :class:`ServiceGateway`.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
+from datetime import date, datetime
 from typing import Any
 
 import bentoml
 import numpy as np
 from starlette.responses import JSONResponse
 
-from credref.settings import load_settings
+from credref.settings import Settings, load_settings
 from features.codes import compact, uscc_problem
 from serving.audit import AuditLog
 from serving.gateway import STATE_KEY, Exchange, Gateway
 from serving.keys import KeyStore
+from serving.limits import CST, Ask, LimitReached, LimitsUnavailable, VerifyLimits
+from serving.metrics import metrics
 from serving.model_store import load_served_model, use_store
 from serving.online import OnlineStore, Snapshot
 from serving.openapi import document as openapi_document
@@ -41,7 +47,7 @@ from serving.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
-from serving.verification import FieldHasher, verdict
+from serving.verification import FieldHasher, claimed_fields, judge
 from training.data import encode_row
 from training.scoring import reason_details
 
@@ -49,8 +55,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024  # a full batch of 1,000 codes is about 25 KB
 
-_settings = load_settings()
-use_store(_settings.bentoml_path)
+_settings = load_settings()  # for the decorator's arguments only
 
 
 def _exchange(ctx: bentoml.Context) -> Exchange:
@@ -60,12 +65,22 @@ def _exchange(ctx: bentoml.Context) -> Exchange:
     return ex
 
 
-def _error(ctx: bentoml.Context, ex: Exchange, status: int, code: str, message: str) -> Any:
+def _error(
+    ctx: bentoml.Context,
+    ex: Exchange,
+    status: int,
+    code: str,
+    message: str,
+    details: list | None = None,
+    retry_after_s: int | None = None,
+) -> Any:
     ex.outcome = {"error": code}
     ctx.response.status_code = status  # BentoML applies the context's status to the reply
-    return JSONResponse(
-        {"request_id": ex.request_id, "error": {"code": code, "message": message}}, status
-    )
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
+    return JSONResponse({"request_id": ex.request_id, "error": error}, status, headers=headers)
 
 
 def _echo(value: str) -> str:
@@ -82,9 +97,12 @@ def _json(model: Any) -> Any:
 @bentoml.service(
     name="credref",
     workers=_settings.workers,
-    traffic={"timeout": 30},
+    traffic={"timeout": _settings.traffic_timeout_s},
     http={"host": _settings.host, "port": _settings.port},
-    metrics={"enabled": True},
+    # BentoML's HTTP metrics label by raw path (unbounded, and a path can carry a name):
+    # credref's own metrics (serving.metrics) label by route template and are served by
+    # the gate at /metrics to keys with the `metrics` scope.
+    metrics={"enabled": False},
     # The audit log records every request; a second per-request access log would only
     # cost time (about a tenth of a worker's CPU at full load).
     logging={"access": {"enabled": False}},
@@ -94,9 +112,12 @@ def _json(model: Any) -> Any:
 class ReferenceService:
     def __init__(self) -> None:
         s = load_settings()
+        use_store(s.bentoml_path)
         self.served = load_served_model(s.tracking_uri, s.registered_model)
         self.store = OnlineStore(s.online_path)
+        self.limits = VerifyLimits(s.limits_path, timeout_s=s.audit_timeout_s)
         self._checked: str | None = None
+        self._age_set_at = 0.0
         self._lock = threading.Lock()
         snap = self._snapshot()  # refuses to start on no snapshot or a catalogue mismatch
         self.hasher = FieldHasher(s.id_secret_bytes())
@@ -119,6 +140,11 @@ class ReferenceService:
             check_compatible(self.served, snap)
             with self._lock:
                 self._checked = snap.path.name
+            self._age_set_at = 0.0
+        if time.monotonic() - self._age_set_at > 60:  # the gauge moves by days
+            today = datetime.now(CST).date()
+            metrics().snapshot_age.set((today - date.fromisoformat(snap.as_of)).days)
+            self._age_set_at = time.monotonic()
         return snap
 
     def __is_ready__(self) -> bool:
@@ -132,11 +158,32 @@ class ReferenceService:
 
     @bentoml.api(route="/v1/verify")
     async def verify(self, body: VerifyRequest, /, ctx: bentoml.Context) -> VerifyResponse:
-        """Is this registration real, and do the claimed fields match it? Never a stored value."""
+        """Is this registration real, and do the claimed fields match it? Never a stored
+        value; every mismatch counts against the guessing limits (serving.limits)."""
         ex = _exchange(ctx)
         req = ex.body if isinstance(ex.body, VerifyRequest) else body
         snap = self._snapshot()
         subject = snap.get(req.uscc)
+        key = ex.key
+        assert key is not None  # the gate authenticated the request
+        claims = claimed_fields(req) if subject is not None else ()
+        ask = Ask(key.platform, key.key_id, key.daily_households, req.uscc, claims)
+        verdicts: dict = {}
+
+        def judged() -> dict[str, bool]:
+            if subject is not None:
+                verdicts.update(judge(self.hasher, req, subject))
+            return {f: verdicts[f] == "match" for f in claims}
+
+        try:
+            self.limits.verify(ask, judged)
+        except LimitReached as e:
+            metrics().limits.labels(e.code).inc()
+            details = [{"field": f, "problem": "limited for this household today"} for f in e.fields]
+            return _error(ctx, ex, 429, e.code, e.message, details, e.retry_after_s)
+        except LimitsUnavailable:
+            logger.error("limits store unavailable: request %s refused (503)", ex.request_id)
+            return _error(ctx, ex, 503, "limits_unavailable", "verification limits cannot be checked; retry")
         if subject is None:
             ex.outcome = {"found": False}
             return _json(
@@ -144,16 +191,9 @@ class ReferenceService:
                     request_id=ex.request_id, uscc=req.uscc, found=False, as_of=snap.as_of
                 )
             )
-        h = self.hasher
-        fields = FieldVerdicts(
-            name=verdict(h.field("name", req.name), subject.name_h),
-            operator_name=verdict(h.field("operator", req.operator_name), subject.operator_h),
-            operator_id_number=verdict(
-                None if req.operator_id_number is None else h.id_number(req.operator_id_number),
-                subject.id_h,
-            ),
-            address=verdict(h.field("address", req.address), subject.address_h),
-        )
+        fields = FieldVerdicts(**verdicts)
+        for f, v in verdicts.items():
+            metrics().verdicts.labels(f, str(v)).inc()
         ex.outcome = {
             "found": True,
             "status": subject.status,
@@ -258,12 +298,22 @@ class ReferenceService:
         return _json(answer)
 
 
-ReferenceService.add_asgi_middleware(  # type: ignore[attr-defined]  # a bentoml.Service
-    Gateway,
-    keys=KeyStore(_settings.keys_path),
-    audit=AuditLog(_settings.audit_path, timeout_s=_settings.audit_timeout_s),
-    rate_limit=_settings.rate_limit / _settings.workers,
-    auth_failure_limit=_settings.auth_failure_limit / _settings.workers,
-    max_body_bytes=MAX_BODY_BYTES,
-    openapi=lambda: openapi_document(ReferenceService.openapi_spec.asdict()),  # type: ignore[attr-defined]
-)
+class ServiceGateway(Gateway):
+    """The gate with the service's stores, opened in the worker (never at import)."""
+
+    def __init__(self, app: Any, settings: Settings | None = None) -> None:
+        s = settings or load_settings()
+        super().__init__(
+            app,
+            keys=KeyStore(s.keys_path),
+            audit=AuditLog(s.audit_path, timeout_s=s.audit_timeout_s),
+            rate_limit=s.rate_limit / s.workers,
+            auth_failure_limit=s.auth_failure_limit / s.workers,
+            max_body_bytes=MAX_BODY_BYTES,
+            openapi=lambda: openapi_document(ReferenceService.openapi_spec.asdict()),  # type: ignore[attr-defined]
+            body_timeout_s=s.body_timeout_s,
+            answer_timeout_s=s.answer_timeout_s,
+        )
+
+
+ReferenceService.add_asgi_middleware(ServiceGateway)  # type: ignore[attr-defined]  # a bentoml.Service

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import unicodedata
 from enum import StrEnum
+from typing import Any
 
 #: Bytes kept of each field hash: 128 bits, ample for equality of one household's field.
 FIELD_HASH_BYTES = 16
@@ -63,3 +64,25 @@ def verdict(claimed: bytes | None, stored: bytes | None) -> Verdict:
     if stored is not None and hmac.compare_digest(claimed, stored):
         return Verdict.MATCH
     return Verdict.MISMATCH
+
+
+#: The request's claim fields, as named in answers, limits and metrics.
+CLAIM_FIELDS = ("name", "operator_name", "operator_id_number", "address")
+
+
+def claimed_fields(req: Any) -> tuple[str, ...]:
+    """The fields a verification request claims (the others are ``not_provided``)."""
+    return tuple(f for f in CLAIM_FIELDS if getattr(req, f) is not None)
+
+
+def judge(hasher: FieldHasher, req: Any, subject: Any) -> dict[str, Verdict]:
+    """Each field's verdict: the claim's keyed hash against the stored one."""
+    return {
+        "name": verdict(hasher.field("name", req.name), subject.name_h),
+        "operator_name": verdict(hasher.field("operator", req.operator_name), subject.operator_h),
+        "operator_id_number": verdict(
+            None if req.operator_id_number is None else hasher.id_number(req.operator_id_number),
+            subject.id_h,
+        ),
+        "address": verdict(hasher.field("address", req.address), subject.address_h),
+    }

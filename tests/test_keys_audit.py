@@ -46,7 +46,9 @@ def test_bad_scopes_and_platform_names_are_clear_errors(keys):
         keys.create("douyin", [])
     with pytest.raises(KeyRefused, match="platform name"):
         keys.create("x'; DROP TABLE api_keys;--", ["score"])
-    assert set(SCOPES) == {"verify", "score", "score:pd", "batch"}
+    assert set(SCOPES) == {"verify", "score", "score:pd", "batch", "metrics"}
+    with pytest.raises(KeyRefused, match="at least 1"):
+        keys.create("douyin", ["verify"], daily_households=0)
 
 
 def _record(i: int, platform: str = "alipay") -> AuditRecord:
@@ -73,7 +75,7 @@ def audit(tmp_path):
 def test_an_intact_chain_verifies(audit):
     report = audit.verify()
     assert report.ok and report.rows == 6 and len(report.head_hash) == 64
-    assert audit.verify(expect_head=(report.rows, report.head_hash)).ok
+    assert audit.verify(checkpoints=[(report.head_seq, report.head_hash)]).ok
 
 
 def test_an_edited_row_is_detected(audit):
@@ -96,7 +98,7 @@ def test_a_rewritten_chain_or_cut_tail_shows_against_the_anchored_head(audit):
     with sqlite3.connect(audit.path) as con:
         con.execute("DELETE FROM audit WHERE seq = 6")
     assert audit.verify().ok  # the chain alone cannot see a cut tail...
-    assert not audit.verify(expect_head=(head.rows, head.head_hash)).ok  # ...the anchor can
+    assert not audit.verify(checkpoints=[(head.head_seq, head.head_hash)]).ok  # ...the anchor can
 
 
 def test_concurrent_writers_keep_one_linear_chain(tmp_path):
