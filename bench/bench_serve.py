@@ -86,13 +86,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 def sweep(
-    url: str, headers: dict, bodies: list[dict], rates: list[int], seconds: float, pid: int
+    url: str,
+    headers: dict,
+    bodies: list[dict],
+    rates: list[int],
+    seconds: float,
+    pid: int,
+    path: str = "/v1/score",
 ) -> list:
     out = []
-    run(url, "/v1/score", bodies, headers, 100, 5)  # warm-up
+    run(url, path, bodies, headers, 100, 5)  # warm-up
     for rate in rates:
         cpu0 = cpu_seconds(pid)
-        s = run(url, "/v1/score", bodies, headers, rate, seconds).summary()
+        s = run(url, path, bodies, headers, rate, seconds).summary()
         s["server_cpu_ms_per_request"] = round(1000 * (cpu_seconds(pid) - cpu0) / s["sent"], 3)
         s["held"] = held(s)
         print(json.dumps(s), flush=True)
@@ -112,6 +118,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/out/serve.json"))
     ap.add_argument(
         "--service-only", action="store_true", help="skip the baseline and floor (iterating)"
+    )
+    ap.add_argument(
+        "--verify",
+        action="store_true",
+        help="also offer the rates to /v1/verify (correct claims, guessing limits on)",
     )
     args = ap.parse_args()
 
@@ -137,8 +148,14 @@ def main() -> None:
     os.environ.update(env)
     from serving.keys import KeyStore
 
-    secret_key = KeyStore(home / "keys.sqlite").create("bench", ["score"])[1]
+    # One platform's key; its daily household budget is raised because the run asks about
+    # more distinct households than a real key would (the limits are still checked and
+    # written on every verification).
+    secret_key = KeyStore(home / "keys.sqlite").create(
+        "bench", ["score", "verify"], daily_households=10**8
+    )[1]
     headers = {"Authorization": f"Bearer {secret_key}"}
+    claims = verify_bodies(args.warehouse.resolve(), operating[:50_000]) if args.verify else []
 
     log = home / "service.log"
     proc = launch.start(env, log, workers=2)
@@ -148,13 +165,27 @@ def main() -> None:
         result["service"] = sweep(
             "http://127.0.0.1:3301", headers, bodies, rates, args.seconds, proc.pid
         )
+        if claims:
+            result["service_verify"] = sweep(
+                "http://127.0.0.1:3301",
+                headers,
+                claims,
+                rates,
+                args.seconds,
+                proc.pid,
+                "/v1/verify",
+            )
         result["audit_rows_written"] = _audit_rows(home) - audit_before
-        result["requests_sent"] = 500 + sum(s["sent"] for s in result["service"])  # + warm-up
+        runs = result["service"] + result.get("service_verify", [])
+        warm_ups = 500 * (1 + bool(claims))
+        result["requests_sent"] = warm_ups + sum(s["sent"] for s in runs)
     finally:
         launch.stop(proc)
 
     if args.service_only:
-        print(json.dumps({"audit_rows_written": result["audit_rows_written"]}))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: result[k] for k in ("audit_rows_written", "requests_sent")}))
         return
 
     def reference(name: str, argv: list[str], port: int, ready: str) -> None:
@@ -197,6 +228,22 @@ def main() -> None:
             }
         )
     )
+
+
+def verify_bodies(warehouse: Path, codes: list[str]) -> list[dict]:
+    """Verification requests with the registered operator name and address: what an
+    applicant onboarding for real would claim."""
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT uscc, operator_name, address FROM households WHERE list_contains(?, uscc)",
+            [codes],
+        ).fetchall()
+    finally:
+        con.close()
+    return [{"uscc": u, "operator_name": o, "address": a} for u, o, a in rows]
 
 
 def _audit_rows(home: Path) -> int:

@@ -507,89 +507,14 @@ def monitor(
     console.print(f"report: {files[1]} (figures: {files[0]}); MLflow run {run[:8]}")
 
 
-keys_app = typer.Typer(help="Platform API keys (stored only as hashes).", no_args_is_help=True)
-audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-app.add_typer(audit_app, name="audit")
+def _register_subcommands() -> None:
+    from credref.cli_ops import audit_app, keys_app
+
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(audit_app, name="audit")
 
 
-@keys_app.command("create")
-def keys_create(
-    platform: Annotated[str, typer.Option(help="Platform name, e.g. alipay.")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated: verify,score[,score:pd,batch].")],
-) -> None:
-    """Create a key; the secret is printed once and never stored."""
-    from serving.keys import KeyRefused, KeyStore
-
-    try:
-        key, secret = KeyStore(load_settings().keys_path).create(
-            platform, [s.strip() for s in scopes.split(",")]
-        )
-    except KeyRefused as e:
-        _fail(str(e))
-    console.print(
-        f"key {key.key_id} for {key.platform} ({','.join(sorted(key.scopes))}); keep it now, it is not shown again:"
-    )
-    print(secret)
-
-
-@keys_app.command("list")
-def keys_list() -> None:
-    """List keys (ids, platforms, scopes, state; never secrets)."""
-    from serving.keys import KeyStore
-
-    table = RichTable(title="platform keys")
-    for col in ("key id", "platform", "scopes", "created", "revoked"):
-        table.add_column(col)
-    for k in KeyStore(load_settings().keys_path).list():
-        table.add_row(
-            k.key_id, k.platform, ",".join(sorted(k.scopes)), k.created_at, k.revoked_at or ""
-        )
-    console.print(table)
-
-
-@keys_app.command("revoke")
-def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key id (not the secret).")],
-) -> None:
-    """Revoke a key at once."""
-    from serving.keys import KeyRefused, KeyStore
-
-    try:
-        KeyStore(load_settings().keys_path).revoke(key_id)
-    except KeyRefused as e:
-        _fail(str(e))
-    console.print(f"key {key_id} revoked")
-
-
-@audit_app.command("verify")
-def audit_verify(
-    expect_rows: Annotated[int | None, typer.Option(help="Anchored head: row count.")] = None,
-    expect_hash: Annotated[str | None, typer.Option(help="Anchored head: hash.")] = None,
-) -> None:
-    """Check the hash chain; exit 1 if any row was edited or deleted."""
-    from serving.audit import AuditLog
-
-    head = (expect_rows, expect_hash) if expect_rows is not None and expect_hash else None
-    report = AuditLog(load_settings().audit_path).verify(expect_head=head)
-    console.print(f"{report.rows} rows, head {report.head_hash}")
-    if not report.ok:
-        for p in report.problems:
-            console.print(f"[red]{p}[/red]")
-        raise typer.Exit(code=1)
-    console.print("chain intact")
-
-
-@audit_app.command("export")
-def audit_export(
-    platform: Annotated[str, typer.Option(help="Platform name.")],
-    since: Annotated[str, typer.Option(help="From this date (YYYY-MM-DD).")],
-) -> None:
-    """Write one platform's audit rows since a date as CSV to standard output."""
-    from serving.audit import AuditLog
-
-    _parse_date(since)
-    print(AuditLog(load_settings().audit_path).export_csv(platform, since), end="")
+_register_subcommands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from serving.audit import AuditLog, VerifyReport
 
 FORMAT = "credref-audit-checkpoint/1"
+logger = logging.getLogger(__name__)
 
 
 class AnchorError(RuntimeError):
@@ -147,8 +150,28 @@ def verify_anchored(log: AuditLog, folder: Path, public: Ed25519PublicKey) -> Ve
     """The chain checked against every signed checkpoint in ``folder``."""
     checkpoints = read_checkpoints(folder, public)
     report = log.verify(checkpoints=[(c.seq, c.hash) for c in checkpoints if c.signed and c.seq])
-    unsigned = [f"{c.file}: signature does not hold (forged or altered)" for c in checkpoints if not c.signed]
+    unsigned = [
+        f"{c.file}: signature does not hold (forged or altered)"
+        for c in checkpoints
+        if not c.signed
+    ]
     if not checkpoints:
         unsigned.append(f"no checkpoints in {folder}")
     report.problems.extend(unsigned)
     return report
+
+
+def start_periodic(log: AuditLog, key_path: Path, out_dir: Path, minutes: float) -> threading.Event:
+    """Write a checkpoint every ``minutes`` on a daemon thread, until the returned event is
+    set. A failed write is logged (its type only) and tried again next time."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(minutes * 60):
+            try:
+                write_anchor(log, key_path, out_dir)
+            except Exception as e:  # keep anchoring; the log says it failed
+                logger.error("audit checkpoint not written: %s", type(e).__name__)
+
+    threading.Thread(target=run, name="audit-anchor", daemon=True).start()
+    return stop

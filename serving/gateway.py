@@ -56,6 +56,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PROBES = frozenset({"/livez", "/readyz", "/healthz"})
+#: The HTTP server (uvicorn with httptools) does not bound header size itself; the gate
+#: refuses more than this in all (431), though a reverse proxy should refuse it sooner.
+MAX_HEADER_BYTES = 16 * 1024
 STATE_KEY = "credref"
 PURPOSES = frozenset(p.value for p in Purpose)
 _JSON = (b"content-type", b"application/json")
@@ -219,6 +222,8 @@ class Gateway:
 
     async def _admit(self, scope: Scope, receive: Receive, ex: Exchange) -> tuple:
         """Every check in order; returns what to forward (scope, receive) or raises."""
+        if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            raise Refusal(431, "headers_too_large", f"headers exceed {MAX_HEADER_BYTES} bytes")
         ex.key = key = self._authenticate(scope)
         path = scope["path"]
         if path == "/docs.json" and self.openapi is not None:

@@ -258,7 +258,9 @@ class VerifyLimits:
             elif needs_pool and pool_spent >= p.household_pool:
                 limited.append(f)
                 pool_ats = sorted(at for _, at, _, pool in rows if pool)
-                retry = max(retry, int(pool_ats[len(pool_ats) - p.household_pool] + YEAR_S - now) + 1)
+                retry = max(
+                    retry, int(pool_ats[len(pool_ats) - p.household_pool] + YEAR_S - now) + 1
+                )
             pool_use[f] = needs_pool
         if limited:
             raise LimitReached(

@@ -2,7 +2,7 @@
 
 BentoML documents its own error bodies (``{"error": "..."}``) for 400/404/500; every
 credref error has the stable shape :class:`serving.schemas.ErrorResponse`, and the gate
-adds 401, 403, 405, 413, 429 and 503. This module rewrites the document accordingly and
+adds 401, 403, 404, 405, 408, 413, 415, 429 and 503. This module rewrites the document accordingly and
 declares the bearer-key security scheme; the gate serves it at ``/docs.json``.
 """
 
@@ -14,14 +14,19 @@ from typing import Any
 from serving.schemas import ErrorResponse
 
 ERRORS = {
-    "400": "invalid_json or invalid_request: the body is not JSON, or a field is wrong (each named)",
+    "400": "invalid_json (not one UTF-8 JSON object), body_too_deep, unknown_field (counted, "
+    "never named), or invalid_request (each wrong field named, never its value)",
     "401": "missing_key or invalid_key",
     "403": "scope_not_granted: the key may not use this route",
-    "404": "not_found: no household under this code on the as-of date",
+    "404": "not_found: no household under this code on the as-of date (/v1/score); unknown_route",
     "405": "method_not_allowed: use POST",
+    "408": "body_timeout: the body did not arrive in time",
     "413": "body_too_large",
-    "429": "rate_limited or too_many_failures (see Retry-After)",
-    "503": "audit_unavailable: the request could not be audited, so it was not answered",
+    "415": "unsupported_media_type: send Content-Type: application/json, no content coding",
+    "431": "headers_too_large",
+    "429": "rate_limited or too_many_failures; on /v1/verify also verify_guess_limit, "
+    "platform_guess_limit, household_budget_exhausted (see Retry-After and serving.limits)",
+    "503": "audit_unavailable, limits_unavailable or answer_timeout: not answered; retry",
 }
 _REF = "#/components/schemas/{model}"
 
@@ -47,8 +52,6 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
             ok = op["responses"].get("200", op["responses"].get(200))
             responses = {"200": ok}
             for code, text in ERRORS.items():
-                if code == "404" and path != "/v1/score":
-                    continue
                 responses[code] = {
                     "description": text,
                     "content": {

@@ -121,6 +121,7 @@ class ReferenceService:
         self._lock = threading.Lock()
         snap = self._snapshot()  # refuses to start on no snapshot or a catalogue mismatch
         self.hasher = FieldHasher(s.id_secret_bytes())
+        self._anchoring = _start_anchoring(s)
         # Everything loaded so far (libraries, model, catalogue) lives as long as the
         # worker: out of the collector's sight, a full collection walks only what
         # requests create, instead of pausing a request for a whole-heap pass.
@@ -179,11 +180,15 @@ class ReferenceService:
             self.limits.verify(ask, judged)
         except LimitReached as e:
             metrics().limits.labels(e.code).inc()
-            details = [{"field": f, "problem": "limited for this household today"} for f in e.fields]
+            details = [
+                {"field": f, "problem": "limited for this household today"} for f in e.fields
+            ]
             return _error(ctx, ex, 429, e.code, e.message, details, e.retry_after_s)
         except LimitsUnavailable:
             logger.error("limits store unavailable: request %s refused (503)", ex.request_id)
-            return _error(ctx, ex, 503, "limits_unavailable", "verification limits cannot be checked; retry")
+            return _error(
+                ctx, ex, 503, "limits_unavailable", "verification limits cannot be checked; retry"
+            )
         if subject is None:
             ex.outcome = {"found": False}
             return _json(
@@ -296,6 +301,18 @@ class ReferenceService:
             results=results,
         )
         return _json(answer)
+
+
+def _start_anchoring(s: Settings) -> threading.Event | None:
+    """Periodic audit checkpoints, from the first worker only (one writer is enough)."""
+    if not (s.audit_anchor_minutes and s.audit_anchor_key and s.audit_anchor_dir):
+        return None
+    if bentoml.server_context.worker_index not in (None, 1):
+        return None
+    from serving.anchor import start_periodic
+
+    log = AuditLog(s.audit_path, timeout_s=s.audit_timeout_s)
+    return start_periodic(log, s.audit_anchor_key, s.audit_anchor_dir, s.audit_anchor_minutes)
 
 
 class ServiceGateway(Gateway):

@@ -9,8 +9,8 @@ import pytest
 
 from features.generate import generate
 from features.ingest import ingest
+from tests.helpers import SECRET
 
-SECRET = b"test-secret"
 END = date(2026, 9, 30)
 
 
@@ -93,15 +93,3 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
     publish(con, SERVICE_AS_OF, home / "online", SECRET)
     con.close()
     return home
-
-
-def service_env(home: Path, **extra: str) -> dict[str, str]:
-    """CREDREF_* settings for a service on ``home`` (secret, paths, short audit wait)."""
-    return {
-        "CREDREF_HOME": str(home),
-        "CREDREF_WAREHOUSE": str(home / "warehouse.duckdb"),
-        "CREDREF_ID_HASH_SECRET": SECRET.decode(),
-        "CREDREF_AUDIT_TIMEOUT_S": "0.5",
-        "BENTOML_HOME": str(home / "bentoml"),
-        **extra,
-    }

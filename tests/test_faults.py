@@ -23,7 +23,7 @@ import pytest
 
 from serving.keys import KeyStore
 from tests.conftest import SECRET, SERVICE_AS_OF
-from tests.test_service_server import start_server, stop_server, wait_ready
+from tests.helpers import start_server, stop_server, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
 from serving.keys import KeyStore
-from tests.test_service_server import start_server, stop_server, wait_ready
+from tests.helpers import start_server, stop_server, wait_ready
 
 pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("CREDREF_FUZZ_EXAMPLES", "40"))  # bench/fuzz.py raises it

@@ -108,7 +108,7 @@ def test_one_platform_spending_the_pool_leaves_every_other_its_reserved_guesses(
 
 def test_several_platforms_together_get_reserved_each_plus_one_pool(limits, clock):
     total = 0
-    for day in range(20):
+    for _day in range(20):
         for p in ("a", "b", "c"):
             total += guesses(limits, ask(p), 5)
         clock.days(1)

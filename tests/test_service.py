@@ -20,7 +20,8 @@ from features.catalogue import FEATURE_NAMES
 from serving.audit import AuditLog
 from serving.keys import KeyStore
 from serving.preflight import Incompatible
-from tests.conftest import KNOWN_ID, SERVICE_AS_OF, service_env
+from tests.conftest import KNOWN_ID, SERVICE_AS_OF
+from tests.helpers import service_env
 
 ALL = ["verify", "score", "score:pd", "batch"]
 UNKNOWN = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit(

@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
 
-from serving import launch
 from serving.audit import AuditLog
 from serving.keys import KeyStore
-from tests.conftest import service_env
+from tests.helpers import start_server, stop_server, wait_ready
 
 pytestmark = pytest.mark.slow
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    launch.wait_ready(f"{url}/readyz", proc, log, timeout)
-
-
-def start_server(home: Path, log: Path, workers: int = 2, **extra: str):
-    port = launch.free_port()
-    proc = launch.start(service_env(home, CREDREF_PORT=str(port), **extra), log, workers)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    launch.stop(proc, timeout=30)
 
 
 def test_a_real_server_answers_a_real_client_and_logs_no_personal_information(
@@ -38,6 +21,7 @@ def test_a_real_server_answers_a_real_client_and_logs_no_personal_information(
 ):
     home = service_home
     _, secret = KeyStore(home / "keys.sqlite").create("server-test", ["verify", "score", "batch"])
+    _, scraper = KeyStore(home / "keys.sqlite").create("operator", ["metrics"])
     snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
     operating = [
         r[0] for r in snap.execute("SELECT uscc FROM subjects WHERE status = 'operating' LIMIT 20")
@@ -79,8 +63,10 @@ def test_a_real_server_answers_a_real_client_and_logs_no_personal_information(
             assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
             assert httpx.post(f"{url}/v1/score", json={}).status_code == 401
             answered += 3
-            metrics = httpx.get(f"{url}/metrics")
-            assert metrics.status_code == 200 and "request" in metrics.text
+            assert httpx.get(f"{url}/metrics").status_code == 401  # a key with `metrics` only
+            metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {scraper}"})
+            assert metrics.status_code == 200 and "credref_answers_total" in metrics.text
+            answered += 2
             assert httpx.get(f"{url}/docs.json").status_code == 401
             doc = c.get("/docs.json").json()
             assert "/v1/score" in doc["paths"]

@@ -1,0 +1,187 @@
+"""``credref keys ...`` and ``credref audit ...``: the operator's commands for platform
+keys and the audit log (registered on the main app by :mod:`credref.cli`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table as RichTable
+
+from credref.settings import load_settings
+
+keys_app = typer.Typer(help="Platform API keys (stored only as hashes).", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+
+def _console():
+    from credref.cli import console
+
+    return console
+
+
+def _fail(message: str) -> None:
+    from credref.cli import _fail as fail
+
+    fail(message)
+
+
+@keys_app.command("create")
+def keys_create(
+    platform: Annotated[str, typer.Option(help="Platform name, e.g. alipay.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: verify,score[,score:pd,batch,metrics].")
+    ],
+    daily_households: Annotated[
+        int,
+        typer.Option(help="Distinct households this key may verify per day (serving.limits)."),
+    ] = 20_000,
+) -> None:
+    """Create a key; the secret is printed once and never stored."""
+    from serving.keys import KeyRefused, KeyStore
+
+    try:
+        key, secret = KeyStore(load_settings().keys_path).create(
+            platform, [s.strip() for s in scopes.split(",")], daily_households
+        )
+    except KeyRefused as e:
+        _fail(str(e))
+    _console().print(
+        f"key {key.key_id} for {key.platform} ({','.join(sorted(key.scopes))}, "
+        f"{key.daily_households:,} households a day); keep it now, it is not shown again:"
+    )
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (ids, platforms, scopes, budgets, state; never secrets)."""
+    from serving.keys import KeyStore
+
+    table = RichTable(title="platform keys")
+    for col in ("key id", "platform", "scopes", "households/day", "created", "revoked"):
+        table.add_column(col)
+    for k in KeyStore(load_settings().keys_path).list():
+        table.add_row(
+            k.key_id,
+            k.platform,
+            ",".join(sorted(k.scopes)),
+            f"{k.daily_households:,}",
+            k.created_at,
+            k.revoked_at or "",
+        )
+    _console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (not the secret).")],
+) -> None:
+    """Revoke a key at once."""
+    from serving.keys import KeyRefused, KeyStore
+
+    try:
+        KeyStore(load_settings().keys_path).revoke(key_id)
+    except KeyRefused as e:
+        _fail(str(e))
+    _console().print(f"key {key_id} revoked")
+
+
+def _anchor_key(key: Path | None) -> Path:
+    path = key or load_settings().audit_anchor_key
+    if path is None:
+        _fail("no signing key: pass --key or set CREDREF_AUDIT_ANCHOR_KEY")
+    assert path is not None
+    return path
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    key: Annotated[Path | None, typer.Option(help="Where to write the signing key.")] = None,
+) -> None:
+    """Make the Ed25519 key that signs audit checkpoints (and its .pub beside it)."""
+    from serving.anchor import AnchorError, generate_key
+
+    try:
+        public = generate_key(_anchor_key(key))
+    except AnchorError as e:
+        _fail(str(e))
+    _console().print(f"signing key written; give the regulator the public key {public}")
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    key: Annotated[Path | None, typer.Option(help="Signing key (default: setting).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Checkpoint folder (default: CREDREF_AUDIT_ANCHOR_DIR).")
+    ] = None,
+) -> None:
+    """Write a signed checkpoint of the audit chain's head to a folder kept elsewhere."""
+    from serving.anchor import AnchorError, write_anchor
+    from serving.audit import AuditLog
+
+    s = load_settings()
+    folder = out or s.audit_anchor_dir
+    if folder is None:
+        _fail("no checkpoint folder: pass --out or set CREDREF_AUDIT_ANCHOR_DIR")
+    assert folder is not None
+    try:
+        path = write_anchor(AuditLog(s.audit_path), _anchor_key(key), folder)
+    except AnchorError as e:
+        _fail(str(e))
+    _console().print(f"checkpoint {path}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    anchors: Annotated[
+        Path | None, typer.Option(help="Folder of signed checkpoints to check against.")
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="Public key of the checkpoints (default: the signing key's .pub)."),
+    ] = None,
+    expect_rows: Annotated[
+        int | None, typer.Option(help="A head noted by hand: this row number ...")
+    ] = None,
+    expect_hash: Annotated[str | None, typer.Option(help="... still has this hash.")] = None,
+) -> None:
+    """Check the hash chain (and checkpoints); exit 1 on any edit, deletion, cut or rewrite."""
+    from serving.anchor import AnchorError, load_public, public_path, verify_anchored
+    from serving.audit import AuditLog
+
+    s = load_settings()
+    log = AuditLog(s.audit_path)
+    if anchors is not None:
+        pub = public_key or (public_path(s.audit_anchor_key) if s.audit_anchor_key else None)
+        if pub is None:
+            _fail("checking checkpoints needs --public-key (or CREDREF_AUDIT_ANCHOR_KEY)")
+        assert pub is not None
+        try:
+            report = verify_anchored(log, anchors, load_public(pub))
+        except AnchorError as e:
+            _fail(str(e))
+    else:
+        given = [(expect_rows, expect_hash)] if expect_rows is not None and expect_hash else []
+        report = log.verify(checkpoints=given)
+    console = _console()
+    console.print(f"{report.rows} rows, head {report.head_hash}")
+    if not report.ok:
+        for p in report.problems:
+            console.print(f"[red]{p}[/red]")
+        raise typer.Exit(code=1)
+    console.print("chain intact" + (" and every checkpoint holds" if anchors else ""))
+
+
+@audit_app.command("export")
+def audit_export(
+    platform: Annotated[str, typer.Option(help="Platform name.")],
+    since: Annotated[str, typer.Option(help="From this date (YYYY-MM-DD).")],
+) -> None:
+    """Write one platform's audit rows since a date as CSV to standard output."""
+    from credref.cli import _parse_date
+    from serving.audit import AuditLog
+
+    _parse_date(since)
+    print(AuditLog(load_settings().audit_path).export_csv(platform, since), end="")

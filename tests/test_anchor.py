@@ -1,0 +1,141 @@
+"""Signed audit checkpoints (serving.anchor): they hold on a log that grew, and fail on
+every kind of tampering before the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from credref.cli import app
+from serving.anchor import (
+    AnchorError,
+    generate_key,
+    load_public,
+    public_path,
+    verify_anchored,
+    write_anchor,
+)
+from serving.audit import GENESIS, AuditLog, AuditRecord, row_hash
+
+
+def _record(i: int) -> AuditRecord:
+    return AuditRecord(
+        request_id=f"r{i}", endpoint="/v1/score", outcome={"http": 200}, platform="p"
+    )
+
+
+@pytest.fixture()
+def anchored(tmp_path):
+    """A log of 6 rows, checkpointed at row 4, then grown to 6."""
+    log = AuditLog(tmp_path / "audit.sqlite")
+    key = tmp_path / "keys" / "anchor.key"
+    generate_key(key)
+    for i in range(4):
+        log.append(_record(i))
+    write_anchor(log, key, tmp_path / "anchors")
+    for i in range(4, 6):
+        log.append(_record(i))
+    return log, tmp_path / "anchors", load_public(public_path(key))
+
+
+def _check(anchored):
+    log, folder, public = anchored
+    return verify_anchored(log, folder, public)
+
+
+def test_a_log_that_grew_after_its_checkpoint_verifies(anchored):
+    report = _check(anchored)
+    assert report.ok, report.problems
+    assert report.rows == 6
+
+
+def test_an_edit_before_the_checkpoint_fails(anchored):
+    with sqlite3.connect(anchored[0].path) as con:
+        con.execute("UPDATE audit SET platform = 'other' WHERE seq = 2")
+    assert any("row 2: content" in p for p in _check(anchored).problems)
+
+
+def test_a_deletion_fails(anchored):
+    with sqlite3.connect(anchored[0].path) as con:
+        con.execute("DELETE FROM audit WHERE seq = 3")
+    assert any("missing" in p for p in _check(anchored).problems)
+
+
+def test_a_truncation_to_before_the_checkpoint_fails(anchored):
+    with sqlite3.connect(anchored[0].path) as con:
+        con.execute("DELETE FROM audit WHERE seq >= 4")
+    log = anchored[0]
+    assert log.verify().ok  # the chain alone sees nothing wrong
+    assert any("checkpoint row 4 is gone" in p for p in _check(anchored).problems)
+
+
+def test_a_rewritten_chain_fails_although_every_link_holds(anchored):
+    """An insider rewrites rows 1-6 and recomputes every hash: a consistent chain."""
+    log = anchored[0]
+    with sqlite3.connect(log.path) as con:
+        rows = con.execute(
+            "SELECT seq, request_id, at, platform, endpoint, purpose, subject, outcome, "
+            "model_version, latency_ms FROM audit ORDER BY seq"
+        ).fetchall()
+        prev = GENESIS
+        for seq, *values in rows:
+            values[2] = "someone-else"  # platform
+            h = row_hash(prev, tuple(values))
+            con.execute(
+                "UPDATE audit SET platform = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (values[2], prev, h, seq),
+            )
+            prev = h
+    assert log.verify().ok
+    assert any("rewritten" in p for p in _check(anchored).problems)
+
+
+def test_a_forged_or_altered_checkpoint_fails(anchored):
+    _, folder, _ = anchored
+    (path,) = folder.glob("checkpoint-*.json")
+    doc = json.loads(path.read_text())
+    doc["seq"] = 6
+    path.write_text(json.dumps(doc))
+    assert any("signature does not hold" in p for p in _check(anchored).problems)
+
+
+def test_a_key_from_elsewhere_does_not_verify(anchored, tmp_path):
+    other = tmp_path / "other.key"
+    generate_key(other)
+    log, folder, _ = anchored
+    assert not verify_anchored(log, folder, load_public(other)).ok
+
+
+def test_a_signing_key_is_never_overwritten_and_a_broken_chain_is_never_anchored(
+    anchored, tmp_path
+):
+    key = tmp_path / "keys" / "anchor.key"
+    with pytest.raises(AnchorError):
+        generate_key(key)
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    log = anchored[0]
+    with sqlite3.connect(log.path) as con:
+        con.execute("UPDATE audit SET platform = 'x' WHERE seq = 5")
+    with pytest.raises(AnchorError):
+        write_anchor(log, key, tmp_path / "anchors")
+
+
+def test_the_cli_anchors_and_verifies(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDREF_HOME", str(tmp_path))
+    monkeypatch.setenv("CREDREF_AUDIT_ANCHOR_KEY", str(tmp_path / "k" / "anchor.key"))
+    monkeypatch.setenv("CREDREF_AUDIT_ANCHOR_DIR", str(tmp_path / "anchors"))
+    log = AuditLog(tmp_path / "audit.sqlite")
+    runner = CliRunner()
+    assert runner.invoke(app, ["audit", "keygen"]).exit_code == 0
+    log.append(_record(0))
+    assert runner.invoke(app, ["audit", "anchor"]).exit_code == 0
+    log.append(_record(1))
+    ok = runner.invoke(app, ["audit", "verify", "--anchors", str(tmp_path / "anchors")])
+    assert ok.exit_code == 0 and "every checkpoint holds" in ok.output
+    with sqlite3.connect(log.path) as con:
+        con.execute("DELETE FROM audit")
+    bad = runner.invoke(app, ["audit", "verify", "--anchors", str(tmp_path / "anchors")])
+    assert bad.exit_code == 1 and "gone" in bad.output
