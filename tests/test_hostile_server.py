@@ -251,9 +251,9 @@ def test_a_websocket_upgrade_is_refused_in_json_and_audited(server):
     reply = _raw(
         server,
         (
-            "GET /v1/score HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode(),
+            b"GET /v1/score HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ),
     )
     assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "websocket_not_supported"
