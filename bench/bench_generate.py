@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import machine, measure
 
-from features.generate import generate
+from synth.generate import generate
 
 
 def main() -> None:

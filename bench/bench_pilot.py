@@ -42,10 +42,10 @@ def stage(results: dict, name: str, fn):
 
 def run_size(n: int, root: Path, served, reuse: Path | None) -> dict:
     from features.dataset import build_snapshot
-    from features.generate import generate
     from features.ingest import ingest
     from features.warehouse import connect
     from serving.batch import score_all_duckdb
+    from synth.generate import generate
 
     res: dict = {"households": n}
     export = reuse if reuse else root / f"export_{n}"
@@ -84,10 +84,10 @@ def run_size(n: int, root: Path, served, reuse: Path | None) -> dict:
 
 def run_spark(n: int, root: Path, served) -> dict:
     from features.engines import export_tables, spark_session
-    from features.generate import generate
     from features.ingest import ingest
     from features.warehouse import connect
     from serving.batch import score_all_spark
+    from synth.generate import generate
 
     res: dict = {"households": n, "engine": "spark local[2]"}
     export, wh, tables = root / f"sx_{n}", root / f"sx_{n}.duckdb", root / f"sx_{n}_tables"

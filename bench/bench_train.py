@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import machine, measure
 
 from features.dataset import as_of_dates, build_training_set
-from features.generate import generate
 from features.ingest import ingest
+from synth.generate import generate
 from training.train import TrainConfig, train
 
 

@@ -43,7 +43,7 @@ from measure import machine
 from serving import launch
 from serving.limits import expected_days
 
-GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红梅鹏飞鑫波斌宇浩凯健俊帆帅旭宁龙林欢阳建国"
+GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红梅鹏飞鑫波斌宇浩凯健俊帆帅旭宁龙林欢阳建国志文晨"
 
 
 def name_candidates(true_name: str, n: int, rng: random.Random) -> list[str]:
@@ -87,16 +87,20 @@ def attack(url: str, keys: list[str], uscc: str, field: str, candidates: list[st
 
 
 def honest(url: str, key: str, claims: list[dict]) -> dict:
-    def one(body: dict) -> tuple[int, bool]:
-        r = httpx.post(
-            f"{url}/v1/verify", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        )
-        ok = r.status_code == 200 and set(r.json()["fields"].values()) <= {"match", "not_provided"}
-        return r.status_code, ok
+    def share(part: list[dict]) -> list[tuple[int, bool]]:
+        out = []
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
+            for body in part:
+                r = c.post("/v1/verify", json=body)
+                fields = set(r.json().get("fields", {}).values())
+                out.append(
+                    (r.status_code, r.status_code == 200 and fields <= {"match", "not_provided"})
+                )
+        return out
 
     started = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(one, claims))
+        results = [x for part in pool.map(share, [claims[i::4] for i in range(4)]) for x in part]
     return {
         "households": len(claims),
         "statuses": dict(Counter(str(s) for s, _ in results)),
@@ -219,10 +223,11 @@ def main() -> None:
     snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
     operating = [r[0] for r in snap.execute("SELECT uscc FROM subjects WHERE status = 'operating'")]
     random.Random(0).shuffle(operating)
-    targets, population = operating[:2], operating[2 : 2 + args.honest]
-    claims = verify_bodies(args.warehouse.resolve(), [targets[0], *population])
-    true_name = next(c["operator_name"] for c in claims if c["uscc"] == targets[0])
-    honest_claims = [c for c in claims if c["uscc"] != targets[0]]
+    # Households attacked: one per attack, so each attack starts from fresh limits.
+    targets, population = operating[:4], operating[4 : 4 + args.honest]
+    claims = verify_bodies(args.warehouse.resolve(), [*targets, *population])
+    by_code = {c["uscc"]: c["operator_name"] for c in claims}
+    honest_claims = [c for c in claims if c["uscc"] not in targets]
 
     env = {**service_env(home, args.model_home, launch.free_port()), "CREDREF_RATE_LIMIT": "100000"}
     os.environ.update(env)
@@ -235,29 +240,25 @@ def main() -> None:
     log = home / "service.log"
     proc = launch.start(env, log, workers=2)
     rng = random.Random(7)
-    names = name_candidates(true_name, 2612, rng)
+    names = [name_candidates(by_code[t], 2612, rng) for t in targets[:2]]
     ids = id_candidates(160)
     try:
         launch.wait_ready(f"{url}/readyz", proc, log, timeout=300)
-        result["attack_name_one_platform"] = attack(
-            url, attackers[:1], targets[0], "operator_name", names
-        )
-        result["attack_id_one_platform"] = attack(
-            url, attackers[:1], targets[1], "operator_id_number", ids
-        )
-        result["attack_name_three_platforms"] = attack(
-            url, attackers, targets[0], "operator_name", names
-        )
-        result["attack_id_three_platforms"] = attack(
-            url, attackers, targets[1], "operator_id_number", ids
-        )
+        plans = [
+            ("attack_name_one_platform", attackers[:1], "operator_name", names[0]),
+            ("attack_name_three_platforms", attackers, "operator_name", names[1]),
+            ("attack_id_one_platform", attackers[:1], "operator_id_number", ids),
+            ("attack_id_three_platforms", attackers, "operator_id_number", ids),
+        ]
+        for (name, keys, field, candidates), target in zip(plans, targets, strict=True):
+            result[name] = attack(url, keys, target, field, candidates)
         result["honest_onboarding"] = honest(url, onboarding, honest_claims)
         result["hostile"] = hostile_bodies(
-            url, attackers[0], targets[0], ids[0], true_name, args.rounds
+            url, attackers[0], targets[0], ids[0], by_code[targets[0]], args.rounds
         )
     finally:
         launch.stop(proc)
-    sent = [*names, *ids, *(c["operator_name"] for c in honest_claims)]
+    sent = [*names[0], *names[1], *ids, *(c["operator_name"] for c in honest_claims)]
     sent += [c["address"] for c in honest_claims]
     result["leaks"] = leaks(home, log, [v for v in sent if len(v) >= 2])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ def generate(
     ] = False,
 ) -> None:
     """Generate a synthetic regulator domain for the 8 pilot cities."""
-    from features.generate import generate as run
+    from synth.generate import generate as run
 
     settings = load_settings()
     dates = None

@@ -21,6 +21,13 @@ LOW_FINE_YUAN = 3000
 NEVER_REPAIRABLE = ("suspension_order", "licence_revocation", "practice_ban")
 
 
+def never_repairable(kinds: str) -> str:
+    """The penalty kinds (a ';'-separated column) include one that is never repairable:
+    a credit repair recorded on such a penalty is not lawful, so ingestion quarantines it."""
+    alternatives = "|".join(NEVER_REPAIRABLE)
+    return f"regexp_matches({kinds}, '(^|;)({alternatives})(;|$)')"
+
+
 class Policy(StrEnum):
     LEGAL = "legal"
     ALL_PUBLISHED = "all_published"  # measurement only, never served

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from features.policy import never_repairable
+
 # --- enumerations -----------------------------------------------------------------
 
 STATUSES = ("operating", "suspended", "moved_out", "deregistered", "revoked", "cancelled")
@@ -255,6 +257,10 @@ PENALTIES = Table(
         (
             "procedure = 'simple' AND published_on IS NOT NULL",
             "published_on: simple-procedure decisions are not published",
+        ),
+        (
+            f"repaired_on IS NOT NULL AND {never_repairable('penalty_kinds')}",
+            "repaired_on: this penalty kind is never repairable",
         ),
     ),
 )

@@ -7,8 +7,8 @@ can say ``match`` / ``mismatch`` while holding no readable personal information 
 
 Normalisation (both sides): Unicode NFKC (full-width letters, digits and spaces become
 half-width; composed and decomposed accents become one form), every whitespace removed,
-case folded. ID numbers: the same, then upper case (the check character ``X``), which is
-the form :func:`features.synth_population.id_hmac` hashes.
+case folded. ID numbers: :func:`features.identity.normalise_id`, the one definition the
+warehouse's ``operator_id_hmac`` is computed with too.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import hmac
 import unicodedata
 from enum import StrEnum
 from typing import Any
+
+from features.identity import id_hmac_bytes
 
 #: Bytes kept of each field hash: 128 bits, ample for equality of one household's field.
 FIELD_HASH_BYTES = 16
@@ -33,10 +35,6 @@ class Verdict(StrEnum):
 def normalise_text(value: str) -> str:
     folded = unicodedata.normalize("NFKC", value).casefold()
     return unicodedata.normalize("NFKC", "".join(folded.split()))
-
-
-def normalise_id(value: str) -> str:
-    return "".join(unicodedata.normalize("NFKC", value).split()).upper()
 
 
 class FieldHasher:
@@ -55,7 +53,7 @@ class FieldHasher:
 
     def id_number(self, value: str) -> bytes:
         """HMAC-SHA256 of an ID number, equal to the warehouse's ``operator_id_hmac``."""
-        return hmac.new(self._id_key, normalise_id(value).encode(), hashlib.sha256).digest()
+        return id_hmac_bytes(value, self._id_key)
 
 
 def verdict(claimed: bytes | None, stored: bytes | None) -> Verdict:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from features.generate import generate
 from features.ingest import ingest
+from synth.generate import generate
 from tests.helpers import SECRET
 
 END = date(2026, 9, 30)
@@ -52,7 +52,7 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
 
     from features.catalogue import FEATURE_NAMES
     from features.dataset import as_of_dates, build_training_set
-    from features.synth_population import id_hmac
+    from features.identity import id_hmac
     from serving.online import publish
     from training.data import load_training_set, split_out_of_time
     from training.models import fit_booster, points_table

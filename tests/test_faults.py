@@ -183,7 +183,7 @@ def test_the_service_starts_from_bentomls_store_when_mlflow_is_unreachable(home,
 def test_ingestion_killed_midway_leaves_the_old_state_and_a_rerun_completes(
     small_warehouse, small_export, tmp_path
 ):
-    from features.generate import generate
+    from synth.generate import generate
 
     wh = tmp_path / "wh.duckdb"
     shutil.copy(small_warehouse, wh)

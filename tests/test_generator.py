@@ -6,12 +6,13 @@ import hashlib
 from datetime import date
 
 import duckdb
+import numpy as np
 import pytest
-from stdnum.cn import uscc
+from stdnum.cn import ric, uscc
 
-from features.generate import generate, quarter_ends
 from features.geography import CITIES
 from features.schema import TABLES
+from synth.generate import generate, quarter_ends
 from tests.conftest import END, SECRET
 
 
@@ -58,6 +59,17 @@ def test_every_uscc_is_valid_and_matches_its_district(small_export):
         assert uscc.is_valid(code), code
         assert code.startswith("92") and code[2:8] == division
         assert division in districts
+
+
+def test_every_generated_id_number_has_a_valid_gb_11643_check_character():
+    from synth.population import id_numbers
+
+    rng = np.random.default_rng(11)
+    districts = np.array([code for c in CITIES for code, _ in c.districts] * 400)
+    days = rng.integers(14_000, 20_000, len(districts))
+    numbers = id_numbers(districts, days, rng)
+    assert len(numbers) == len(districts) > 10_000
+    assert all(ric.is_valid(n) for n in numbers)
 
 
 def _q(export, sql: str):

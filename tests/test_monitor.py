@@ -16,8 +16,8 @@ import pytest
 
 from features.catalogue import FEATURE_NAMES
 from features.dataset import as_of_dates, build_training_set
-from features.generate import generate
 from features.ingest import ingest
+from synth.generate import generate
 from tests.conftest import SERVICE_AS_OF
 from tests.helpers import service_env
 from training.data import load_training_set, split_out_of_time

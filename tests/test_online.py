@@ -8,9 +8,10 @@ from datetime import date
 import duckdb
 import pytest
 
+from features.identity import normalise_id
 from features.pit import feature_sql
 from serving.online import CURRENT, KEEP_PREVIOUS, NoSnapshot, OnlineStore, publish
-from serving.verification import FieldHasher, Verdict, normalise_id, normalise_text, verdict
+from serving.verification import FieldHasher, Verdict, normalise_text, verdict
 
 SECRET = b"test-secret"
 
@@ -80,7 +81,7 @@ def test_normalisation_makes_equivalent_spellings_equal(a, b):
 
 
 def test_id_numbers_normalise_to_the_form_the_warehouse_hashes():
-    from features.synth_population import id_hmac
+    from features.identity import id_hmac
 
     assert normalise_id(" １１０１０５１９４９１２３１００２ｘ ") == "11010519491231002X"
     assert FieldHasher(SECRET).id_number("11010519491231002x").hex() == id_hmac(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from features.generate import generate
-from features.risk_process import ObservedState, RiskParams, month_start_day, oracle_pd
+from synth.generate import generate
+from synth.risk import ObservedState, RiskParams, month_start_day, oracle_pd
 from tests.conftest import END, SECRET
 
 DATES = (date(2022, 12, 31), date(2024, 6, 30), date(2025, 3, 31))

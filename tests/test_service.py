@@ -100,7 +100,7 @@ def _fullwidth(s: str) -> str:
 def test_verify_matches_claims_under_normalisation_and_never_returns_stored_values(
     client, keys, records
 ):
-    from features.synth_population import id_hmac
+    from features.identity import id_hmac
 
     hh = _pick(records, operator_id_hmac=id_hmac(KNOWN_ID, b"test-secret"))
     claim = {

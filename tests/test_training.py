@@ -18,9 +18,9 @@ from sklearn.exceptions import NotFittedError
 
 from features.catalogue import FEATURE_NAMES, NO_ADVERSE
 from features.dataset import as_of_dates, build_training_set
-from features.generate import generate
 from features.ingest import ingest
 from features.policy import Policy
+from synth.generate import generate
 from training.checks import monotonicity_violations
 from training.data import (
     encode,

@@ -22,9 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.progress import track
-from features.risk_process import EPOCH_YEAR, RiskParams, drift_params, month_start_day
 from features.schema import HOUSEHOLDS, INDUSTRIES, TABLES, arrow_schema
-from features.synth_population import (
+from synth.population import (
     addresses,
     district_names,
     division_codes,
@@ -34,8 +33,9 @@ from features.synth_population import (
     shop_names,
     usccs,
 )
-from features.synth_process import EXIT_AUTHORITY, EXIT_REVOKED, EXIT_VOLUNTARY, simulate
-from features.synth_records import build_records
+from synth.process import EXIT_AUTHORITY, EXIT_REVOKED, EXIT_VOLUNTARY, simulate
+from synth.records import build_records
+from synth.risk import EPOCH_YEAR, RiskParams, drift_params, month_start_day
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _chunk_job(args: tuple) -> dict[str, pa.Table]:
             pa.array(codes, pa.string()),
             shop_names(rng, districts, pop.industry),
             operator_names(rng, n),
-            pa.array(id_hmacs(pop.city, division, pop.registered_day, rng, secret), pa.string()),
+            pa.array(id_hmacs(division, pop.registered_day, rng, secret), pa.string()),
             pa.array(np.where(place["family"], "family", "individual"), pa.string()),
             pa.array(np.array(INDUSTRIES)[pop.industry], pa.string()),
             pa.array(division, pa.string()),
@@ -180,7 +180,7 @@ def generate(
         progress: show a progress bar.
         chunk_size: households per independently seeded chunk; part of what the
             output depends on (keep the default outside tests).
-        drift: add the drift campaign (:data:`features.risk_process.DRIFT_CAMPAIGNS`),
+        drift: add the drift campaign (:data:`synth.risk.DRIFT_CAMPAIGNS`),
             for seeing monitoring flag it.
     """
     if households <= 0:

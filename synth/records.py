@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from features.geography import CITIES
+from features.policy import LOW_FINE_YUAN
 from features.schema import (
     ABNORMAL_STATUS,
     ANNUAL_REPORTS,
@@ -27,7 +28,7 @@ from features.schema import (
     Table,
     arrow_schema,
 )
-from features.synth_process import (
+from synth.process import (
     EXIT_AUTHORITY,
     EXIT_REVOKED,
     EXIT_VOLUNTARY,
@@ -36,7 +37,6 @@ from features.synth_process import (
 )
 
 NO_DATE = np.iinfo(np.int64).max
-LOW_FINE_YUAN = 3000  # [assumption] a province's "low fine" threshold
 REPAIR_SHARE = 0.35  # [assumption]
 WITHDRAW_SHARE = 0.02  # [assumption]
 _SLOW_REPAIR = {"food_safety", "drug_safety", "special_equipment"}
@@ -294,7 +294,7 @@ def _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng):
 
     kinds[minor] = np.where(r[minor] < 0.4, "public_criticism", "fine")
     fine[minor] = np.where(
-        r[minor] < 0.4, 0, np.round(200 + rng.random(int(minor.sum())) * 2800, -2)
+        r[minor] < 0.4, 0, np.round(200 + rng.random(int(minor.sum())) * (LOW_FINE_YUAN - 200), -2)
     )
     kinds[std] = np.where(
         r[std] < 0.7, "fine", np.where(r[std] < 0.95, "fine;confiscation", "confiscation")
@@ -302,7 +302,11 @@ def _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng):
     fine[std] = np.where(
         kinds[std] == "confiscation",
         0,
-        np.clip(np.round(rng.lognormal(np.log(8000), 0.8, int(std.sum())), -2), 3100, 100_000),
+        np.clip(
+            np.round(rng.lognormal(np.log(8000), 0.8, int(std.sum())), -2),
+            LOW_FINE_YUAN + 100,  # above the low-fine threshold: 3 years of publicity
+            100_000,
+        ),
     )
     heavy_kinds = np.array(
         ["fine", "fine;suspension_order", "fine;licence_suspension", "fine;business_restriction"],

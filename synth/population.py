@@ -7,17 +7,18 @@ shares are [assumption]s of the generator.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import functools
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from stdnum.cn import ric, uscc
+from stdnum.exceptions import ValidationError
 
 from features.geography import CITIES
+from features.identity import id_hmac
 from features.schema import INDUSTRIES
-from features.synth_process import Population
+from synth.process import Population
 
 USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _IDENT_SPACE = 31**9
@@ -114,29 +115,52 @@ def usccs(global_index: np.ndarray, division: np.ndarray) -> list[str]:
     return out
 
 
-def id_hmacs(
-    city: np.ndarray,
-    district: np.ndarray,
-    registered_day: np.ndarray,
-    rng: np.random.Generator,
-    secret: bytes,
+def id_numbers(
+    district: np.ndarray, registered_day: np.ndarray, rng: np.random.Generator
 ) -> list[str]:
-    """HMAC-SHA256 of a plausible resident ID number per operator; the number is dropped."""
-    n = len(city)
+    """A plausible resident ID number per operator (aged 20 to 60 at registration)."""
+    n = len(district)
     birth = registered_day - np.floor((20 + rng.random(n) * 40) * 365.25).astype(np.int64)
     birth_s = birth.astype("datetime64[D]").astype(str)
     seq = rng.integers(0, 1000, size=n)
-    out = []
-    for div, b, s in zip(district.tolist(), birth_s.tolist(), seq.tolist(), strict=True):
-        body = f"{div}{b[0:4]}{b[5:7]}{b[8:10]}{s:03d}"
-        number = body + ric.calc_check_digit(body)
-        out.append(hmac.new(secret, number.encode(), hashlib.sha256).hexdigest())
-    return out
+    return [
+        id_number(div, b, s)
+        for div, b, s in zip(district.tolist(), birth_s.tolist(), seq.tolist(), strict=True)
+    ]
 
 
-def id_hmac(number: str, secret: bytes) -> str:
-    """The keyed hash stored for a resident ID number (also used by verification)."""
-    return hmac.new(secret, number.strip().upper().encode(), hashlib.sha256).hexdigest()
+def id_hmacs(
+    district: np.ndarray, registered_day: np.ndarray, rng: np.random.Generator, secret: bytes
+) -> list[str]:
+    """The stored keyed hash of each operator's ID number; the numbers are dropped."""
+    return [id_hmac(number, secret) for number in id_numbers(district, registered_day, rng)]
+
+
+def id_number(district: str, birth: str, seq: int) -> str:
+    """A GB 11643 resident ID number: a birth-place code that existed in the birth year
+    (:func:`birthplace_code`), the birth date (YYYY-MM-DD), a sequence, and its check
+    character (stdnum's ``calc_check_digit`` takes the number *with* a check position,
+    which it drops)."""
+    place = birthplace_code(district, int(birth[0:4]))
+    body = f"{place}{birth[0:4]}{birth[5:7]}{birth[8:10]}{seq:03d}"
+    return body + ric.calc_check_digit(body + "0")
+
+
+@functools.cache
+def birthplace_code(district: str, year: int) -> str:
+    """The county code an ID number issued for a birth in ``year`` can carry: the
+    household's district if it existed then (many of today's districts did not), else
+    the first code of the same prefecture that did, else a Beijing code that always has.
+    Validity is stdnum's (its table of county codes and the years they were in use)."""
+    candidates = [district, *(f"{district[:4]}{i:02d}" for i in range(1, 100)), "110101"]
+    for code in candidates:
+        probe = f"{code}{year}0101001"
+        try:
+            ric.validate(probe + ric.calc_check_digit(probe + "0"))
+        except (ValidationError, KeyError):  # KeyError: a county stdnum knows no name of
+            continue
+        return code
+    return "110101"
 
 
 def _pick(pool: list[str], idx: np.ndarray) -> pa.Array:

@@ -2,7 +2,7 @@
 
 The loop keeps two kinds of state apart: the frailty ``z`` (drawn once, used only to
 draw Z-events) and the observable state (counts, integrated baseline, adverse history),
-from which :func:`features.risk_process.oracle_pd` computes the oracle at each requested
+from which :func:`synth.risk.oracle_pd` computes the oracle at each requested
 as-of month. Ordering inside a month: January report decisions, July markings, Z-events
 on uniform days, then voluntary exits at month end.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.risk_process import ObservedState, RiskParams, month_start_day, oracle_pd
+from synth.risk import ObservedState, RiskParams, month_start_day, oracle_pd
 
 # Z-event kinds. Adverse ones first; the split is by industry-independent shares.
 ADVERSE_KINDS = (
