@@ -18,8 +18,7 @@ from starlette.routing import Route
 from credref.settings import load_settings
 from serving.model_store import load_served_model, use_store
 from serving.online import OnlineStore
-from training.data import encode_row
-from training.scoring import reason_details
+from training.scoring import encode_row, reason_details
 
 _s = load_settings()
 use_store(_s.bentoml_path)

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def publish_snapshot(warehouse: Path, home: Path, secret: bytes) -> dict:
     from features.dataset import observed_through
     from features.warehouse import connect
-    from serving.online import publish
+    from serving.publish import publish
 
     con = connect(warehouse, read_only=True, memory_limit="8GB")
     try:

@@ -23,17 +23,11 @@ from bench_serve import service_env
 
 
 async def drive(app, bodies: list[bytes], headers: list, n: int, concurrency: int) -> dict:
+    from serving.gateway import replay
+
     async def one(body: bytes) -> int:
-        sent = False
-
-        async def receive() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.sleep(3600)  # no disconnect while the answer is prepared
-            return {"type": "http.disconnect"}
-
+        # The gate reads the body once and never asks the client again.
+        receive = replay(body)
         status: list[int] = []
 
         async def send(message: dict) -> None:

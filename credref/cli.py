@@ -323,7 +323,7 @@ def publish(
 ) -> None:
     """Publish a snapshot to the online store; the service switches to it atomically."""
     from features.dataset import observed_through
-    from serving.online import publish as run
+    from serving.publish import publish as run
 
     settings = load_settings()
     con = _warehouse_ro()
@@ -465,22 +465,16 @@ def monitor(
     import mlflow
 
     from features.dataset import observed_through
-    from serving.model_store import ModelUnavailable, load_served_model, use_store
-    from training.monitor import (
-        build_report,
-        champion_reference,
-        gather,
-        log_to_mlflow,
-        write_report,
-    )
+    from training.monitor import champion_reference, gather, log_to_mlflow
+    from training.monitor_metrics import build_report
+    from training.monitor_render import write_report
 
     settings = load_settings()
-    use_store(settings.bentoml_path)
+    served = _served_model()
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
-        served = load_served_model(settings.tracking_uri, settings.registered_model)
         version, run_id, reference = champion_reference(settings.registered_model)
-    except (ModelUnavailable, ValueError) as e:
+    except ValueError as e:
         _fail(str(e))
     con = _warehouse_ro()
     try:

@@ -23,9 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def settings() -> Settings:
-    if "CREDREF_HOME" not in os.environ:
-        os.environ["CREDREF_HOME"] = str(REPO / "var" / "demo")
-    return Settings()
+    """The settings from ``CREDREF_*``; without ``CREDREF_HOME``, the demo's home (the
+    environment itself is never written)."""
+    if "CREDREF_HOME" in os.environ:
+        return Settings()
+    return Settings(home=REPO / "var" / "demo")
 
 
 def warehouse():
@@ -166,7 +168,7 @@ def scored(champ: Champion, frame: pd.DataFrame) -> pd.DataFrame:
 
 def contributions(champ: Champion, frame: pd.DataFrame) -> pd.DataFrame:
     """Per-feature contributions to the margin (SHAP values / points)."""
-    from training.data import encode
+    from training.scoring import encode
 
     c = champ.model.contributions(encode(frame))  # type: ignore[attr-defined]
     return pd.DataFrame(c, columns=list(FEATURE_NAMES), index=frame.index)
@@ -199,7 +201,8 @@ def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
 
 def monitoring_report(con, as_of: date, matured: int = 2) -> dict:
     """The figures of ``credref monitor`` (not logged to MLflow)."""
-    from training.monitor import build_report, champion_reference, gather
+    from training.monitor import champion_reference, gather
+    from training.monitor_metrics import build_report
 
     champ = champion()
     version, _, reference = champion_reference(settings().registered_model)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,15 @@ logger = logging.getLogger(__name__)
 #: The development secret. It is public (it is in this file), so a warehouse built with
 #: it must never hold real ID numbers. Production sets CREDREF_ID_HASH_SECRET.
 DEV_ID_HASH_SECRET = "credref-development-secret-not-for-production"
+
+
+def _under_home(field: str, default: str) -> Any:
+    """A path setting's value, or ``<home>/<default>`` when it is not set."""
+
+    def get(self: Settings) -> Path:
+        return getattr(self, field) or self.home / default
+
+    return property(get, doc=f"``{field}``, default ``<home>/{default}``.")
 
 
 class Settings(BaseSettings):
@@ -91,43 +101,23 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Failed authentications per second allowed per client address."
     )
 
-    @property
-    def warehouse_path(self) -> Path:
-        return self.warehouse or self.home / "warehouse.duckdb"
+    warehouse_path: ClassVar[Any] = _under_home("warehouse", "warehouse.duckdb")
+    artifact_root: ClassVar[Any] = _under_home("mlflow_artifacts", "mlartifacts")
+    keys_path: ClassVar[Any] = _under_home("keys_db", "keys.sqlite")
+    audit_path: ClassVar[Any] = _under_home("audit_db", "audit.sqlite")
+    limits_path: ClassVar[Any] = _under_home("limits_db", "limits.sqlite")
+    online_path: ClassVar[Any] = _under_home("online_dir", "online")
+    bentoml_path: ClassVar[Any] = _under_home("bentoml_home", "bentoml")
 
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 
     @property
-    def artifact_root(self) -> Path:
-        return self.mlflow_artifacts or self.home / "mlartifacts"
-
-    @property
-    def keys_path(self) -> Path:
-        return self.keys_db or self.home / "keys.sqlite"
-
-    @property
-    def audit_path(self) -> Path:
-        return self.audit_db or self.home / "audit.sqlite"
-
-    @property
-    def limits_path(self) -> Path:
-        return self.limits_db or self.home / "limits.sqlite"
-
-    @property
     def traffic_timeout_s(self) -> float:
         """BentoML's own request timeout: past the gate's two, so that the gate, which
         audits, always answers first."""
         return self.body_timeout_s + self.answer_timeout_s + 10.0
-
-    @property
-    def online_path(self) -> Path:
-        return self.online_dir or self.home / "online"
-
-    @property
-    def bentoml_path(self) -> Path:
-        return self.bentoml_home or self.home / "bentoml"
 
     def id_secret_bytes(self) -> bytes:
         value = self.id_hash_secret.get_secret_value()

@@ -132,8 +132,8 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature(
         "reports_missing_3y",
-        "近3期年报未按时报送数",
-        "Of the last 3 due reports, not filed on time",
+        "近3期年报中未报送或逾期报送数",
+        "Of the last 3 due reports, those missing or filed late",
         "annual_reports",
         "int",
         1,
@@ -193,8 +193,8 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature(
         "penalties_1y",
-        "近1年公示中的行政处罚数",
-        "Penalties in publicity, decided in the last year",
+        "近1年内公示且仍在公示期的行政处罚数",
+        "Penalties in publicity, published in the last year",
         "penalties",
         "int",
         1,
@@ -202,8 +202,8 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature(
         "penalties_3y",
-        "近3年公示中的行政处罚数",
-        "Penalties in publicity, decided in the last 3 years",
+        "近3年内公示且仍在公示期的行政处罚数",
+        "Penalties in publicity, published in the last 3 years",
         "penalties",
         "int",
         1,

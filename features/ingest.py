@@ -307,6 +307,7 @@ def _load_file(con: duckdb.DuckDBPyConnection, t: Table, path: Path, digest: str
     con.execute("DROP TABLE _checked")
     if quarantined:
         logger.warning("%s: %d of %d rows quarantined", t.name, quarantined, read)
+    logger.info("%s: %d rows read, %d accepted (not yet committed)", t.name, read, accepted)
     return LoadReport(
         t.name, path.name, read, accepted, quarantined, accepted - replaced, replaced, False
     )

@@ -65,42 +65,54 @@ def _severity(r: str = "r") -> str:
         ELSE 2 END"""
 
 
-def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
-    """One row per household operating on ``as_of``: ``uscc``, ``as_of``, the catalogue."""
-    t = _t(as_of)
-    # The last report whose 30 June deadline has passed on T, and this year's report.
+def _report_years(t: str) -> tuple[str, str]:
+    """The last report year whose 30 June deadline has passed on T, and this year's
+    report year (filed January to June of T's year)."""
     last_year = f"(year({t}) - CASE WHEN {t} >= make_date(year({t}), 6, 30) THEN 1 ELSE 2 END)"
-    this_year = f"(year({t}) - 1)"
-    sql = f"""
-    WITH pop AS ({population_sql(as_of)}),
-    chg AS (
-        SELECT r.uscc,
-            sum(CASE WHEN r.change_type = 'operator' AND r.changed_on > {t} - INTERVAL 1 YEAR THEN 1 ELSE 0 END) AS operator_changes_1y,
-            sum(CASE WHEN r.change_type = 'operator' AND r.changed_on > {t} - INTERVAL 2 YEAR THEN 1 ELSE 0 END) AS operator_changes_2y,
-            sum(CASE WHEN r.change_type = 'address' AND r.changed_on > {t} - INTERVAL 1 YEAR THEN 1 ELSE 0 END) AS address_changes_1y,
-            sum(CASE WHEN r.change_type = 'address' AND r.changed_on > {t} - INTERVAL 2 YEAR THEN 1 ELSE 0 END) AS address_changes_2y
+    return last_year, f"(year({t}) - 1)"
+
+
+def changes_sql(t: str) -> str:
+    """Operator and address changes registered in the last one and two years."""
+
+    def count(kind: str, years: int) -> str:
+        return (
+            f"sum(CASE WHEN r.change_type = '{kind}' AND r.changed_on > {t} - INTERVAL {years} YEAR "
+            f"THEN 1 ELSE 0 END) AS {kind}_changes_{years}y"
+        )
+
+    return f"""
+        SELECT r.uscc, {count("operator", 1)}, {count("operator", 2)},
+            {count("address", 1)}, {count("address", 2)}
         FROM registration_changes r
         WHERE {P.registration_change_known(t)}
-        GROUP BY r.uscc
-    ),
-    rpt AS (
-        -- one pass over the reports of the last three due years and this year: filing
-        -- facts, this year's filing, and the content of the latest published one
+        GROUP BY r.uscc"""
+
+
+def reports_sql(t: str) -> str:
+    """One pass over the reports of the last three due years and this year: filing facts
+    (always usable), this year's filing, and the content of the latest published one."""
+    last_year, this_year = _report_years(t)
+    known, content = P.report_filing_known(t), P.report_content_usable(t)
+    on_time = "r.filed_on <= make_date(r.report_year + 1, 6, 30)"
+    return f"""
         SELECT r.uscc,
-            max(CASE WHEN r.report_year = {last_year} AND {P.report_filing_known(t)}
-                      AND r.filed_on <= make_date(r.report_year + 1, 6, 30) THEN 1 ELSE 0 END) AS last_on_time,
-            max(CASE WHEN r.report_year = {last_year} AND {P.report_filing_known(t)}
-                      AND r.filed_on > make_date(r.report_year + 1, 6, 30) THEN 1 ELSE 0 END) AS last_late,
-            sum(CASE WHEN r.report_year BETWEEN {last_year} - 2 AND {last_year} AND {P.report_filing_known(t)}
-                      AND r.filed_on <= make_date(r.report_year + 1, 6, 30) THEN 1 ELSE 0 END) AS on_time_3y,
-            max(CASE WHEN r.report_year = {this_year} AND {P.report_filing_known(t)} THEN 1 ELSE 0 END) AS this_filed,
-            max_by(CASE WHEN {P.report_content_usable(t)} THEN r.employees END,
-                   CASE WHEN {P.report_content_usable(t)} THEN r.report_year END) AS reported_employees
+            max(CASE WHEN r.report_year = {last_year} AND {known} AND {on_time} THEN 1 ELSE 0 END) AS last_on_time,
+            max(CASE WHEN r.report_year = {last_year} AND {known} AND NOT ({on_time}) THEN 1 ELSE 0 END) AS last_late,
+            sum(CASE WHEN r.report_year BETWEEN {last_year} - 2 AND {last_year} AND {known}
+                      AND {on_time} THEN 1 ELSE 0 END) AS on_time_3y,
+            max(CASE WHEN r.report_year = {this_year} AND {known} THEN 1 ELSE 0 END) AS this_filed,
+            max_by(CASE WHEN {content} THEN r.employees END,
+                   CASE WHEN {content} THEN r.report_year END) AS reported_employees
         FROM annual_reports r
         WHERE r.report_year >= {last_year} - 2
-        GROUP BY r.uscc
-    ),
-    abn AS (
+        GROUP BY r.uscc"""
+
+
+def abnormal_sql(t: str, policy: Policy) -> str:
+    """Usable abnormal-operation markings: by cause, the last report's marking, days marked."""
+    last_year, _ = _report_years(t)
+    return f"""
         SELECT r.uscc,
             max(CASE WHEN r.cause IN ('report_not_filed', 'report_false') THEN 1 ELSE 0 END) AS abnormal_now_report,
             max(CASE WHEN r.cause = 'unreachable' THEN 1 ELSE 0 END) AS abnormal_now_unreachable,
@@ -109,9 +121,12 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
             date_diff('day', min(r.marked_on), {t}) AS abnormal_days
         FROM abnormal_status r
         WHERE {P.abnormal_usable(t, policy)}
-        GROUP BY r.uscc
-    ),
-    pen AS (
+        GROUP BY r.uscc"""
+
+
+def penalties_sql(t: str, policy: Policy) -> str:
+    """Usable (in publicity) penalties: counts by publication date, fines, severity, recency."""
+    return f"""
         SELECT r.uscc,
             sum(CASE WHEN r.published_on > {t} - INTERVAL 1 YEAR THEN 1 ELSE 0 END) AS penalties_1y,
             sum(CASE WHEN r.published_on > {t} - INTERVAL 3 YEAR THEN 1 ELSE 0 END) AS penalties_3y,
@@ -121,20 +136,25 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
             count(DISTINCT r.violation_type) AS penalty_violation_types
         FROM penalties r
         WHERE {P.penalty_usable(t, policy)}
-        GROUP BY r.uscc
-    ),
-    ser AS (
-        SELECT DISTINCT r.uscc FROM serious_dishonesty r WHERE {P.serious_usable(t, policy)}
-    ),
-    spot AS (
+        GROUP BY r.uscc"""
+
+
+def serious_sql(t: str, policy: Policy) -> str:
+    """Households on the serious illegal and dishonest list on T."""
+    return f"SELECT DISTINCT r.uscc FROM serious_dishonesty r WHERE {P.serious_usable(t, policy)}"
+
+
+def spot_checks_sql(t: str, policy: Policy) -> str:
+    """Usable spot checks (published, within 3 years) that found a problem."""
+    return f"""
         SELECT r.uscc, count(*) AS spot_problems_3y
         FROM spot_checks r
         WHERE {P.spot_check_usable(t, policy)} AND r.result <> 'normal'
-        GROUP BY r.uscc
-    )
-    SELECT
-        p.uscc,
-        {t} AS as_of,
+        GROUP BY r.uscc"""
+
+
+def _registration_columns(t: str) -> str:
+    return f"""
         CAST(date_diff('day', p.registered_on, {t}) AS DOUBLE) / 365.25 AS reg_age_years,
         CAST(p.org_form = 'family' AS INT) AS org_form_family,
         p.industry,
@@ -142,13 +162,18 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         CAST(COALESCE(chg.operator_changes_1y, 0) AS BIGINT) AS operator_changes_1y,
         CAST(COALESCE(chg.operator_changes_2y, 0) AS BIGINT) AS operator_changes_2y,
         CAST(COALESCE(chg.address_changes_1y, 0) AS BIGINT) AS address_changes_1y,
-        CAST(COALESCE(chg.address_changes_2y, 0) AS BIGINT) AS address_changes_2y,
+        CAST(COALESCE(chg.address_changes_2y, 0) AS BIGINT) AS address_changes_2y"""
+
+
+def _report_columns(t: str) -> str:
+    last_year, this_year = _report_years(t)
+    due = f"year(p.registered_on) <= {last_year}"
+    missing = f"{due} AND COALESCE(rpt.last_on_time + rpt.last_late, 0) = 0"
+    return f"""
         CAST(COALESCE(rpt.last_late, 0) AS INT) AS last_report_late,
-        CAST(year(p.registered_on) <= {last_year} AND COALESCE(rpt.last_on_time + rpt.last_late, 0) = 0 AS INT)
-            AS last_report_missing,
+        CAST({missing} AS INT) AS last_report_missing,
         -- missing and not yet marked: on 30 June the July marking is still to come
-        CAST(year(p.registered_on) <= {last_year} AND COALESCE(rpt.last_on_time + rpt.last_late, 0) = 0
-             AND COALESCE(abn.last_report_marked, 0) = 0 AS INT) AS report_marking_pending,
+        CAST({missing} AND COALESCE(abn.last_report_marked, 0) = 0 AS INT) AS report_marking_pending,
         -- due years among the last three, less those filed on time
         CAST(greatest(0, least(3, {last_year} - year(p.registered_on) + 1)) - COALESCE(rpt.on_time_3y, 0) AS BIGINT)
             AS reports_missing_3y,
@@ -157,7 +182,10 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         -- where T sits in the reporting cycle (public calendar context, not a record)
         CAST(CASE WHEN {t} < make_date(year({t}), 6, 30) THEN 6 - month({t}) ELSE 18 - month({t}) END AS BIGINT)
             AS months_to_report_deadline,
-        CAST(rpt.reported_employees AS DOUBLE) AS reported_employees,
+        CAST(rpt.reported_employees AS DOUBLE) AS reported_employees"""
+
+
+_RECORD_COLUMNS = """
         CAST(COALESCE(abn.abnormal_now_report, 0) AS INT) AS abnormal_now_report,
         CAST(COALESCE(abn.abnormal_now_unreachable, 0) AS INT) AS abnormal_now_unreachable,
         CAST(COALESCE(abn.abnormal_days, 0) AS BIGINT) AS abnormal_days,
@@ -168,17 +196,34 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         CAST(least(COALESCE(pen.penalty_recency_days, 1095), 1095) AS BIGINT) AS penalty_recency_days,
         CAST(COALESCE(pen.penalty_violation_types, 0) AS BIGINT) AS penalty_violation_types,
         CAST(ser.uscc IS NOT NULL AS INT) AS serious_listed,
-        CAST(COALESCE(spot.spot_problems_3y, 0) AS BIGINT) AS spot_problems_3y
+        CAST(COALESCE(spot.spot_problems_3y, 0) AS BIGINT) AS spot_problems_3y"""
+
+
+def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
+    """One row per household operating on ``as_of``: ``uscc``, ``as_of``, the catalogue.
+
+    The final join of the named parts above, each a small query over one record kind."""
+    t = _t(as_of)
+    parts = {
+        "chg": changes_sql(t),
+        "rpt": reports_sql(t),
+        "abn": abnormal_sql(t, policy),
+        "pen": penalties_sql(t, policy),
+        "ser": serious_sql(t, policy),
+        "spot": spot_checks_sql(t, policy),
+    }
+    ctes = ",\n    ".join(f"{name} AS ({sql})" for name, sql in parts.items())
+    joins = "\n    ".join(f"LEFT JOIN {name} ON {name}.uscc = p.uscc" for name in parts)
+    return f"""
+    WITH pop AS ({population_sql(as_of)}),
+    {ctes}
+    SELECT
+        p.uscc,
+        {t} AS as_of,{_registration_columns(t)},{_report_columns(t)},{_RECORD_COLUMNS}
     FROM pop p
-    LEFT JOIN chg ON chg.uscc = p.uscc
-    LEFT JOIN rpt ON rpt.uscc = p.uscc
-    LEFT JOIN abn ON abn.uscc = p.uscc
-    LEFT JOIN pen ON pen.uscc = p.uscc
-    LEFT JOIN ser ON ser.uscc = p.uscc
-    LEFT JOIN spot ON spot.uscc = p.uscc
+    {joins}
     ORDER BY p.uscc
     """
-    return sql
 
 
 #: Output columns of feature_sql, in order; checked against the catalogue at import.
@@ -193,8 +238,7 @@ def adverse_events_sql() -> str:
     """
     return f"""
     SELECT r.uscc, r.published_on AS event_on FROM penalties r
-    WHERE r.published_on IS NOT NULL AND r.procedure = 'ordinary' AND r.penalty_kinds <> 'warning'
-      AND NOT {P.is_minor_penalty()}
+    WHERE {P.penalty_published()} AND NOT {P.is_minor_penalty()}
     UNION ALL SELECT r.uscc, r.marked_on FROM abnormal_status r
     UNION ALL SELECT r.uscc, r.listed_on FROM serious_dishonesty r
     UNION ALL SELECT r.uscc, r.changed_on FROM registration_changes r

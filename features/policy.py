@@ -33,6 +33,16 @@ class Policy(StrEnum):
     ALL_PUBLISHED = "all_published"  # measurement only, never served
 
 
+def penalty_published(r: str = "r") -> str:
+    """A penalty is published at all: ordinary procedure, not a warning alone, with a
+    publication date (SAMR Order 45, art. 6 and 7). Whether it is usable on T is
+    :func:`penalty_usable`."""
+    return (
+        f"({r}.published_on IS NOT NULL AND {r}.procedure = 'ordinary' "
+        f"AND {r}.penalty_kinds <> 'warning')"
+    )
+
+
 def penalty_usable(t: str, policy: Policy = Policy.LEGAL, r: str = "r") -> str:
     """A penalty is usable on T while it is in publicity.
 
@@ -42,10 +52,7 @@ def penalty_usable(t: str, policy: Policy = Policy.LEGAL, r: str = "r") -> str:
     withdrawn (``withdrawn_on``). Usable: published on or before T, T on or before the
     publicity end, neither repaired nor withdrawn on or before T.
     """
-    published = (
-        f"{r}.published_on IS NOT NULL AND {r}.procedure = 'ordinary' "
-        f"AND {r}.penalty_kinds <> 'warning' AND {r}.published_on <= {t}"
-    )
+    published = f"{penalty_published(r)} AND {r}.published_on <= {t}"
     if policy is Policy.ALL_PUBLISHED:
         return f"({published})"
     return (

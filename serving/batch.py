@@ -33,8 +33,7 @@ import pyarrow.parquet as pq
 from features.catalogue import catalogue_version
 from features.pit import feature_sql
 from features.progress import track
-from training.data import encode
-from training.scoring import ScoringModel
+from training.scoring import ScoringModel, encode
 
 if TYPE_CHECKING:
     import duckdb

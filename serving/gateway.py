@@ -139,6 +139,20 @@ def _subject(body: dict) -> str | None:
     return _valid_code(body.get("uscc"))
 
 
+def replay(body: bytes) -> Receive:
+    """An ASGI ``receive`` that hands over ``body`` whole, then reports a disconnect."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
 class Gateway:
     """ASGI middleware; add with ``Service.add_asgi_middleware(Gateway, ...)``."""
 
@@ -257,16 +271,7 @@ class Gateway:
         headers but the host."""
         headers = [(k, v) for k, v in scope["headers"] if k == b"host"]
         headers += [_JSON, (b"content-length", str(len(body)).encode())]
-        sent = False
-
-        async def receive() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return {"type": "http.disconnect"}
-
-        return {**scope, "headers": headers}, receive
+        return {**scope, "headers": headers}, replay(body)
 
     def _count_failure(self, client: str) -> None:
         if not self.failures.allow(client):

@@ -48,8 +48,7 @@ from serving.schemas import (
     VerifyResponse,
 )
 from serving.verification import FieldHasher, claimed_fields, judge
-from training.data import encode_row
-from training.scoring import reason_details
+from training.scoring import encode_row, reason_details
 
 logger = logging.getLogger(__name__)
 
@@ -257,14 +256,17 @@ class ReferenceService:
                 )
         return out
 
+    def _scoring(self, ex: Exchange) -> tuple[Snapshot, bool]:
+        """The publication to answer from, and whether this key may see the PD."""
+        ex.model_version = self.served.version
+        return self._snapshot(), ex.key is not None and "score:pd" in ex.key.scopes
+
     @bentoml.api(route="/v1/score")
     async def score(self, body: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
         """Reference score, class A-D and up to four reasons for one household."""
         ex = _exchange(ctx)
         req = ex.body if isinstance(ex.body, ScoreRequest) else body
-        snap = self._snapshot()
-        ex.model_version = self.served.version
-        with_pd = ex.key is not None and "score:pd" in ex.key.scopes
+        snap, with_pd = self._scoring(ex)
         (item,) = self._score(snap, [req.uscc], with_pd)
         if "error" in item:
             return _error(ctx, ex, 404, item["error"]["code"], item["error"]["message"])
@@ -277,9 +279,7 @@ class ReferenceService:
         """Up to 1,000 households per call; each item answered as /v1/score would."""
         ex = _exchange(ctx)
         req = ex.body if isinstance(ex.body, BatchRequest) else body
-        snap = self._snapshot()
-        ex.model_version = self.served.version
-        with_pd = ex.key is not None and "score:pd" in ex.key.scopes
+        snap, with_pd = self._scoring(ex)
         problems = [uscc_problem(u, household=True) for u in req.usccs]
         codes = [compact(u) if p is None else "" for u, p in zip(req.usccs, problems, strict=True)]
         answers = self._score(snap, [c for c in codes if c], with_pd)

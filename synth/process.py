@@ -73,7 +73,13 @@ def simulate(
     rng: np.random.Generator,
     horizon: int = 12,
 ) -> Simulated:
-    """Run the monthly process from January 2019 for ``n_months`` months."""
+    """Run the monthly process from January 2019 for ``n_months`` months.
+
+    One loop over months, longer than the house's functions on purpose: each month's
+    hazards depend on the state every earlier step left (exits, markings, reports, the
+    penalty history), and the draws must come in one fixed order for the domain to depend
+    on the seed alone. Cut into helpers, the state would travel through a dozen arguments
+    and the order of the draws would be far harder to see."""
     n = len(pop.z)
     ind, city, reg_day, z = pop.industry, pop.city, pop.registered_day, pop.z
     starts = month_start_day(np.arange(n_months + 1))

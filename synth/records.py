@@ -174,18 +174,34 @@ def build_records(
     end_day: int,
     rng: np.random.Generator,
 ) -> dict[str, pa.Table]:
-    """Record tables (all but ``households``) for one simulated chunk."""
+    """Record tables (all but ``households``) for one simulated chunk. The helpers draw
+    from ``rng`` in a fixed order, so the output depends on the seed only."""
     limit = np.where(sim.exit_day >= 0, sim.exit_day, end_day)  # last day records can happen
-    kind, hh, day = sim.ev_kind, sim.ev_hh, sim.ev_day
+    reports, mark_late = _reports(sim, uscc, limit, rng)
+    abnormal = _abnormal(sim, uscc, mark_late, limit, rng)
+    penalties, serious = _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng)
+    changes = _changes(sim, uscc, reg_day, end_day, limit, rng)
+    spots = _spot_checks(sim, uscc, reg_day, end_day, limit, rng)
+    return {
+        "registration_changes": changes,
+        "annual_reports": reports,
+        "abnormal_status": abnormal,
+        "penalties": penalties,
+        "serious_dishonesty": serious,
+        "spot_checks": spots,
+    }
 
-    def ok(h: np.ndarray, d: np.ndarray) -> np.ndarray:
-        return np.where(d <= limit[h], d, NO_DATE)
 
-    # --- annual reports and missing-report markings ---------------------------------
-    # Half of the households marked for a missing report file it later; that date
-    # restores the marking and goes on the report row.
+def _within(limit: np.ndarray, h: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """A date, or none if it falls after the household's last day of records."""
+    return np.where(d <= limit[h], d, NO_DATE)
+
+
+def _reports(sim: Simulated, uscc, limit, rng) -> tuple[pa.Table, np.ndarray]:
+    """Annual reports; half of the households marked for a missing report file it later,
+    and that date (returned too) restores the marking and goes on the report row."""
     files_late = rng.random(len(sim.mark_hh)) < 0.5
-    late_day = ok(sim.mark_hh, _later(sim.mark_day, rng, 20, 100.0))
+    late_day = _within(limit, sim.mark_hh, _later(sim.mark_day, rng, 20, 100.0))
     mark_late = np.where(files_late, late_day, NO_DATE)
     rep_late = _lookup(
         sim.mark_hh * 10_000 + sim.mark_year, mark_late, sim.rep_hh * 10_000 + sim.rep_year
@@ -207,8 +223,13 @@ def build_records(
             "has_online_shop": pa.array(rng.random(n_rep) < 0.2, mask=~has_filed),
         },
     )
+    return reports, mark_late
 
-    # --- abnormal markings ------------------------------------------------------------
+
+def _abnormal(sim: Simulated, uscc, mark_late, limit, rng) -> pa.Table:
+    """Markings: missing reports (restored when filed late), unreachable and false-report
+    markings from the risk process, each restored for a share of households."""
+    kind, hh, day = sim.ev_kind, sim.ev_hh, sim.ev_day
     unr = kind == K["marking_unreachable"]
     fal = kind == K["marking_false_report"]
     a_hh = np.concatenate([sim.mark_hh, hh[unr], hh[fal]])
@@ -221,10 +242,14 @@ def build_records(
         ]
     ).astype(object)
     restore_unr = np.where(
-        rng.random(int(unr.sum())) < 0.5, ok(hh[unr], _later(day[unr], rng, 30, 150.0)), NO_DATE
+        rng.random(int(unr.sum())) < 0.5,
+        _within(limit, hh[unr], _later(day[unr], rng, 30, 150.0)),
+        NO_DATE,
     )
     restore_fal = np.where(
-        rng.random(int(fal.sum())) < 0.6, ok(hh[fal], _later(day[fal], rng, 30, 90.0)), NO_DATE
+        rng.random(int(fal.sum())) < 0.6,
+        _within(limit, hh[fal], _later(day[fal], rng, 30, 90.0)),
+        NO_DATE,
     )
     a_restore = np.concatenate([mark_late, restore_unr, restore_fal])
     a_reason = np.concatenate(
@@ -236,7 +261,7 @@ def build_records(
     ).astype(object)
     a_day = nudge_unique([a_hh, np.unique(a_cause, return_inverse=True)[1]], a_day, limit[a_hh])
     a_restore = np.where(a_restore == NO_DATE, NO_DATE, np.maximum(a_restore, a_day))
-    abnormal = _table(
+    return _table(
         ABNORMAL_STATUS,
         {
             "uscc": uscc[a_hh],
@@ -247,51 +272,84 @@ def build_records(
         },
     )
 
-    penalties, serious = _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng)
-    changes = _changes(sim, uscc, reg_day, end_day, limit, rng)
-    spots = _spot_checks(sim, uscc, reg_day, end_day, limit, rng)
-    return {
-        "registration_changes": changes,
-        "annual_reports": reports,
-        "abnormal_status": abnormal,
-        "penalties": penalties,
-        "serious_dishonesty": serious,
-        "spot_checks": spots,
-    }
-
 
 def _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng):
+    """Penalty records and the serious-list entries the heavy ones cause. The random draws
+    keep one fixed order across the helpers below, so the output depends on the seed only."""
     kind, hh, day = sim.ev_kind, sim.ev_hh, sim.ev_day
     is_pen = np.isin(
         kind,
         [K["penalty_minor"], K["penalty_standard"], K["penalty_heavy"], K["penalty_revocation"]],
     )
     p_hh, p_pub, p_kind = hh[is_pen], day[is_pen], kind[is_pen]
-    n_pub = len(p_hh)
-    # Unpublished ones: warnings alone and simple-procedure decisions, independent of Z.
+    w_hh, w_day = _unpublished(reg_day, limit, len(uscc), rng)
+    n_pub, n_w = len(p_hh), len(w_hh)
+    all_hh = np.concatenate([p_hh, w_hh])
+    viol = _choice_rows(rng, VIOLATION_P[industry[all_hh]])
+    v_name = np.array(VIOLATION_TYPES, dtype=object)[viol]
+    group = {
+        name: np.concatenate([p_kind == K[f"penalty_{name}"], np.zeros(n_w, bool)])
+        for name in ("minor", "standard", "heavy", "revocation")
+    }
+    group["warn"] = np.concatenate([np.zeros(n_pub, bool), np.ones(n_w, bool)])
+    kinds, fine = _kinds_and_fines(group, rng)
+    procedure = np.where(group["warn"] & (kinds != "warning"), "simple", "ordinary").astype(object)
+    published = np.concatenate([p_pub, np.full(n_w, NO_DATE)])
+    base = np.concatenate([p_pub, w_day])
+    dates = _penalty_dates(group, published, base, reg_day[all_hh], v_name, end_day, rng)
+    year = base.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
+    prefix = np.array([c.name_zh[0] + "市监罚" for c in CITIES], dtype=object)[city[all_hh]]
+    decision_no = [
+        f"{p}〔{y}〕{chunk:04d}{s:07d}号"
+        for p, y, s in zip(prefix, year.tolist(), range(len(all_hh)), strict=True)
+    ]
+    penalties = _table(
+        PENALTIES,
+        {
+            "uscc": uscc[all_hh],
+            "decision_no": decision_no,
+            "procedure": procedure,
+            "published_on": published,
+            "violation_type": v_name,
+            "penalty_kinds": kinds,
+            "fine_yuan": fine,
+            **dates,
+        },
+    )
+    listed = group["heavy"] | group["revocation"]
+    serious = _serious_list(
+        all_hh[listed],
+        published[listed],
+        group["revocation"][listed],
+        kinds[listed],
+        uscc,
+        end_day,
+        rng,
+    )
+    return penalties, serious
+
+
+def _unpublished(reg_day, limit, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Warnings alone and simple-procedure decisions (never published), independent of Z."""
     years_open = (
         limit - np.maximum(reg_day, np.datetime64("2019-01-01").astype(np.int64))
     ) / 365.25
     n_warn = rng.poisson(0.03 * np.maximum(years_open, 0))
-    w_hh = np.repeat(np.arange(len(uscc)), n_warn)
+    w_hh = np.repeat(np.arange(n), n_warn)
     lo = np.maximum(reg_day[w_hh], np.datetime64("2019-01-01").astype(np.int64))
     w_day = lo + np.floor(rng.random(len(w_hh)) * np.maximum(limit[w_hh] - lo, 1)).astype(np.int64)
-    n_w = len(w_hh)
+    return w_hh, w_day
 
-    all_hh = np.concatenate([p_hh, w_hh])
-    n_all = len(all_hh)
-    viol = _choice_rows(rng, VIOLATION_P[industry[all_hh]])
-    v_name = np.array(VIOLATION_TYPES, dtype=object)[viol]
 
+def _kinds_and_fines(group: dict, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Penalty kinds and fines per group (minor, standard, heavy, revocation, warn)."""
+    minor, std, heavy, revoke, warn = (
+        group[k] for k in ("minor", "standard", "heavy", "revocation", "warn")
+    )
+    n_all, n_w = len(minor), int(warn.sum())
     kinds = np.empty(n_all, dtype=object)
     fine = np.zeros(n_all)
     r = rng.random(n_all)
-    minor = np.concatenate([p_kind == K["penalty_minor"], np.zeros(n_w, bool)])
-    std = np.concatenate([p_kind == K["penalty_standard"], np.zeros(n_w, bool)])
-    heavy = np.concatenate([p_kind == K["penalty_heavy"], np.zeros(n_w, bool)])
-    revoke = np.concatenate([p_kind == K["penalty_revocation"], np.zeros(n_w, bool)])
-    warn = np.concatenate([np.zeros(n_pub, bool), np.ones(n_w, bool)])
-
     kinds[minor] = np.where(r[minor] < 0.4, "public_criticism", "fine")
     fine[minor] = np.where(
         r[minor] < 0.4, 0, np.round(200 + rng.random(int(minor.sum())) * (LOW_FINE_YUAN - 200), -2)
@@ -320,18 +378,20 @@ def _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng):
     )
     kinds[warn] = np.where(r[warn] < 0.5, "warning", "fine")
     fine[warn] = np.where(r[warn] < 0.5, 0, np.round(50 + rng.random(n_w) * 150, -1))
-    procedure = np.where(warn & (kinds != "warning"), "simple", "ordinary").astype(object)
+    return kinds, fine
 
-    published = np.concatenate([p_pub, np.full(n_w, NO_DATE)])
-    base = np.concatenate([p_pub, w_day])
-    decided = np.maximum(base - rng.integers(1, 29, n_all), reg_day[all_hh])
+
+def _penalty_dates(group, published, base, reg_day, v_name, end_day, rng) -> dict:
+    """Decision date, publicity end, repair (standard penalties only, after the minimum
+    period) and withdrawal, under SAMR Order 45."""
+    warn, minor, std = group["warn"], group["minor"], group["standard"]
+    n_all = len(warn)
+    decided = np.maximum(base - rng.integers(1, 29, n_all), reg_day)
     decided = np.where(warn, base, decided)
-
     pub = ~warn
     end3m = add_months(np.where(pub, published, 0), 3) - 1
     end3y = add_months(np.where(pub, published, 0), 36) - 1
     publicity_end = np.where(pub, np.where(minor, end3m, end3y), NO_DATE)
-
     slow = np.isin(v_name, list(_SLOW_REPAIR))
     earliest = np.where(
         slow,
@@ -352,40 +412,22 @@ def _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng):
         withdraw_day,
         NO_DATE,
     )
+    return {
+        "decided_on": decided,
+        "publicity_end": publicity_end,
+        "repaired_on": repaired,
+        "withdrawn_on": withdrawn,
+    }
 
-    year = base.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
-    prefix = np.array([c.name_zh[0] + "市监罚" for c in CITIES], dtype=object)[city[all_hh]]
-    seq = np.arange(n_all)
-    decision_no = [
-        f"{p}〔{y}〕{chunk:04d}{s:07d}号"
-        for p, y, s in zip(prefix, year.tolist(), seq.tolist(), strict=True)
-    ]
-    penalties = _table(
-        PENALTIES,
-        {
-            "uscc": uscc[all_hh],
-            "decision_no": decision_no,
-            "decided_on": decided,
-            "procedure": procedure,
-            "published_on": published,
-            "violation_type": v_name,
-            "penalty_kinds": kinds,
-            "fine_yuan": fine,
-            "publicity_end": publicity_end,
-            "repaired_on": repaired,
-            "withdrawn_on": withdrawn,
-        },
-    )
 
-    # Serious list: every heavy or revocation penalty lists the household the day it is
-    # published (two heavy penalties on one day make one listing).
-    listed = heavy | revoke
-    s_hh, s_day = all_hh[listed], published[listed]
+def _serious_list(s_hh, s_day, revoked, kinds, uscc, end_day, rng):
+    """Every heavy or revocation penalty lists the household the day it is published (two
+    heavy penalties on one day make one listing); early removal after a year for 30%."""
     reason = np.where(
-        revoke[listed],
+        revoked,
         "licence_revoked",
         np.where(
-            np.char.find(kinds[listed].astype(str), "suspension_order") >= 0,
+            np.char.find(kinds.astype(str), "suspension_order") >= 0,
             "closure_ordered",
             "heavy_fine",
         ),
@@ -395,11 +437,10 @@ def _penalties(sim, uscc, reg_day, industry, city, chunk, end_day, limit, rng):
     early = rng.random(len(s_hh)) < 0.3
     removed = np.where(early, _later(add_months(s_day, 12), rng, 0, 90.0), add_months(s_day, 36))
     removed = np.where(removed <= end_day, removed, NO_DATE)
-    serious = _table(
+    return _table(
         SERIOUS_DISHONESTY,
         {"uscc": uscc[s_hh], "listed_on": s_day, "reason": reason, "removed_on": removed},
     )
-    return penalties, serious
 
 
 def _choice_rows(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:

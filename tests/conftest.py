@@ -53,11 +53,11 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
     from features.catalogue import FEATURE_NAMES
     from features.dataset import as_of_dates, build_training_set
     from features.identity import id_hmac
-    from serving.online import publish
+    from serving.publish import publish
+    from training.calibration import make_scoring_model
     from training.data import load_training_set, split_out_of_time
     from training.models import fit_booster, points_table
     from training.registry import CHAMPION, log_scoring_model, use_tracking
-    from training.scoring import make_scoring_model
 
     home = tmp_path_factory.mktemp("home")
     wh = home / "warehouse.duckdb"

@@ -139,3 +139,24 @@ def test_the_cli_anchors_and_verifies(tmp_path, monkeypatch):
         con.execute("DELETE FROM audit")
     bad = runner.invoke(app, ["audit", "verify", "--anchors", str(tmp_path / "anchors")])
     assert bad.exit_code == 1 and "gone" in bad.output
+
+
+def test_the_service_side_writer_checkpoints_on_its_interval(tmp_path):
+    import time
+
+    from serving.anchor import start_periodic
+
+    log = AuditLog(tmp_path / "audit.sqlite")
+    key = tmp_path / "anchor.key"
+    generate_key(key)
+    log.append(_record(0))
+    stop = start_periodic(log, key, tmp_path / "anchors", minutes=0.002)  # every 0.12 s
+    try:
+        deadline = time.monotonic() + 30
+        while len(list((tmp_path / "anchors").glob("checkpoint-*.json"))) < 2:
+            assert time.monotonic() < deadline, "no checkpoints written"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+    log.append(_record(1))
+    assert verify_anchored(log, tmp_path / "anchors", load_public(public_path(key))).ok

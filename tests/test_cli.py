@@ -9,23 +9,26 @@ from credref.cli import app
 from credref.settings import DEV_ID_HASH_SECRET, load_settings
 
 runner = CliRunner()
-COMMANDS = [
-    "generate",
-    "ingest",
-    "summary",
-    "dataset",
-    "features",
-    "train",
-    "promote",
-    "rollback",
-    "keys",
-    "keys create",
-    "keys list",
-    "keys revoke",
-    "audit",
-    "audit verify",
-    "audit export",
-]
+
+
+def _commands(typer_app, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Every command and sub-command registered on the typer app, walked, not typed."""
+    out = []
+    for cmd in typer_app.registered_commands:
+        out.append(" ".join((*prefix, cmd.name or cmd.callback.__name__.replace("_", "-"))))
+    for group in typer_app.registered_groups:
+        out.append(" ".join((*prefix, group.name)))
+        out.extend(_commands(group.typer_instance, (*prefix, group.name)))
+    return out
+
+
+COMMANDS = _commands(app)
+
+
+def test_the_walk_finds_every_command():
+    # a floor, so a broken walk cannot pass by finding nothing
+    assert {"generate", "serve", "score-all", "audit anchor", "keys create"} <= set(COMMANDS)
+    assert len(COMMANDS) >= 22
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -71,6 +71,18 @@ class Load:
                     self.failures += 1  # the request died with its worker: never answered
                 time.sleep(0.01)
 
+    def wait_for(self, done, timeout: float = 90.0) -> None:
+        """Wait until ``done(answers)`` holds (a state, not a time); fail after timeout."""
+        deadline = time.monotonic() + timeout
+        while not done(self.answers):
+            assert time.monotonic() < deadline, f"not reached in {timeout} s"
+            time.sleep(0.05)
+
+    def wait_answers(self, more: int) -> None:
+        """Wait until ``more`` further answers have arrived."""
+        target = len(self.answers) + more
+        self.wait_for(lambda answers: len(answers) >= target)
+
     def __enter__(self):
         for t in self._threads:
             t.start()
@@ -115,7 +127,7 @@ def _serving(home: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str
 def test_a_killed_worker_is_replaced_and_every_answer_was_audited(home, tmp_path):
     with _serving(home, tmp_path) as (proc, url, key):
         with Load(url, key, _operating(home)) as load:
-            time.sleep(3)
+            load.wait_answers(50)
             workers = _workers(proc.pid)
             assert len(workers) == 2
             os.kill(workers[0].pid, signal.SIGKILL)
@@ -124,8 +136,8 @@ def test_a_killed_worker_is_replaced_and_every_answer_was_audited(home, tmp_path
                 after = _workers(proc.pid)
                 if len(after) == 2 and workers[0].pid not in {p.pid for p in after}:
                     break
-                time.sleep(1)
-            time.sleep(3)  # and serves a while
+                time.sleep(0.2)
+            load.wait_answers(100)  # and serves a while
         assert len(after) == 2 and workers[0].pid not in {p.pid for p in after}
         assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
     ok = [a for s, a in load.answers if s == 200]
@@ -137,14 +149,15 @@ def test_a_killed_worker_is_replaced_and_every_answer_was_audited(home, tmp_path
 
 
 def test_publishing_under_load_gives_no_errors_and_never_mixes_snapshots(home, tmp_path):
-    from serving.online import publish
+    from serving.publish import publish
 
     with _serving(home, tmp_path) as (_, url, key), Load(url, key, _operating(home)) as load:
-        time.sleep(2)
+        load.wait_answers(30)
         con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
         publish(con, date(2026, 8, 31), home / "online", SECRET)
         con.close()
-        time.sleep(4)
+        load.wait_for(lambda answers: any(a and a["as_of"] == "2026-08-31" for _, a in answers))
+        load.wait_answers(30)  # and answers from it a while
     assert load.failures == 0
     assert {s for s, _ in load.answers} == {200}
     seen = set()
@@ -198,9 +211,15 @@ def test_ingestion_killed_midway_leaves_the_old_state_and_a_rerun_completes(
     bigger = tmp_path / "export"
     generate(bigger, 300_000, 9, date(2026, 9, 30), SECRET, workers=1, progress=False)
     env = {**os.environ, "CREDREF_WAREHOUSE": str(wh), "CREDREF_HOME": str(tmp_path)}
-    cmd = [sys.executable, "-m", "credref.cli", "ingest", str(bigger)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(4)
+    cmd = [sys.executable, "-m", "credref.cli", "-v", "ingest", str(bigger)]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    # Killed once the first table is loaded inside the transaction and the rest are not.
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "households:" in line and "not yet committed" in line:
+            break
     assert proc.poll() is None, "ingest finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

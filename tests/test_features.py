@@ -6,7 +6,6 @@ from datetime import date, timedelta
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 import sqlglot
 from hypothesis import HealthCheck, given, settings
@@ -25,26 +24,10 @@ from features.engines import DuckDBEngine
 from features.pit import FEATURE_COLUMNS, feature_sql, label_sql
 from features.policy import Policy
 from features.schema import TABLES
-from features.warehouse import table_ddl
+from tests.helpers import H, T, assert_frames_equal, household, micro, penalty_row
 from tests.reference_features import reference
 
 DATES = [date(2021, 12, 31), date(2024, 3, 31), date(2024, 6, 30), date(2025, 9, 30)]
-
-
-def assert_frames_equal(sql: pd.DataFrame, ref: pd.DataFrame) -> None:
-    assert list(sql.columns) == list(ref.columns)
-    assert len(sql) == len(ref)
-    for c in sql.columns:
-        a, b = sql[c], ref[c]
-        if c == "as_of":
-            a, b = a.astype(str), b.astype(str)
-        if a.dtype.kind == "f" or b.dtype.kind == "f":
-            same = np.isclose(a.astype(float), b.astype(float), rtol=0, atol=0, equal_nan=True)
-        else:
-            same = a.to_numpy() == b.to_numpy()
-        assert same.all(), (
-            f"{c}: {int((~same).sum())} rows differ, e.g. {sql.loc[~same, 'uscc'].head(3).tolist()}"
-        )
 
 
 @pytest.fixture(scope="module")
@@ -128,58 +111,6 @@ def test_catalogue_version_tracks_content(monkeypatch):
 
 
 # --- property tests on a micro warehouse ------------------------------------------------
-
-T = date(2024, 6, 30)
-H = "92440304MA5DKQ0E7Q"  # any string key works here; the warehouse does not re-validate
-
-
-def micro(records: dict[str, list[dict]]) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    for t in TABLES:
-        con.execute(table_ddl(t))
-        rows = records.get(t.name, [])
-        if rows:
-            df = pd.DataFrame([{c: r.get(c) for c in t.column_names} for r in rows])
-            con.register("_in", df)
-            con.execute(f'INSERT INTO "{t.name}" SELECT * FROM _in')
-            con.unregister("_in")
-    return con
-
-
-def household(**kw) -> dict:
-    base = dict(
-        uscc=H,
-        name=None,
-        operator_name="x",
-        operator_id_hmac="0" * 64,
-        org_form="individual",
-        industry="H",
-        division_code="440304",
-        address="x",
-        registered_on=date(2018, 3, 1),
-        status="operating",
-        status_changed_on=None,
-        status_reason=None,
-    )
-    return {**base, **kw}
-
-
-def penalty_row(**kw) -> dict:
-    """An ordinary, published fine in publicity; override what a test is about."""
-    base = dict(
-        uscc=H,
-        decision_no="p",
-        decided_on=date(2023, 1, 1),
-        procedure="ordinary",
-        published_on=date(2023, 1, 10),
-        violation_type="pricing",
-        penalty_kinds="fine",
-        fine_yuan=8000.0,
-        publicity_end=date(2026, 1, 9),
-        repaired_on=None,
-        withdrawn_on=None,
-    )
-    return {**base, **kw}
 
 
 def feats(records: dict, as_of: date = T, policy: Policy = Policy.LEGAL) -> dict:

@@ -10,7 +10,10 @@ A bounded example count here; ``bench/fuzz.py`` runs longer.
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -18,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
+from serving.audit import AuditLog
 from serving.keys import KeyStore
 from tests.helpers import start_server, stop_server, wait_ready
 
@@ -40,12 +44,38 @@ def server(service_home, tmp_path_factory):
         CREDREF_RATE_LIMIT="100000",
         CREDREF_AUTH_FAILURE_LIMIT="100000",
     )
+    before = AuditLog(service_home / "audit.sqlite").verify().head_seq
     try:
         wait_ready(url, proc, log)
         yield url, {"Authorization": f"Bearer {key}"}
     finally:
         stop_server(proc)
-    assert "Traceback" not in log.read_text(errors="replace")
+    text = log.read_text(errors="replace")
+    classes = _status_classes(service_home / "audit.sqlite", before)
+    if os.environ.get("CREDREF_FUZZ_REPORT"):  # bench/fuzz.py records the run
+        Path(os.environ["CREDREF_FUZZ_REPORT"]).write_text(
+            json.dumps(
+                {
+                    "requests": sum(classes.values()),
+                    "status_classes": classes,
+                    "tracebacks_in_log": text.count("Traceback"),
+                }
+            )
+        )
+    assert "Traceback" not in text
+    assert "5xx" not in classes, classes
+
+
+def _status_classes(audit: Path, after_seq: int) -> dict[str, int]:
+    """Requests the server audited during the run, by HTTP status class."""
+    con = sqlite3.connect(audit)
+    rows = con.execute("SELECT outcome FROM audit WHERE seq > ?", (after_seq,)).fetchall()
+    con.close()
+    out: dict[str, int] = {}
+    for (outcome,) in rows:
+        key = f"{json.loads(outcome)['http'] // 100}xx"
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def _operations(url: str, auth: dict):

@@ -193,12 +193,17 @@ def _raw(server, request: bytes, wait_s: float = 15.0) -> bytes:
     host, port = server["url"].removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=wait_s) as s:
         s.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        return _response(s)
+
+
+def _response(s: socket.socket) -> bytes:
+    """One whole HTTP response (headers and the body its length announces) from ``s``."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
     return data
 
 
@@ -238,9 +243,9 @@ def test_a_content_length_shorter_than_the_body_is_a_json_400(server):
     host, port = server["url"].removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=15) as s:
         s.sendall(_head("/v1/score", server, "Content-Length: 12\r\n\r\n").encode() + VALID[:12])
-        first = s.recv(65536)
+        first = _response(s)
         s.sendall(VALID[12:])
-        second = s.recv(65536)
+        second = _response(s)
     assert first.startswith(b"HTTP/1.1 400") and b'"invalid_json"' in first, first[:300]
     assert second.startswith(b"HTTP/1.1 400") and b"Invalid HTTP request" in second
     assert _audit_rows(server["home"]) == before + 1

@@ -20,19 +20,13 @@ from features.ingest import ingest
 from synth.generate import generate
 from tests.conftest import SERVICE_AS_OF
 from tests.helpers import service_env
+from training.calibration import make_scoring_model
 from training.data import load_training_set, split_out_of_time
+from training.evaluate import slice_table
 from training.models import fit_booster, points_table
-from training.monitor import (
-    backtest,
-    build_report,
-    gather,
-    migration,
-    slice_table,
-    stability,
-    verdict,
-    write_report,
-)
-from training.scoring import make_scoring_model
+from training.monitor import gather
+from training.monitor_metrics import backtest, build_report, migration, stability, verdict
+from training.monitor_render import write_report
 
 
 def _psi(pairs):

@@ -1,7 +1,10 @@
-"""Every notebook runs top to bottom (a real kernel) on a generated domain."""
+"""Every notebook runs top to bottom (a real kernel) on a generated domain, and shows the
+figure it is about: each run ends with a probe cell whose values the test checks against
+the warehouse and the champion, computed here independently."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -12,6 +15,46 @@ from tests.helpers import service_env
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 pytestmark = pytest.mark.slow
+
+#: What each notebook's probe prints (as JSON), from the notebook's own variables.
+PROBES = {
+    "01-records": '{"as_of": str(as_of), "operating": len(ages)}',
+    "02-features": '{"as_of": str(as_of), "operating": len(snap), "features": list(cat.feature)}',
+    "03-model": '{"version": str(champ.version), "rows": len(rows), "d_share": float((scores.risk_class == "D").mean())}',
+    "04-monitoring": '{"as_of": report["as_of"], "operating": report["rows"]["current"], "features": sorted(report["feature_csi"])}',
+}
+
+
+def _expected(home: Path) -> dict:
+    """The same figures computed here, from the warehouse and the champion's files."""
+    import duckdb
+    import mlflow
+    import pandas as pd
+
+    from features.catalogue import FEATURE_NAMES
+    from features.dataset import observed_through
+    from features.pit import population_sql
+    from training.scoring import ScoringModel
+
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    as_of = observed_through(con)
+    operating = con.execute(f"SELECT count(*) FROM ({population_sql(as_of)})").fetchall()[0][0]
+    con.close()
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    version = mlflow.MlflowClient().get_model_version_by_alias("credref-reference", "champion")
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(f"models:/credref-reference/{version.version}")
+    )
+    model = ScoringModel.load(model_dir / "artifacts" / "scoring_model")
+    rows = pd.read_parquet(home / "test_rows.parquet")
+    d_share = float((model.score_frame(rows[list(FEATURE_NAMES)]).risk_class == "D").mean())
+    return {
+        "as_of": str(as_of),
+        "operating": operating,
+        "rows": len(rows),
+        "d_share": d_share,
+        "version": str(version.version),
+    }
 
 
 def test_there_are_four_notebooks_with_outputs_stripped():
@@ -34,6 +77,9 @@ def test_the_notebook_runs(path, service_home, tmp_path, monkeypatch):
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
+    nb.cells.append(
+        nbformat.v4.new_code_cell(f"import json as _j\nprint(_j.dumps({PROBES[path.stem]}))")
+    )
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
@@ -47,3 +93,14 @@ def test_the_notebook_runs(path, service_home, tmp_path, monkeypatch):
         if c.cell_type == "code"
         for o in c.outputs
     )
+    probe = json.loads(nb.cells[-1].outputs[-1]["text"])
+    expected = _expected(service_home)
+    for key in ("as_of", "operating", "rows", "version"):
+        if key in probe:
+            assert probe[key] == expected[key], key
+    if "features" in probe:
+        from features.catalogue import FEATURE_NAMES
+
+        assert sorted(probe["features"]) == sorted(FEATURE_NAMES)
+    if "d_share" in probe:
+        assert probe["d_share"] == pytest.approx(expected["d_share"], abs=1e-12)

@@ -10,7 +10,8 @@ import pytest
 
 from features.identity import normalise_id
 from features.pit import feature_sql
-from serving.online import CURRENT, KEEP_PREVIOUS, NoSnapshot, OnlineStore, publish
+from serving.online import CURRENT, KEEP_PREVIOUS, NoSnapshot, OnlineStore
+from serving.publish import publish
 from serving.verification import FieldHasher, Verdict, normalise_text, verdict
 
 SECRET = b"test-secret"

@@ -408,7 +408,7 @@ def test_a_new_publication_is_picked_up_and_an_incompatible_one_refused(
 ):
     from datetime import date
 
-    from serving.online import publish
+    from serving.publish import publish
 
     u = records[records.status_on == "operating"].uscc.iloc[0]
     original = os.readlink(home / "online" / "current")
@@ -479,7 +479,7 @@ def test_the_scoring_path_equals_the_numpy_path_on_every_operating_household(hom
     usccs = [r[0] for r in con.execute("SELECT uscc FROM subjects WHERE status = 'operating'")]
     frame = _snapshot_features(home, usccs[:500])
     a = served.model.score_frame(frame)
-    from training.data import encode_row
+    from training.scoring import encode_row
 
     rows = np.asarray([encode_row(snap.get(u).features) for u in usccs[:500]])
     b = served.model.score_array(rows)

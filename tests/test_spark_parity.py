@@ -10,7 +10,7 @@ import pytest
 from features.engines import DuckDBEngine, SparkEngine, export_tables, spark_session, to_spark_sql
 from features.pit import feature_sql
 from features.policy import Policy
-from tests.test_features import assert_frames_equal
+from tests.helpers import assert_frames_equal
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

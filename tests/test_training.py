@@ -22,19 +22,15 @@ from features.ingest import ingest
 from features.policy import Policy
 from synth.generate import generate
 from training.checks import monotonicity_violations
-from training.data import (
-    encode,
-    encode_row,
-    load_training_set,
-    model_matrix,
-    split_out_of_time,
-)
+from training.data import load_training_set, model_matrix, split_out_of_time
 from training.models import WoEScorecard, fit_booster, points_table
 from training.registry import CHAMPION, PREVIOUS, promote, rollback
 from training.scoring import (
     MAX_REASONS,
     ScoreScale,
     ScoringModel,
+    encode,
+    encode_row,
     reason_codes,
     reason_strings,
 )
@@ -249,10 +245,43 @@ def households(config):
     return df[df.as_of == df.as_of.max()].head(2000).reset_index(drop=True)
 
 
-def test_invariance_code_and_name_do_not_move_the_score(champion, households):
-    a = champion.score_frame(households)
-    b = champion.score_frame(households.assign(uscc="92440304MA5DKQ0E7Q", as_of=date(2020, 1, 31)))
-    pd.testing.assert_frame_equal(a, b)
+def test_invariance_what_the_model_must_ignore_changed_in_the_records(champion, datasets, tmp_path):
+    """Operator names, addresses, shop names, ID hashes and the codes themselves are
+    rewritten in the warehouse; the features read from it give every household the same
+    score, class and reasons."""
+    import shutil
+
+    from features.pit import feature_sql
+    from features.schema import TABLES
+
+    wh = tmp_path / "rewritten.duckdb"
+    shutil.copy(datasets / "wh.duckdb", wh)
+    con = duckdb.connect(str(wh))
+    codes = [r[0] for r in con.execute("SELECT uscc FROM households ORDER BY uscc").fetchall()]
+    shuffled = list(np.random.default_rng(5).permutation(codes))
+    con.execute(
+        "CREATE TABLE m AS SELECT * FROM (SELECT unnest(?) AS old, unnest(?) AS new)",
+        [codes, shuffled],
+    )
+    for t in TABLES:
+        con.execute(f'UPDATE "{t.name}" SET uscc = m.new FROM m WHERE "{t.name}".uscc = m.old')
+    con.execute(
+        "UPDATE households SET operator_name = '某' || md5(operator_name), "
+        "address = reverse(address), name = NULL, operator_id_hmac = sha256(operator_id_hmac)"
+    )
+    as_of = date(2026, 6, 30)
+    after = con.sql(feature_sql(as_of)).df()
+    con.close()
+    before_con = duckdb.connect(str(datasets / "wh.duckdb"), read_only=True)
+    before = before_con.sql(feature_sql(as_of)).df()
+    before_con.close()
+    renamed = dict(zip(codes, shuffled, strict=True))
+    before["uscc"] = before.uscc.map(renamed)
+    before = before.sort_values("uscc").reset_index(drop=True)
+    after = after.sort_values("uscc").reset_index(drop=True)
+    assert len(before) == len(after) > 10_000
+    assert (before.uscc == after.uscc).all()
+    pd.testing.assert_frame_equal(champion.score_frame(before), champion.score_frame(after))
 
 
 def test_directional_one_more_usable_penalty_never_lowers_risk(champion, households):

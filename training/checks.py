@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import FEATURE_NAMES, FEATURES_BY_NAME
-from training.data import encode
-from training.models import PointsTable
+from training.scoring import PointsTable, encode
 
 SHAP_TOL = 1e-6
 POINTS_TOL = 1e-9

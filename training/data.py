@@ -8,7 +8,6 @@ and the oracle column are returned apart and never enter the matrix.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -33,42 +32,6 @@ def model_matrix(df: pd.DataFrame) -> pd.DataFrame:
         else:
             out[name] = pd.to_numeric(df[name], errors="raise").astype("float64")
     return pd.DataFrame(out, index=df.index)
-
-
-#: category -> its code (position in the catalogue's categories), as LightGBM numbers them.
-CATEGORY_CODES = {n: {c: float(i) for i, c in enumerate(cs)} for n, cs in CATEGORIES.items()}
-
-
-def encode(df: pd.DataFrame) -> np.ndarray:
-    """The catalogue's features as one float matrix: categories by code, NaN if missing.
-
-    The fast form every scoring path uses (batch, pyfunc, online); equal, as LightGBM
-    input, to :func:`model_matrix` (a pandas categorical enters LightGBM as its code).
-    An unknown category counts as missing, as it does in the categorical.
-    """
-    missing = [f for f in FEATURE_NAMES if f not in df.columns]
-    if missing:
-        raise ValueError(f"input lacks catalogue features: {missing}")
-    out = np.empty((len(df), len(FEATURE_NAMES)))
-    for j, name in enumerate(FEATURE_NAMES):
-        col = df[name]
-        if name in CATEGORY_CODES:
-            out[:, j] = col.astype("object").map(CATEGORY_CODES[name]).to_numpy(dtype=float)
-        else:
-            out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=float, na_value=np.nan)
-    return out
-
-
-def encode_row(row: dict) -> list[float]:
-    """One household's features (a mapping) as a row of :func:`encode`, without pandas."""
-    out = []
-    for name in FEATURE_NAMES:
-        v = row[name]
-        if name in CATEGORY_CODES:
-            out.append(CATEGORY_CODES[name].get(v, math.nan))
-        else:
-            out.append(math.nan if v is None else float(v))
-    return out
 
 
 @dataclass

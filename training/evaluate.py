@@ -1,22 +1,25 @@
-"""Out-of-time evaluation: discrimination, calibration, classes, slices, oracle ratio."""
+"""Out-of-time evaluation: discrimination, calibration, classes, slices.
+
+The one AUC (:func:`auc`) and the one slice table (:func:`slice_table`) behind training's
+model card, the promotion gate and monitoring.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display
 import itertools
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
 
 from training.scoring import CLASSES
 
 AGE_BANDS = (0, 1, 3, 5, 10, 1000)
+SLICE_DIMENSIONS = ("city", "org_form", "industry", "age_band")
+#: A slice is miscalibrated when its observed/predicted ratio, relative to the whole
+#: population's, leaves this band (and an exact binomial test says it is not chance).
+MISCAL_LOW, MISCAL_HIGH = 0.8, 1.25
 
 
 def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -29,12 +32,18 @@ def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     return float(total / len(p))
 
 
+def auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    """Area under the ROC curve, or None when ``y`` holds one class only (undefined)."""
+    y = np.asarray(y)
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
+
+
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     fpr, tpr, _ = roc_curve(y, p)
-    auc = roc_auc_score(y, p)
+    a = roc_auc_score(y, p)
     return {
-        "auc": float(auc),
-        "gini": float(2 * auc - 1),
+        "auc": float(a),
+        "gini": float(2 * a - 1),
         "ks": float(np.max(tpr - fpr)),
         "brier": float(brier_score_loss(y, p)),
         "log_loss": float(log_loss(y, np.clip(p, 1e-12, 1 - 1e-12))),
@@ -70,75 +79,56 @@ def age_band(years: np.ndarray) -> np.ndarray:
     return np.asarray(labels)[np.minimum(idx, len(labels) - 1)]
 
 
-def slices(X: pd.DataFrame, y: np.ndarray, p: np.ndarray, classes: np.ndarray) -> pd.DataFrame:
-    """AUC, calibration and class mix by city, organisational form and age band."""
-    keys = {
-        "city": X["city"].astype(str).to_numpy(),
-        "org_form": np.where(X["org_form_family"].to_numpy() > 0, "family", "individual"),
-        "age_band": age_band(X["reg_age_years"].to_numpy()),
-    }
-    overall_d = float(np.mean(classes == "D"))
+def slice_frame(features: pd.DataFrame, scored: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
+    """The slicing dimensions of scored households, with outcome, PD and class."""
+    return pd.DataFrame(
+        {
+            "city": features["city"].astype(str).to_numpy(),
+            "org_form": np.where(
+                features["org_form_family"].to_numpy() > 0, "family", "individual"
+            ),
+            "industry": features["industry"].astype(str).to_numpy(),
+            "age_band": age_band(features["reg_age_years"].to_numpy(dtype=float)),
+            "y": y,
+            "pd": scored["pd"].to_numpy(),
+            "risk_class": scored["risk_class"].to_numpy(),
+        }
+    )
+
+
+def slice_table(frame: pd.DataFrame) -> list[dict]:
+    """``frame``: city, org_form, industry, age_band, y, pd, risk_class (one matured date)."""
+    overall_d = float((frame.risk_class == "D").mean())
+    # Calibration is judged against the whole population's: a slice is miscalibrated when
+    # its outcomes leave the predictions behind more than everyone's do (a drift common to
+    # all is the back-test's finding, not the slice's).
+    overall_ratio = float(frame.y.mean() / frame.pd.mean()) if frame.pd.mean() > 0 else 1.0
     rows = []
-    for dim, values in keys.items():
-        for v in sorted(set(values)):
-            m = values == v
-            yy, pp = y[m], p[m]
+    for dim in SLICE_DIMENSIONS:
+        for value, g in frame.groupby(dim, observed=True, sort=True):
+            y, p = g.y.to_numpy(), g.pd.to_numpy()
+            shares = {c: float((g.risk_class == c).mean()) for c in CLASSES}
+            ratio = float(y.mean() / p.mean()) if p.mean() > 0 else None
+            relative = ratio / overall_ratio if ratio is not None and overall_ratio > 0 else None
+            expected = min(max(p.mean() * overall_ratio, 1e-12), 1 - 1e-12)
+            p_cal = float(binomtest(int(y.sum()), len(y), expected).pvalue)
             rows.append(
                 {
-                    "slice": dim,
-                    "value": v,
-                    "n": int(m.sum()),
-                    "auc": float(roc_auc_score(yy, pp)) if 0 < yy.sum() < len(yy) else float("nan"),
-                    "mean_pd": float(pp.mean()),
-                    "observed_rate": float(yy.mean()),
-                    "share_D": float(np.mean(classes[m] == "D")),
-                    "d_rate_ratio": float(np.mean(classes[m] == "D") / overall_d)
-                    if overall_d
-                    else float("nan"),
+                    "dimension": dim,
+                    "slice": str(value),
+                    "n": len(g),
+                    "auc": auc(y, p),
+                    "mean_pd": float(p.mean()),
+                    "observed_rate": float(y.mean()),
+                    "calibration_ratio": ratio,
+                    "relative_calibration": relative,
+                    "calibration_p_value": p_cal,
+                    # off the population's calibration by more than a quarter, not by chance
+                    "miscalibrated": relative is not None
+                    and (relative > MISCAL_HIGH or relative < MISCAL_LOW)
+                    and p_cal < 0.01,
+                    **{f"share_{c}": v for c, v in shares.items()},
+                    "d_rate_ratio": shares["D"] / overall_d if overall_d > 0 else None,
                 }
             )
-    return pd.DataFrame(rows)
-
-
-def reliability_plot(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -> None:
-    order = np.argsort(p, kind="stable")
-    parts = [part for part in np.array_split(order, bins) if len(part)]
-    mp = [p[part].mean() for part in parts]
-    my = [y[part].mean() for part in parts]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    top = max(max(mp), max(my)) * 1.05
-    ax.plot([0, top], [0, top], "--", color="grey", label="perfect")
-    ax.plot(mp, my, "o-", label="model")
-    ax.set_xlabel("predicted PD (decile mean)")
-    ax.set_ylabel("observed adverse-event rate")
-    ax.set_title("Reliability, out-of-time test")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def score_by_city_plot(city: np.ndarray, score: np.ndarray, path: Path) -> None:
-    cities = sorted(set(city))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.boxplot([score[city == c] for c in cities], showfliers=False)
-    ax.set_xticks(range(1, len(cities) + 1), cities, rotation=30)
-    ax.set_ylabel("score (0-1000, higher = lower risk)")
-    ax.set_title("Score distribution by city, out-of-time test")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def shap_summary_plot(contrib: np.ndarray, X: pd.DataFrame, path: Path) -> None:
-    import shap
-
-    Xn = X.copy()
-    for c in Xn.columns:
-        if isinstance(Xn[c].dtype, pd.CategoricalDtype):
-            Xn[c] = Xn[c].cat.codes
-    plt.figure()
-    shap.summary_plot(contrib, Xn, show=False, max_display=15)
-    plt.tight_layout()
-    plt.savefig(path, dpi=100)
-    plt.close("all")
+    return rows

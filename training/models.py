@@ -5,9 +5,6 @@ measure what the constraints cost), and a logistic WoE scorecard baseline.
 
 from __future__ import annotations
 
-import bisect
-import json
-from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -16,9 +13,9 @@ import pandas as pd
 
 from features.catalogue import CATEGORIES, FEATURE_NAMES, FEATURES_BY_NAME
 from training.data import Split
+from training.scoring import PointsTable
 
 KINDS = ("monotone", "additive", "unconstrained")
-_FEW_ROWS = 8  # up to this many rows, points are looked up in plain Python
 MONOTONE = [FEATURES_BY_NAME[n].monotone for n in FEATURE_NAMES]
 CATEGORICAL = [n for n in FEATURE_NAMES if FEATURES_BY_NAME[n].value_type == "category"]
 
@@ -72,97 +69,6 @@ def fit_booster(
 
 
 # --- the points table of an additive booster -----------------------------------------
-
-
-@dataclass
-class PointsTable:
-    """Exact additive form of a booster whose every tree splits on one feature.
-
-    margin(x) = base + sum_j points_j(x_j). Numeric: ``points[k]`` applies to
-    thresholds[k-1] < x <= thresholds[k] (with -inf and +inf at the ends), ``nan``
-    to a missing value. Categorical: one value per category and one for missing.
-    The points are the booster's own TreeSHAP contributions, so they are also its
-    SHAP values.
-    """
-
-    base: float
-    numeric: dict[str, dict]  # name -> {"thresholds": [...], "points": [...], "nan": float}
-    categorical: dict[str, dict]  # name -> {"points": {category: float}, "nan": float}
-
-    def __post_init__(self) -> None:
-        # Lookup arrays per feature, in catalogue order, for the encoded matrix.
-        self._lookups: list[tuple[np.ndarray | None, np.ndarray, float]] = []
-        for name in FEATURE_NAMES:
-            if name in self.numeric:
-                spec = self.numeric[name]
-                th = np.asarray(spec["thresholds"], float)
-                pts = np.asarray(spec["points"])
-            else:  # categorical: points indexed by the category's code
-                spec = self.categorical[name]
-                th = None
-                pts = np.asarray([spec["points"].get(c, spec["nan"]) for c in CATEGORIES[name]])
-            self._lookups.append((th, pts, float(spec["nan"])))
-        self._py_lookups = [
-            (None if th is None else th.tolist(), pts.tolist(), nan)
-            for th, pts, nan in self._lookups
-        ]
-
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature points for an encoded matrix (see :func:`training.data.encode`)."""
-        if X.shape[0] <= _FEW_ROWS:
-            return np.asarray([self._row_points(row) for row in X.tolist()]).reshape(
-                X.shape[0], len(FEATURE_NAMES)
-            )
-        out = np.empty((X.shape[0], len(FEATURE_NAMES)))
-        for j, (th, pts, nan) in enumerate(self._lookups):
-            x = X[:, j]
-            missing = np.isnan(x)
-            if th is not None:
-                idx = np.minimum(np.searchsorted(th, x, side="left"), len(pts) - 1)
-            else:
-                idx = np.where(missing, 0, x).astype(np.int64)
-            out[:, j] = np.where(missing, nan, pts[idx])
-        return out
-
-    def _row_points(self, row: list[float]) -> list[float]:
-        """The same lookup for one row in plain Python: an online request is one row, and
-        two dozen tiny numpy calls cost more than the lookups themselves."""
-        out = []
-        for x, (th, pts, nan) in zip(row, self._py_lookups, strict=True):
-            if x != x:  # NaN: missing
-                out.append(nan)
-            elif th is None:
-                out.append(pts[int(x)])
-            else:
-                out.append(pts[min(bisect.bisect_left(th, x), len(pts) - 1)])
-        return out
-
-    def margin(self, X: np.ndarray) -> np.ndarray:
-        return self.base + self.contributions(X).sum(axis=1)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {"base": self.base, "numeric": self.numeric, "categorical": self.categorical}
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> PointsTable:
-        d = json.loads(text)
-        return cls(d["base"], d["numeric"], d["categorical"])
-
-    def as_frame(self, factor: float = 1.0) -> pd.DataFrame:
-        """Readable table: feature, bin, points (times ``factor``, e.g. into score points)."""
-        rows = []
-        for name, spec in self.numeric.items():
-            th = spec["thresholds"]
-            for k, p in enumerate(spec["points"]):
-                lo = "-inf" if k == 0 else f"{th[k - 1]:g}"
-                hi = "+inf" if k == len(th) else f"{th[k]:g}"
-                rows.append((name, f"({lo}, {hi}]", p * factor))
-            rows.append((name, "missing", spec["nan"] * factor))
-        for name, spec in self.categorical.items():
-            rows.extend((name, f"= {c}", p * factor) for c, p in spec["points"].items())
-        return pd.DataFrame(rows, columns=["feature", "bin", "points"])
 
 
 def _split_features(node: dict, acc: dict[int, set]) -> None:

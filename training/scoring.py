@@ -1,15 +1,19 @@
-"""The scoring model: raw margin -> calibrated PD -> score 0-1000 -> class A-D + reasons.
+"""The scoring artefact: encoded features -> raw margin -> calibrated PD -> score 0-1000
+-> class A-D + reasons, with their texts.
 
-One object serves batch scoring, the MLflow pyfunc and the online service, so every
-path gives the same answer for the same features.
+One module, one object for batch scoring, Spark, the MLflow pyfunc and the online
+service, so every path gives the same answer for the same features. It depends on the
+catalogue, numpy, pandas and LightGBM only: a service worker importing it loads neither
+DuckDB, sqlglot nor MLflow (a test checks). Fitting the calibration is training's work
+(:mod:`training.calibration`).
 
 * Calibration: Platt scaling of the raw margin, fitted on the validation snapshots.
 * Score: points to double the odds. score = base_score + pdo / ln 2 * (ln(odds) -
   ln(base_odds)), odds = (1 - PD) / PD (good : bad); clipped to 0-1000 and rounded.
   Defaults: 600 points at odds 50:1, 40 points to double the odds. Higher = lower risk.
 * Classes: A (low) - D (high), as in SAMR's classification (国市监信发〔2022〕6号), cut on PD
-  at thresholds stored with the model (chosen on validation: the best 40% of households
-  are A, the next 30% B, the next 20% C, the worst 10% D).
+  at thresholds stored with the model (chosen on validation at the training config's
+  ``class_shares``).
 * Policy override: a household on the serious illegal and dishonest list is class D,
   and R08 is its first reason, whatever the model says.
 * Reasons: at most four catalogue reason codes whose features push the margin up the
@@ -19,9 +23,10 @@ path gives the same answer for the same features.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightgbm as lgb
@@ -29,19 +34,152 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import (
+    CATEGORIES,
     FEATURE_NAMES,
     FEATURES_BY_NAME,
     NO_ADVERSE,
     REASONS,
-    catalogue_version,
 )
-from training.data import encode
-from training.models import PointsTable
 
 CLASSES = ("A", "B", "C", "D")
 MAX_REASONS = 4
 OVERRIDE_FEATURE, OVERRIDE_REASON = "serious_listed", "R08"
-_OVERRIDE_COL = FEATURE_NAMES.index(OVERRIDE_FEATURE)
+_FEW_ROWS = 8  # up to this many rows, points are looked up in plain Python
+
+
+# --- the encoded matrix: every scoring path's input -----------------------------------
+
+#: category -> its code (position in the catalogue's categories), as LightGBM numbers them.
+CATEGORY_CODES = {n: {c: float(i) for i, c in enumerate(cs)} for n, cs in CATEGORIES.items()}
+
+
+def encode(df: pd.DataFrame) -> np.ndarray:
+    """The catalogue's features as one float matrix: categories by code, NaN if missing.
+
+    The fast form every scoring path uses (batch, pyfunc, online); equal, as LightGBM
+    input, to :func:`model_matrix` (a pandas categorical enters LightGBM as its code).
+    An unknown category counts as missing, as it does in the categorical.
+    """
+    missing = [f for f in FEATURE_NAMES if f not in df.columns]
+    if missing:
+        raise ValueError(f"input lacks catalogue features: {missing}")
+    out = np.empty((len(df), len(FEATURE_NAMES)))
+    for j, name in enumerate(FEATURE_NAMES):
+        col = df[name]
+        if name in CATEGORY_CODES:
+            out[:, j] = col.astype("object").map(CATEGORY_CODES[name]).to_numpy(dtype=float)
+        else:
+            out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=float, na_value=np.nan)
+    return out
+
+
+def encode_row(row: dict) -> list[float]:
+    """One household's features (a mapping) as a row of :func:`encode`, without pandas."""
+    out = []
+    for name in FEATURE_NAMES:
+        v = row[name]
+        if name in CATEGORY_CODES:
+            out.append(CATEGORY_CODES[name].get(v, math.nan))
+        else:
+            out.append(math.nan if v is None else float(v))
+    return out
+
+
+# --- the additive model's exact form ---------------------------------------------------
+
+
+@dataclass
+class PointsTable:
+    """Exact additive form of a booster whose every tree splits on one feature.
+
+    margin(x) = base + sum_j points_j(x_j). Numeric: ``points[k]`` applies to
+    thresholds[k-1] < x <= thresholds[k] (with -inf and +inf at the ends), ``nan``
+    to a missing value. Categorical: one value per category and one for missing.
+    The points are the booster's own TreeSHAP contributions, so they are also its
+    SHAP values.
+    """
+
+    base: float
+    numeric: dict[str, dict]  # name -> {"thresholds": [...], "points": [...], "nan": float}
+    categorical: dict[str, dict]  # name -> {"points": {category: float}, "nan": float}
+
+    def __post_init__(self) -> None:
+        # Lookup arrays per feature, in catalogue order, for the encoded matrix.
+        self._lookups: list[tuple[np.ndarray | None, np.ndarray, float]] = []
+        for name in FEATURE_NAMES:
+            if name in self.numeric:
+                spec = self.numeric[name]
+                th = np.asarray(spec["thresholds"], float)
+                pts = np.asarray(spec["points"])
+            else:  # categorical: points indexed by the category's code
+                spec = self.categorical[name]
+                th = None
+                pts = np.asarray([spec["points"].get(c, spec["nan"]) for c in CATEGORIES[name]])
+            self._lookups.append((th, pts, float(spec["nan"])))
+        self._py_lookups = [
+            (None if th is None else th.tolist(), pts.tolist(), nan)
+            for th, pts, nan in self._lookups
+        ]
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature points for an encoded matrix (see :func:`training.data.encode`)."""
+        if X.shape[0] <= _FEW_ROWS:
+            return np.asarray([self._row_points(row) for row in X.tolist()]).reshape(
+                X.shape[0], len(FEATURE_NAMES)
+            )
+        out = np.empty((X.shape[0], len(FEATURE_NAMES)))
+        for j, (th, pts, nan) in enumerate(self._lookups):
+            x = X[:, j]
+            missing = np.isnan(x)
+            if th is not None:
+                idx = np.minimum(np.searchsorted(th, x, side="left"), len(pts) - 1)
+            else:
+                idx = np.where(missing, 0, x).astype(np.int64)
+            out[:, j] = np.where(missing, nan, pts[idx])
+        return out
+
+    def _row_points(self, row: list[float]) -> list[float]:
+        """The same lookup for one row in plain Python: an online request is one row, and
+        two dozen tiny numpy calls cost more than the lookups themselves."""
+        out = []
+        for x, (th, pts, nan) in zip(row, self._py_lookups, strict=True):
+            if x != x:  # NaN: missing
+                out.append(nan)
+            elif th is None:
+                out.append(pts[int(x)])
+            else:
+                out.append(pts[min(bisect.bisect_left(th, x), len(pts) - 1)])
+        return out
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return self.base + self.contributions(X).sum(axis=1)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"base": self.base, "numeric": self.numeric, "categorical": self.categorical}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PointsTable:
+        d = json.loads(text)
+        return cls(d["base"], d["numeric"], d["categorical"])
+
+    def as_frame(self, factor: float = 1.0) -> pd.DataFrame:
+        """Readable table: feature, bin, points (times ``factor``, e.g. into score points)."""
+        rows = []
+        for name, spec in self.numeric.items():
+            th = spec["thresholds"]
+            for k, p in enumerate(spec["points"]):
+                lo = "-inf" if k == 0 else f"{th[k - 1]:g}"
+                hi = "+inf" if k == len(th) else f"{th[k]:g}"
+                rows.append((name, f"({lo}, {hi}]", p * factor))
+            rows.append((name, "missing", spec["nan"] * factor))
+        for name, spec in self.categorical.items():
+            rows.extend((name, f"= {c}", p * factor) for c, p in spec["points"].items())
+        return pd.DataFrame(rows, columns=["feature", "bin", "points"])
+
+
+# --- score scale, reasons ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -143,7 +281,7 @@ def _label(idx: list[int], serious: bool) -> str:
 
 @dataclass
 class ScoringModel:
-    """A fitted, calibrated, scaled model. Build with :func:`make_scoring_model`."""
+    """A fitted, calibrated, scaled model. Build with :func:`training.calibration.make_scoring_model`."""
 
     booster: lgb.Booster
     kind: str
@@ -153,9 +291,16 @@ class ScoringModel:
     scale: ScoreScale
     points: PointsTable | None
     catalogue_version: str
+    #: The encoded matrix's columns, and the one whose positive value forces class D.
+    feature_names: tuple[str, ...] = tuple(FEATURE_NAMES)
+    override_feature: str = OVERRIDE_FEATURE
+    _override_col: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._override_col = self.feature_names.index(self.override_feature)
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        """Raw margin for an encoded matrix (:func:`training.data.encode`)."""
+        """Raw margin for an encoded matrix (:func:`encode`)."""
         if self.points is not None:
             return self.points.margin(X)
         return self.booster.predict(X, raw_score=True)
@@ -179,7 +324,7 @@ class ScoringModel:
 
         The one scoring function behind batch scoring, the pyfunc and the online service.
         """
-        serious = X[:, _OVERRIDE_COL] > 0
+        serious = X[:, self._override_col] > 0
         if with_reasons:  # one pass gives both: the margin is the contributions' sum
             margin, contrib = self.explain(X)
         else:
@@ -208,7 +353,7 @@ class ScoringModel:
 
     def reasons(self, X: np.ndarray) -> np.ndarray:
         """Reason codes (joined by ';') per row; R08 first for a serious-list household."""
-        return reason_strings(self.contributions(X), X[:, _OVERRIDE_COL] > 0)
+        return reason_strings(self.contributions(X), X[:, self._override_col] > 0)
 
     def score_frame(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
         """PD, score, class and reasons for rows holding the catalogue's features."""
@@ -225,6 +370,8 @@ class ScoringModel:
             "class_thresholds": list(self.class_thresholds),
             "scale": asdict(self.scale),
             "catalogue_version": self.catalogue_version,
+            "features": list(self.feature_names),
+            "override_feature": self.override_feature,
         }
         out = {
             "booster.txt": self.booster.model_to_string(),
@@ -256,39 +403,11 @@ class ScoringModel:
             scale=ScoreScale(**meta["scale"]),
             points=PointsTable.from_json(files["points.json"]) if "points.json" in files else None,
             catalogue_version=meta["catalogue_version"],
+            feature_names=tuple(meta.get("features", FEATURE_NAMES)),
+            override_feature=meta.get("override_feature", OVERRIDE_FEATURE),
         )
 
     @classmethod
     def load(cls, folder: Path) -> ScoringModel:
         names = ("booster.txt", "scoring.json", "points.json")
         return cls.from_files({n: (folder / n).read_text() for n in names if (folder / n).exists()})
-
-
-def fit_platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    from sklearn.linear_model import LogisticRegression
-
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y)
-    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
-
-
-def make_scoring_model(
-    booster: lgb.Booster,
-    kind: str,
-    valid_X: pd.DataFrame,
-    valid_y: np.ndarray,
-    points: PointsTable | None = None,
-    class_shares: tuple[float, float, float] = (0.4, 0.7, 0.9),
-    scale: ScoreScale | None = None,
-) -> ScoringModel:
-    """Calibrate on validation and fix the class thresholds there."""
-    margin = (
-        points.margin(encode(valid_X))
-        if points is not None
-        else booster.predict(valid_X, raw_score=True)
-    )
-    a, b = fit_platt(margin, valid_y)
-    pd_valid = 1.0 / (1.0 + np.exp(-(a * margin + b)))
-    q_ab, q_bc, q_cd = (float(np.quantile(pd_valid, q)) for q in class_shares)
-    return ScoringModel(
-        booster, kind, a, b, (q_ab, q_bc, q_cd), scale or ScoreScale(), points, catalogue_version()
-    )

@@ -16,24 +16,24 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from features.catalogue import FEATURE_NAMES, catalogue_dict, catalogue_version
-from training.checks import run_checks
-from training.data import Split, encode, load_training_set, split_out_of_time
+from training.calibration import DEFAULT_CLASS_SHARES, make_scoring_model
+from training.checks import CheckReport, run_checks
+from training.data import Split, load_training_set, split_out_of_time
 from training.evaluate import (
+    auc,
     class_table,
     metrics,
-    reliability_plot,
-    score_by_city_plot,
-    shap_summary_plot,
-    slices,
+    slice_frame,
+    slice_table,
     strictly_increasing,
 )
 from training.models import WoEScorecard, fit_booster, points_table
 from training.monitor import REFERENCE_ARTIFACT
+from training.plots import reliability_plot, score_by_city_plot, shap_summary_plot
 from training.registry import TEST_ROWS, log_scoring_model, use_tracking
-from training.scoring import make_scoring_model
+from training.scoring import PointsTable, ScoringModel, encode
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class TrainConfig:
     rounds: int = 2000
     params: dict = field(default_factory=dict)
     experiment: str = "credref"
+    #: cumulative validation shares at the class cuts A|B, B|C, C|D
+    class_shares: tuple[float, float, float] = DEFAULT_CLASS_SHARES
 
     @classmethod
     def from_toml(cls, path: Path) -> TrainConfig:
@@ -68,9 +70,17 @@ class TrainConfig:
                 rounds=int(model.get("rounds", 2000)),
                 params=dict(model.get("params", {})),
                 experiment=d.get("mlflow", {}).get("experiment", "credref"),
+                class_shares=_class_shares(model.get("class_shares", DEFAULT_CLASS_SHARES)),
             )
         except KeyError as e:
             raise ValueError(f"{path}: missing setting {e}") from e
+
+
+def _class_shares(value) -> tuple[float, float, float]:
+    shares = tuple(float(v) for v in value)
+    if len(shares) != 3 or not 0 < shares[0] < shares[1] < shares[2] < 1:
+        raise ValueError(f"class_shares must be three increasing shares in (0, 1): {list(shares)}")
+    return shares  # type: ignore[return-value]
 
 
 @dataclass
@@ -83,8 +93,44 @@ class TrainResult:
     summary: dict
 
 
+@dataclass
+class Splits:
+    train: Split
+    valid: Split
+    test: Split
+
+
+@dataclass
+class Fitted:
+    """The model family fitted, compared, and the chosen one made a scoring artefact."""
+
+    chosen: str
+    why: str
+    valid_auc: dict
+    test_auc: dict
+    oracle_auc: float | None
+    model: ScoringModel
+    points: PointsTable | None
+    checks: CheckReport
+
+
+@dataclass
+class Evaluation:
+    """The chosen model on the out-of-time test rows, as the pipeline produces them."""
+
+    raw_test: pd.DataFrame
+    scored: pd.DataFrame
+    metrics: dict
+    classes: pd.DataFrame
+    slices: pd.DataFrame
+    summary: dict
+
+
 def _auc(split: Split, p: np.ndarray) -> float:
-    return float(roc_auc_score(split.y, p))
+    a = auc(split.y, p)
+    if a is None:
+        raise ValueError(f"the {split.name} split has only one outcome class: AUC is undefined")
+    return a
 
 
 def train(
@@ -93,151 +139,174 @@ def train(
     artifact_root: Path,
     registered_model: str = "credref-reference",
 ) -> TrainResult:
+    """Fit and select -> evaluate -> log -> register, in one MLflow run."""
     df, manifest = load_training_set(config.dataset)
     if manifest["catalogue_version"] != catalogue_version():
         raise ValueError(
             f"training set was built with catalogue {manifest['catalogue_version']}, "
             f"the code has {catalogue_version()}: rebuild it with `credref dataset`"
         )
-    train_s, valid_s, test_s = split_out_of_time(df, config.train_end, config.valid_end)
+    splits = Splits(*split_out_of_time(df, config.train_end, config.valid_end))
     use_tracking(tracking_uri, artifact_root, config.experiment)
-
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        mlflow.log_params(
-            {
-                "train_end": config.train_end,
-                "valid_end": config.valid_end,
-                "test_as_of": test_s.dates[0],
-                "seed": config.seed,
-                "rounds": config.rounds,
-                "catalogue_version": catalogue_version(),
-                "train_rows": len(train_s.y),
-                "valid_rows": len(valid_s.y),
-                "test_rows": len(test_s.y),
-                **{f"lgb_{k}": v for k, v in config.params.items()},
-            }
-        )
-        boosters = {
-            k: fit_booster(k, train_s, valid_s, config.params, config.seed, config.rounds)
-            for k in ("monotone", "additive", "unconstrained")
-        }
-        valid_auc = {
-            k: _auc(valid_s, b.predict(valid_s.X, raw_score=True)) for k, b in boosters.items()
-        }
-        test_auc = {
-            k: _auc(test_s, b.predict(test_s.X, raw_score=True)) for k, b in boosters.items()
-        }
-        woe = WoEScorecard().fit(train_s.X, train_s.y)
-        test_auc["woe_scorecard"] = _auc(test_s, woe.predict_proba(test_s.X))
-        oracle_auc = (
-            _auc(test_s, test_s.meta.oracle_pd.to_numpy())
-            if test_s.meta.oracle_pd.notna().all()
-            else None
-        )
+        _log_params(config, splits)
+        fitted = fit_and_select(config, splits)
+        evaluation = evaluate(config, fitted, df, splits)
+        log_run(config, fitted, evaluation, splits, manifest, df, Path(tmp))
+        return register(run.info.run_id, fitted, evaluation, registered_model)
 
-        if valid_auc["monotone"] > valid_auc["additive"] + ADDITIVE_PREFERENCE:
-            chosen = "monotone"
-            why = (
-                f"monotone tree model beats the additive one on validation AUC by "
-                f"{valid_auc['monotone'] - valid_auc['additive']:.4f} > {ADDITIVE_PREFERENCE}"
-            )
-        else:
-            chosen = "additive"
-            why = (
-                f"additive model within {ADDITIVE_PREFERENCE} of the tree model on validation AUC "
-                f"({valid_auc['additive']:.4f} vs {valid_auc['monotone']:.4f}): exact points table, no TreeSHAP"
-            )
-        booster = boosters[chosen]
-        points = points_table(booster, test_s.X) if chosen == "additive" else None
-        model = make_scoring_model(booster, chosen, valid_s.X, valid_s.y, points)
-        checks = run_checks(booster, test_s.X, points, seed=config.seed)
 
-        # The features exactly as the pipeline produces them: what callers will send.
-        raw_test = df[df.as_of == test_s.meta.as_of.iloc[0]][list(FEATURE_NAMES)].reset_index(
-            drop=True
-        )
-        scored = model.score_frame(raw_test)
-        p = scored["pd"].to_numpy()
-        m = metrics(test_s.y, p)
-        classes = class_table(test_s.y, scored["risk_class"].to_numpy())
-        sl = slices(test_s.X, test_s.y, p, scored["risk_class"].to_numpy())
-        summary = {
-            "chosen": chosen,
-            "why": why,
-            "valid_auc": valid_auc,
-            "test_auc": test_auc,
-            "oracle_auc": oracle_auc,
-            "oracle_ratio": (m["auc"] / oracle_auc) if oracle_auc else None,
-            "constraint_cost_auc": test_auc["unconstrained"] - test_auc["monotone"],
-            "additivity_cost_auc": test_auc["unconstrained"] - test_auc["additive"],
-            "class_rates_increasing": strictly_increasing(classes.observed_rate),
-            "checks": checks.__dict__,
-            "check_failures": checks.failures(),
+def _log_params(config: TrainConfig, splits: Splits) -> None:
+    mlflow.log_params(
+        {
+            "train_end": config.train_end,
+            "valid_end": config.valid_end,
+            "test_as_of": splits.test.dates[0],
+            "seed": config.seed,
+            "rounds": config.rounds,
+            "class_shares": ",".join(f"{q:g}" for q in config.class_shares),
+            "catalogue_version": catalogue_version(),
+            "train_rows": len(splits.train.y),
+            "valid_rows": len(splits.valid.y),
+            "test_rows": len(splits.test.y),
+            **{f"lgb_{k}": v for k, v in config.params.items()},
         }
-        if config.dataset_all_published is not None:
-            summary["all_published"] = _policy_cost(config, chosen, test_s)
-        mlflow.log_metrics({f"test_{k}": v for k, v in m.items()})
-        mlflow.log_metrics({f"valid_auc_{k}": v for k, v in valid_auc.items()})
-        mlflow.log_metrics({f"test_auc_{k}": v for k, v in test_auc.items()})
-        if oracle_auc:
-            mlflow.log_metrics(
-                {"test_oracle_auc": oracle_auc, "test_oracle_ratio": summary["oracle_ratio"]}
-            )
-        for c, r in zip(classes["class"], classes.observed_rate, strict=True):
-            mlflow.log_metric(f"test_rate_class_{c}", float(r))
-        mlflow.set_tags(
-            {
-                "chosen_model": chosen,
-                "selection_reason": why,
-                "checks_passed": str(checks.passed).lower(),
-                "check_failures": "; ".join(checks.failures()) or "none",
-                "class_rates_increasing": str(summary["class_rates_increasing"]).lower(),
-            }
-        )
+    )
 
-        # artefacts: catalogues, points table, plots, card, manifest, test rows for the gate
-        (out / "catalogue.json").write_text(
-            json.dumps(catalogue_dict(), ensure_ascii=False, indent=2)
+
+def fit_and_select(config: TrainConfig, s: Splits) -> Fitted:
+    """Fit every kind, compare out of time, prefer the additive model unless the tree
+    model is clearly better, calibrate it and run the checks."""
+    boosters = {
+        k: fit_booster(k, s.train, s.valid, config.params, config.seed, config.rounds)
+        for k in ("monotone", "additive", "unconstrained")
+    }
+    valid_auc = {
+        k: _auc(s.valid, b.predict(s.valid.X, raw_score=True)) for k, b in boosters.items()
+    }
+    test_auc = {k: _auc(s.test, b.predict(s.test.X, raw_score=True)) for k, b in boosters.items()}
+    woe = WoEScorecard().fit(s.train.X, s.train.y)
+    test_auc["woe_scorecard"] = _auc(s.test, woe.predict_proba(s.test.X))
+    oracle = s.test.meta.oracle_pd
+    oracle_auc = _auc(s.test, oracle.to_numpy()) if oracle.notna().all() else None
+    gain = valid_auc["monotone"] - valid_auc["additive"]
+    if gain > ADDITIVE_PREFERENCE:
+        chosen = "monotone"
+        why = (
+            f"monotone tree model beats the additive one on validation AUC by "
+            f"{gain:.4f} > {ADDITIVE_PREFERENCE}"
         )
-        (out / "training_set_manifest.json").write_text(json.dumps(manifest, indent=2))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        classes.to_csv(out / "class_rates.csv", index=False)
-        sl.to_csv(out / "slices.csv", index=False)
-        if points is not None:
-            points.as_frame(-model.scale.factor * model.calib_a).to_csv(
-                out / "points_table.csv", index=False
-            )
-        reliability_plot(test_s.y, p, out / "calibration.png")
-        score_by_city_plot(
-            test_s.X["city"].astype(str).to_numpy(),
-            scored["score"].to_numpy(),
-            out / "score_by_city.png",
+    else:
+        chosen = "additive"
+        why = (
+            f"additive model within {ADDITIVE_PREFERENCE} of the tree model on validation AUC "
+            f"({valid_auc['additive']:.4f} vs {valid_auc['monotone']:.4f}): exact points table, no TreeSHAP"
         )
-        sample = test_s.X.sample(n=min(3000, len(test_s.X)), random_state=config.seed)
-        shap_summary_plot(model.contributions(encode(sample)), sample, out / "shap_summary.png")
-        (out / "model_card.md").write_text(
-            model_card(config, summary, m, classes, sl, test_s, manifest)
+    booster = boosters[chosen]
+    points = points_table(booster, s.test.X) if chosen == "additive" else None
+    model = make_scoring_model(booster, chosen, s.valid.X, s.valid.y, points, config.class_shares)
+    checks = run_checks(booster, s.test.X, points, seed=config.seed)
+    return Fitted(chosen, why, valid_auc, test_auc, oracle_auc, model, points, checks)
+
+
+def evaluate(config: TrainConfig, f: Fitted, df: pd.DataFrame, s: Splits) -> Evaluation:
+    """Score the test rows as callers will send them; metrics, class rates, slices."""
+    raw_test = df[df.as_of == s.test.meta.as_of.iloc[0]][list(FEATURE_NAMES)].reset_index(drop=True)
+    scored = f.model.score_frame(raw_test)
+    m = metrics(s.test.y, scored["pd"].to_numpy())
+    classes = class_table(s.test.y, scored["risk_class"].to_numpy())
+    sl = pd.DataFrame(slice_table(slice_frame(s.test.X, scored, s.test.y)))
+    summary = {
+        "chosen": f.chosen,
+        "why": f.why,
+        "valid_auc": f.valid_auc,
+        "test_auc": f.test_auc,
+        "oracle_auc": f.oracle_auc,
+        "oracle_ratio": (m["auc"] / f.oracle_auc) if f.oracle_auc else None,
+        "constraint_cost_auc": f.test_auc["unconstrained"] - f.test_auc["monotone"],
+        "additivity_cost_auc": f.test_auc["unconstrained"] - f.test_auc["additive"],
+        "class_rates_increasing": strictly_increasing(classes.observed_rate),
+        "class_shares": list(config.class_shares),
+        "checks": f.checks.__dict__,
+        "check_failures": f.checks.failures(),
+    }
+    if config.dataset_all_published is not None:
+        summary["all_published"] = _policy_cost(config, f.chosen, s.test)
+    return Evaluation(raw_test, scored, m, classes, sl, summary)
+
+
+def log_run(config, f: Fitted, ev: Evaluation, s: Splits, manifest, df, out: Path) -> None:
+    """Metrics, tags and every artefact of the run, in MLflow."""
+    mlflow.log_metrics({f"test_{k}": v for k, v in ev.metrics.items()})
+    mlflow.log_metrics({f"valid_auc_{k}": v for k, v in f.valid_auc.items()})
+    mlflow.log_metrics({f"test_auc_{k}": v for k, v in f.test_auc.items()})
+    if f.oracle_auc:
+        mlflow.log_metrics(
+            {"test_oracle_auc": f.oracle_auc, "test_oracle_ratio": ev.summary["oracle_ratio"]}
         )
-        mlflow.log_artifacts(str(out))
-        rows = raw_test.assign(label=test_s.y)
-        rows_path = out / "test_rows.parquet"
-        rows.to_parquet(rows_path)
-        mlflow.log_artifact(str(rows_path), artifact_path=TEST_ROWS.rsplit("/", 1)[0])
-        # The monitoring reference: a sample of the training rows the model learned from.
-        ref_path = out / "reference.parquet"
-        raw_train = df[df.as_of <= config.train_end][["as_of", *FEATURE_NAMES]]
-        raw_train.sample(n=min(len(raw_train), 200_000), random_state=config.seed).reset_index(
-            drop=True
-        ).to_parquet(ref_path)
-        mlflow.log_artifact(str(ref_path), artifact_path=REFERENCE_ARTIFACT.rsplit("/", 1)[0])
-        if not checks.passed:
-            # The run stays in MLflow as evidence, marked FAILED; nothing is registered.
-            logger.error("training checks failed: %s", "; ".join(checks.failures()))
-            mlflow.end_run(status="FAILED")
-            return TrainResult(run.info.run_id, None, chosen, m, False, summary)
-        version = log_scoring_model(model, rows.drop(columns="label").head(50), registered_model)
-        return TrainResult(run.info.run_id, version, chosen, m, checks.passed, summary)
+    for c, r in zip(ev.classes["class"], ev.classes.observed_rate, strict=True):
+        mlflow.log_metric(f"test_rate_class_{c}", float(r))
+    mlflow.set_tags(
+        {
+            "chosen_model": f.chosen,
+            "selection_reason": f.why,
+            "checks_passed": str(f.checks.passed).lower(),
+            "check_failures": "; ".join(f.checks.failures()) or "none",
+            "class_rates_increasing": str(ev.summary["class_rates_increasing"]).lower(),
+        }
+    )
+    _write_artefacts(config, f, ev, s, manifest, out)
+    mlflow.log_artifacts(str(out))
+    _log_rows(config, ev, s, df, out)
+
+
+def _write_artefacts(config, f: Fitted, ev: Evaluation, s: Splits, manifest, out: Path) -> None:
+    """Catalogue, manifest, summary, class rates, slices, points, plots, model card."""
+    (out / "catalogue.json").write_text(json.dumps(catalogue_dict(), ensure_ascii=False, indent=2))
+    (out / "training_set_manifest.json").write_text(json.dumps(manifest, indent=2))
+    (out / "summary.json").write_text(json.dumps(ev.summary, indent=2, default=str))
+    ev.classes.to_csv(out / "class_rates.csv", index=False)
+    ev.slices.to_csv(out / "slices.csv", index=False)
+    if f.points is not None:
+        f.points.as_frame(-f.model.scale.factor * f.model.calib_a).to_csv(
+            out / "points_table.csv", index=False
+        )
+    reliability_plot(s.test.y, ev.scored["pd"].to_numpy(), out / "calibration.png")
+    score_by_city_plot(
+        s.test.X["city"].astype(str).to_numpy(),
+        ev.scored["score"].to_numpy(),
+        out / "score_by_city.png",
+    )
+    sample = s.test.X.sample(n=min(3000, len(s.test.X)), random_state=config.seed)
+    shap_summary_plot(f.model.contributions(encode(sample)), sample, out / "shap_summary.png")
+    (out / "model_card.md").write_text(
+        model_card(config, ev.summary, ev.metrics, ev.classes, ev.slices, s.test, manifest)
+    )
+
+
+def _log_rows(config, ev: Evaluation, s: Splits, df: pd.DataFrame, out: Path) -> None:
+    """The test rows (what the promotion gate scores) and the monitoring reference (a
+    sample of the training rows the model learned from)."""
+    rows_path = out / "test_rows.parquet"
+    ev.raw_test.assign(label=s.test.y).to_parquet(rows_path)
+    mlflow.log_artifact(str(rows_path), artifact_path=TEST_ROWS.rsplit("/", 1)[0])
+    ref_path = out / "reference.parquet"
+    raw_train = df[df.as_of <= config.train_end][["as_of", *FEATURE_NAMES]]
+    raw_train.sample(n=min(len(raw_train), 200_000), random_state=config.seed).reset_index(
+        drop=True
+    ).to_parquet(ref_path)
+    mlflow.log_artifact(str(ref_path), artifact_path=REFERENCE_ARTIFACT.rsplit("/", 1)[0])
+
+
+def register(run_id: str, f: Fitted, ev: Evaluation, registered_model: str) -> TrainResult:
+    """A new registered version, unless a check failed (the run then stays as evidence,
+    marked FAILED, and nothing is registered)."""
+    if not f.checks.passed:
+        logger.error("training checks failed: %s", "; ".join(f.checks.failures()))
+        mlflow.end_run(status="FAILED")
+        return TrainResult(run_id, None, f.chosen, ev.metrics, False, ev.summary)
+    version = log_scoring_model(f.model, ev.raw_test.head(50), registered_model)
+    return TrainResult(run_id, version, f.chosen, ev.metrics, True, ev.summary)
 
 
 def _policy_cost(config: TrainConfig, kind: str, test_legal: Split) -> dict:
@@ -278,7 +347,7 @@ test on {test_s.dates[0]} ({len(test_s.y):,} households).
 ## Model
 Chosen: **{summary["chosen"]}** ({summary["why"]}). LightGBM with the catalogue's monotone
 constraints; Platt calibration on validation; classes cut at validation PD quantiles
-40/70/90%; serious-list households are class D by policy.
+{"/".join(f"{100 * q:g}" for q in config.class_shares)}%; serious-list households are class D by policy.
 
 ## Out-of-time test metrics
 {json.dumps({k: round(v, 4) for k, v in m.items()}, indent=2)}
