@@ -120,7 +120,8 @@ def simulate(
             missing[e_idx] = rng.random(len(e_idx)) < q
             filed_day[:] = -1
             files = elig & ~missing
-            window = starts[m + 6] - ms
+            # Filing runs to 30 June, even past the end of the history.
+            window = int(month_start_day(np.array([m + 6]))[0]) - ms
             filed_day[files] = ms + rng.integers(0, window, size=int(files.sum()))
 
         mark_day_now = np.full(n, np.iinfo(np.int64).max)
@@ -212,6 +213,13 @@ def simulate(
             orc.append((op, m, oracle_pd(params, state, horizon)))
             pending[m] = (op, np.zeros(len(op), dtype=bool))
 
+    last = n_months - 1
+    if last % 12 < 6:  # the history ends before July: this year's reports filed so far
+        end = starts[n_months] - 1
+        limit = np.where(exit_day >= 0, exit_day, end)  # the household's last day
+        filed = due & (filed_day >= 0) & (filed_day <= limit)
+        r_idx = np.flatnonzero(filed)
+        reps.append((r_idx, last // 12 + 2019 - 1, filed_day[r_idx].copy()))
     return _collect(ev, marks, reps, orc, outcomes, exit_day, exit_kind)
 
 

@@ -213,3 +213,15 @@ def test_quarter_ends():
         date(2020, 9, 30),
         date(2020, 12, 31),
     )
+
+
+@pytest.mark.parametrize("end", [date(2024, 4, 30), date(2024, 6, 30)])
+def test_a_history_ending_before_july_has_the_final_years_reports_filed_so_far(tmp_path, end):
+    generate(tmp_path, 4_000, seed=2, end=end, secret=SECRET, workers=1, progress=False)
+    rows = duckdb.sql(
+        f"SELECT count(*), count(filed_on), max(filed_on) FROM '{tmp_path}/annual_reports.parquet' "
+        "WHERE report_year = 2023"
+    ).fetchall()[0]
+    n, filed, latest = rows
+    assert n > 1_000 and filed == n  # rows of reports filed by the end, none later
+    assert latest <= end
