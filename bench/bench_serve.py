@@ -38,12 +38,12 @@ from serving import launch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def publish_snapshot(warehouse: Path, home: Path, secret: bytes) -> dict:
+def publish_snapshot(warehouse: Path, home: Path, secret: bytes, memory_limit: str = "8GB") -> dict:
     from features.dataset import observed_through
     from features.warehouse import connect
     from serving.publish import publish
 
-    con = connect(warehouse, read_only=True, memory_limit="8GB")
+    con = connect(warehouse, read_only=True, memory_limit=memory_limit)
     try:
         as_of = observed_through(con)
         with measure() as m:
@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--rates", default="250,500,750,1000,1250")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--reuse-snapshot", action="store_true")
+    ap.add_argument("--memory-limit", default="8GB", help="DuckDB's cap for the publication")
     ap.add_argument("--out", type=Path, default=Path("bench/out/serve.json"))
     ap.add_argument(
         "--service-only", action="store_true", help="skip the baseline and floor (iterating)"
@@ -136,7 +137,9 @@ def main() -> None:
 
         result["publish"] = {**describe_current(home / "online"), "reused": True}
     else:
-        result["publish"] = publish_snapshot(args.warehouse.resolve(), home, secret)
+        result["publish"] = publish_snapshot(
+            args.warehouse.resolve(), home, secret, args.memory_limit
+        )
     print("publish:", json.dumps(result["publish"]), flush=True)
 
     snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)

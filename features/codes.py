@@ -38,9 +38,10 @@ def uscc_problem(code: str, household: bool = False) -> str | None:
 
 
 _ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-_WEIGHTS = np.array([pow(3, i, 31) for i in range(17)], dtype=np.int64)
+_WEIGHTS = np.array([pow(3, i, 31) for i in range(17)], dtype=np.int32)
 #: byte -> its value in the USCC alphabet, or -1 (lower case, I, O, S, V, Z, anything else)
-_VALUE = np.full(256, -1, dtype=np.int64)
+_VALUE = np.full(256, -1, dtype=np.int8)
+_BLOCK = 1 << 20
 _VALUE[np.frombuffer(_ALPHABET.encode(), dtype=np.uint8)] = np.arange(len(_ALPHABET))
 _PROBLEM = {
     1: "uscc: characters outside the GB 32100 charset",
@@ -63,17 +64,22 @@ def uscc_problems(codes: pa.Array, household: bool = False) -> pa.Array:
         pc.equal(codes, pc.ascii_upper(codes)),
     )
     canonical = pc.fill_null(canonical, False).to_numpy(zero_copy_only=False)
-    out = np.full(len(codes), None, dtype=object)
+    # Each row points into one list of answers: None, the three fast-path problems, then
+    # stdnum's answer for each row that is not canonical.
+    answers: list[str | None] = [None, _PROBLEM[1], _PROBLEM[2], _PROBLEM[3]]
+    index = np.zeros(len(codes), dtype=np.int64)
     fast = np.flatnonzero(canonical)
-    if len(fast):
-        out[fast] = _canonical_problems(codes.take(pa.array(fast)), household)
+    for start in range(0, len(fast), _BLOCK):  # blocks keep the byte matrices small
+        part = fast[start : start + _BLOCK]
+        index[part] = _canonical_kinds(codes.take(pa.array(part)), household)
     for i in np.flatnonzero(~canonical):
         code = codes[int(i)].as_py()
-        out[i] = None if code is None else uscc_problem(code, household)
-    return pa.array(out.tolist(), pa.string())
+        index[i] = len(answers)
+        answers.append(None if code is None else uscc_problem(code, household))
+    return pa.array(answers, pa.string()).take(pa.array(index))
 
 
-def _canonical_problems(codes: pa.Array, household: bool) -> list[str | None]:
+def _canonical_kinds(codes: pa.Array, household: bool) -> np.ndarray:
     """The checks of ``stdnum.cn.uscc.validate`` in its order (format: digits in the first
     8, the alphabet after; then the check character), then the household prefix."""
     offsets = np.frombuffer(codes.buffers()[1], dtype=np.int32)[codes.offset :]
@@ -82,8 +88,9 @@ def _canonical_problems(codes: pa.Array, household: bool) -> list[str | None]:
     values = _VALUE[raw]
     bad_format = (values[:, :8] > 9).any(axis=1) | (values[:, :8] < 0).any(axis=1)
     bad_format |= (values[:, 8:] < 0).any(axis=1)
-    check = (31 - (values[:, :17] * _WEIGHTS).sum(axis=1) % 31) % 31
+    check = (31 - (values[:, :17].astype(np.int32) @ _WEIGHTS) % 31) % 31
     bad_check = ~bad_format & (check != values[:, 17])
     not_household = (raw[:, 0] != ord("9")) | (raw[:, 1] != ord("2"))
-    kind = np.where(bad_format, 1, np.where(bad_check, 2, np.where(household & not_household, 3, 0)))
-    return [_PROBLEM.get(k) for k in kind.tolist()]
+    return np.where(
+        bad_format, 1, np.where(bad_check, 2, np.where(household & not_household, 3, 0))
+    )

@@ -47,6 +47,9 @@ def connect(
     ``<warehouse>.tmp``.
     """
     config = {"memory_limit": memory_limit} if memory_limit else {}
+    # Beyond the limit DuckDB spills here; named explicitly because a read-only
+    # connection (publish, snapshots) has no spill folder otherwise and fails instead.
+    config["temp_directory"] = str(path) + ".tmp"
     if read_only:
         if not path.exists():
             raise FileNotFoundError(f"no warehouse at {path}; run `credref ingest` first")

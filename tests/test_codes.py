@@ -69,7 +69,9 @@ def test_a_million_random_strings_get_stdnums_answer(household, n):
 
 
 def test_every_generated_code_gets_stdnums_answer(small_export):
-    codes = duckdb.sql(f"SELECT uscc FROM '{small_export}/households.parquet'").fetch_arrow_table()["uscc"]
+    codes = duckdb.sql(f"SELECT uscc FROM '{small_export}/households.parquet'").fetch_arrow_table()[
+        "uscc"
+    ]
     fast = uscc_problems(codes, household=True).to_pylist()
     assert fast == _scalar(codes.to_pylist(), True)
     assert all(p is None for p in fast)
