@@ -48,8 +48,8 @@ def _publish_sql(as_of: date) -> str:
     FROM ({status_sql(as_of)}) st
     JOIN households h ON h.uscc = st.uscc
     LEFT JOIN ({feature_sql(as_of)}) f ON f.uscc = st.uscc
-    ORDER BY st.uscc
-    """
+    """  # no ORDER BY: the table is keyed by uscc, and sorting 11M wide rows (names and
+    # addresses before hashing) was what ran out of memory under an 8 GB cap
 
 
 def publish(
