@@ -67,7 +67,7 @@ test: $(STAMP) ## Run the whole test suite
 lint: $(STAMP) ## ruff lint + format check, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy credref features training serving
+	$(VENV)/bin/mypy credref features training serving synth
 
 .PHONY: bench-generate
 bench-generate: $(STAMP) ## Benchmark: generate the 11M-household pilot domain
