@@ -41,12 +41,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from features.codes import compact, uscc_problem
 from serving.audit import AuditLog, AuditRecord, AuditUnavailable, GroupWriter
 from serving.body import BodyRefused, canonical, check_content_type, parse_object, validate
 from serving.keys import ApiKey, KeyStore
 from serving.metrics import exposition, metrics, route_label
-from serving.schemas import BatchRequest, Purpose, ScoreRequest, VerifyRequest
+from serving.schemas import BatchRequest, Purpose, ScoreRequest, VerifyRequest, valid_uscc
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +126,10 @@ def _valid_code(v: Any) -> str | None:
     check character), so an ID number or a name sent as ``uscc`` is never stored."""
     if not isinstance(v, str) or len(v) > 40:
         return None
-    if uscc_problem(v, household=True) is not None:
+    try:
+        return valid_uscc(v)  # the schema's cached check: a batch is not validated twice
+    except ValueError:
         return None
-    return compact(v)
 
 
 def _subject(body: dict) -> str | None:

@@ -29,7 +29,7 @@ class Purpose(StrEnum):
 
 
 @lru_cache(maxsize=1 << 16)
-def _valid_uscc(value: str) -> str:
+def valid_uscc(value: str) -> str:
     # Cached: the gate and BentoML both validate a request body, and platforms ask about
     # the same households again; only valid codes are kept (a refusal raises).
     problem = uscc_problem(value, household=True)
@@ -48,7 +48,7 @@ Uscc = Annotated[
         "individual business (starts with 92).",
         examples=["92440300MA5DKQ0E2Y"],
     ),
-    AfterValidator(_valid_uscc),
+    AfterValidator(valid_uscc),
 ]
 Claim = Annotated[str, Field(min_length=1, max_length=MAX_FIELD_CHARS)]
 
