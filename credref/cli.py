@@ -109,39 +109,69 @@ def generate(
 
 @app.command()
 def ingest(
-    export_dir: Annotated[Path, typer.Argument(help="Folder with <table>.parquet or .csv files.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A full export (<table>.parquet|csv files) or a change set (with its manifest.json)."
+        ),
+    ],
+    known_on: Annotated[
+        str | None,
+        typer.Option(
+            help="Knowledge day for a later full export's changed rows (default: today). "
+            "Change sets carry their own date."
+        ),
+    ] = None,
 ) -> None:
-    """Validate an export and load it into the warehouse (one transaction)."""
+    """Validate an export or apply a day's change set (one transaction)."""
+    from features.changeset import ChangeSetError
     from features.ingest import ExportError
     from features.ingest import ingest as run
 
     settings = load_settings()
+    day = _parse_date(known_on) if known_on else None
     try:
         reports = run(
-            export_dir, settings.warehouse_path, memory_limit=settings.duckdb_memory_limit
+            path, settings.warehouse_path, memory_limit=settings.duckdb_memory_limit, known_on=day
         )
-    except ExportError as e:
+    except (ExportError, ChangeSetError) as e:
         _fail(f"{e} (the warehouse was not changed)")
     table = RichTable(title=f"ingested into {settings.warehouse_path}")
-    for col in ("table", "file", "read", "accepted", "quarantined", "inserted", "replaced", "note"):
+    cols = ("table", "file", "read", "accepted", "quarantined", "inserted", "replaced")
+    for col in (*cols, "unchanged", "deleted", "note"):
         table.add_column(col, justify="left" if col in ("table", "file", "note") else "right")
     for r in reports:
         note = "already loaded" if r.skipped else ""
-        table.add_row(
-            r.table,
-            r.file,
-            f"{r.read:,}",
-            f"{r.accepted:,}",
-            f"{r.quarantined:,}",
-            f"{r.inserted:,}",
-            f"{r.replaced:,}",
-            note,
-        )
+        counts = (r.read, r.accepted, r.quarantined, r.inserted, r.replaced, r.unchanged, r.deleted)
+        table.add_row(r.table, r.file, *(f"{n:,}" for n in counts), note)
     console.print(table)
     if any(r.quarantined for r in reports):
         console.print(
             "[yellow]quarantined rows and their reasons are in table _quarantine[/yellow]"
         )
+
+
+@app.command()
+def history(
+    uscc: Annotated[str, typer.Argument(help="The household's unified social credit code.")],
+) -> None:
+    """Print every version of a household's records, with when each was known (no
+    personal fields)."""
+    from features.history import household_history
+
+    con = _warehouse_ro()
+    try:
+        rows = household_history(con, uscc)
+    finally:
+        con.close()
+    if not rows:
+        _fail("no record of this household in the warehouse")
+    table = RichTable(title="record versions (known_to empty: current)")
+    for col in ("table", "key", "known_from", "known_to", "values"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.table, r.key, str(r.known_from), str(r.known_to or ""), r.values)
+    console.print(table)
 
 
 @app.command()
@@ -187,19 +217,29 @@ def dataset(
     policy: Annotated[
         str, typer.Option(help="legal, or all_published (measurement only).")
     ] = "legal",
+    known_at: Annotated[
+        str,
+        typer.Option(
+            help="as-of: each snapshot as known on its own as-of date (what production "
+            "saw); now: as known today (measurement only)."
+        ),
+    ] = "as-of",
 ) -> None:
     """Build a training set: stacked point-in-time snapshots with labels."""
-    from features.dataset import as_of_dates, build_training_set, parse_every
+    from features.dataset import KnownAt, as_of_dates, build_training_set, parse_every
     from features.policy import Policy
 
     try:
         dates = as_of_dates(_parse_date(from_), _parse_date(to), parse_every(every))
         pol = Policy(policy)
+        knowledge = KnownAt(known_at)
     except ValueError as e:
         _fail(str(e))
     con = _warehouse_ro()
     try:
-        manifest = build_training_set(con, dates, out, horizon, truth, pol, progress=True)
+        manifest = build_training_set(
+            con, dates, out, horizon, truth, pol, progress=True, known_at=knowledge
+        )
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     finally:
@@ -218,17 +258,23 @@ def features(
     out: Annotated[
         Path, typer.Option(help="Output Parquet file (a manifest is written beside it).")
     ],
+    known_at: Annotated[
+        str,
+        typer.Option(help="Use only the record versions known on this day (YYYY-MM-DD), or now."),
+    ] = "now",
 ) -> None:
     """Write one point-in-time scoring snapshot."""
     from features.dataset import build_snapshot
 
     day = _parse_date(as_of)
+    known = None if known_at == "now" else _parse_date(known_at)
     con = _warehouse_ro()
     try:
-        manifest = build_snapshot(con, day, out)
+        manifest = build_snapshot(con, day, out, known_at=known)
     finally:
         con.close()
-    console.print(f"snapshot {out}: {manifest['rows']:,} households operating on {day}")
+    seen = "as known now" if known is None else f"as known on {known}"
+    console.print(f"snapshot {out}: {manifest['rows']:,} households operating on {day}, {seen}")
 
 
 @app.command()

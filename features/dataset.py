@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from datetime import date
+from enum import Enum
 from pathlib import Path
 
 import duckdb
@@ -27,6 +28,17 @@ from features.progress import track
 from features.warehouse import source_fingerprint
 
 logger = logging.getLogger(__name__)
+
+
+class KnownAt(Enum):
+    """Which record versions a training snapshot at T sees."""
+
+    AS_OF = "as-of"  # those known on T: what production would have seen (the default)
+    NOW = "now"  # those known today, corrections and late entries included (measurement)
+
+    def day(self, as_of: date) -> date | None:
+        return as_of if self is KnownAt.AS_OF else None
+
 
 #: Evaluation-only columns of a training set: never model inputs.
 ORACLE_COLUMN = "oracle_pd"
@@ -102,8 +114,12 @@ def build_training_set(
     truth_dir: Path | None = None,
     policy: Policy = Policy.LEGAL,
     progress: bool = False,
+    known_at: KnownAt = KnownAt.AS_OF,
 ) -> dict:
-    """Write ``out/dataset.parquet`` and ``out/manifest.json``; returns the manifest."""
+    """Write ``out/dataset.parquet`` and ``out/manifest.json``; returns the manifest.
+
+    Each snapshot's features use the record versions ``known_at`` says; its labels are
+    always the outcomes as known now."""
     through = observed_through(con)
     bad = [d for d in dates if not labelable(d, horizon_months, through)]
     if bad:
@@ -119,11 +135,8 @@ def build_training_set(
         for d in track(
             dates, len(dates), progress, "building snapshots", lambda d: f"snapshot {d}"
         ):
-            feats = engine.features(d, policy)
-            labels = engine.labels(d, horizon_months)
-            if not feats.column("uscc").equals(labels.column("uscc")):
-                raise AssertionError(f"{d}: features and labels cover different households")
-            t = feats.append_column(LABEL_COLUMN, labels.column(LABEL_COLUMN))
+            feats = engine.features(d, policy, known_at.day(d))
+            t = _with_labels(feats, engine.outcomes(d, horizon_months))
             oracle = _oracle(truth_dir, d)
             if oracle is not None:
                 t = t.join(oracle, "uscc", join_type="left outer").sort_by("uscc")
@@ -150,6 +163,7 @@ def build_training_set(
         "kind": "training_set",
         "catalogue_version": catalogue_version(),
         "policy": policy.value,
+        "known_at": known_at.value,
         "horizon_months": horizon_months,
         "as_of_dates": [d.isoformat() for d in dates],
         "per_date": per_date,
@@ -162,8 +176,21 @@ def build_training_set(
     return manifest
 
 
+def _with_labels(feats: pa.Table, outcomes: pa.Table) -> pa.Table:
+    """Append each household's outcome, in the features' row order (every household in
+    the features is in the register, so every row gets one)."""
+    labelled = feats.join(outcomes, "uscc", join_type="left outer").sort_by("uscc")
+    if labelled.num_rows != feats.num_rows or labelled.column(LABEL_COLUMN).null_count:
+        raise AssertionError("features and outcomes cover different households")
+    return labelled
+
+
 def build_snapshot(
-    con: duckdb.DuckDBPyConnection, as_of: date, out: Path, policy: Policy = Policy.LEGAL
+    con: duckdb.DuckDBPyConnection,
+    as_of: date,
+    out: Path,
+    policy: Policy = Policy.LEGAL,
+    known_at: date | None = None,
 ) -> dict:
     """Write one scoring snapshot ``out`` (Parquet) and ``<out>.manifest.json``.
 
@@ -172,13 +199,14 @@ def build_snapshot(
     out.parent.mkdir(parents=True, exist_ok=True)
     target = str(out).replace("'", "''")
     rows = con.execute(
-        f"COPY ({feature_sql(as_of, policy)}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)"
+        f"COPY ({feature_sql(as_of, policy, known_at)}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)"
     ).fetchone()[0]
     manifest = {
         "kind": "snapshot",
         "catalogue_version": catalogue_version(),
         "policy": policy.value,
         "as_of": as_of.isoformat(),
+        "known_at": known_at.isoformat() if known_at else "now",
         "rows": rows,
         "source_fingerprint": source_fingerprint(con),
     }

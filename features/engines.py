@@ -18,9 +18,10 @@ import duckdb
 import pyarrow as pa
 import sqlglot
 
-from features.pit import feature_sql, label_sql
+from features.pit import feature_sql, label_sql, outcome_sql
 from features.policy import Policy
 from features.schema import TABLES
+from features.versions import history_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -41,23 +42,29 @@ class DuckDBEngine:
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
 
-    def features(self, as_of: date, policy: Policy = Policy.LEGAL) -> pa.Table:
-        return self.con.sql(feature_sql(as_of, policy)).to_arrow_table()
+    def features(
+        self, as_of: date, policy: Policy = Policy.LEGAL, known_at: date | None = None
+    ) -> pa.Table:
+        return self.con.sql(feature_sql(as_of, policy, known_at)).to_arrow_table()
 
     def labels(self, as_of: date, horizon_months: int = 12) -> pa.Table:
         return self.con.sql(label_sql(as_of, horizon_months)).to_arrow_table()
 
+    def outcomes(self, as_of: date, horizon_months: int = 12) -> pa.Table:
+        return self.con.sql(outcome_sql(as_of, horizon_months)).to_arrow_table()
+
 
 def export_tables(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, Path]:
-    """Write the warehouse's accepted records as Parquet, one file per table (Spark's input)."""
+    """Write the warehouse's record tables as Parquet (Spark's input): per table, the
+    current versions and the history (``features.versions``)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for t in TABLES:
-        path = out / f"{t.name}.parquet"
+    for name in (n for t in TABLES for n in (t.name, history_name(t))):
+        path = out / f"{name}.parquet"
         con.execute(
-            f"COPY (SELECT * FROM \"{t.name}\") TO '{path.as_posix()}' (FORMAT parquet, COMPRESSION zstd)"
+            f"COPY (SELECT * FROM \"{name}\") TO '{path.as_posix()}' (FORMAT parquet, COMPRESSION zstd)"
         )
-        paths[t.name] = path
+        paths[name] = path
     return paths
 
 
@@ -94,23 +101,28 @@ class SparkEngine:
         """``tables_dir``: a local folder, or any URI Spark reads (``hdfs://``, ``s3a://``)."""
         self.spark = spark
         local = "://" not in str(tables_dir)
+        names = [n for t in TABLES for n in (t.name, history_name(t))]
         if local:
             folder = Path(tables_dir)
-            missing = [t.name for t in TABLES if not (folder / f"{t.name}.parquet").exists()]
+            missing = [n for n in names if not (folder / f"{n}.parquet").exists()]
             if missing:
                 raise FileNotFoundError(f"{tables_dir}: no Parquet for {missing}")
         base = str(tables_dir).rstrip("/")
-        for t in TABLES:
-            spark.read.parquet(f"{base}/{t.name}.parquet").createOrReplaceTempView(t.name)
+        for name in names:
+            spark.read.parquet(f"{base}/{name}.parquet").createOrReplaceTempView(name)
 
-    def features_df(self, as_of: date, policy: Policy = Policy.LEGAL) -> DataFrame:
-        return self.spark.sql(to_spark_sql(feature_sql(as_of, policy)))
+    def features_df(
+        self, as_of: date, policy: Policy = Policy.LEGAL, known_at: date | None = None
+    ) -> DataFrame:
+        return self.spark.sql(to_spark_sql(feature_sql(as_of, policy, known_at)))
 
     def labels_df(self, as_of: date, horizon_months: int = 12) -> DataFrame:
         return self.spark.sql(to_spark_sql(label_sql(as_of, horizon_months)))
 
-    def features(self, as_of: date, policy: Policy = Policy.LEGAL) -> pa.Table:
-        return _to_arrow(self.features_df(as_of, policy))
+    def features(
+        self, as_of: date, policy: Policy = Policy.LEGAL, known_at: date | None = None
+    ) -> pa.Table:
+        return _to_arrow(self.features_df(as_of, policy, known_at))
 
     def labels(self, as_of: date, horizon_months: int = 12) -> pa.Table:
         return _to_arrow(self.labels_df(as_of, horizon_months))

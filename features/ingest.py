@@ -1,33 +1,49 @@
-"""``credref ingest``: load a regulator export into the warehouse, losing nothing.
+"""``credref ingest``: load a full export or a day's change set, losing nothing.
 
-Each table's file (``<table>.parquet`` or ``<table>.csv``, UTF-8) is checked column by
-column before anything is written: a file whose columns differ from the schema is
-refused, naming the missing and unexpected columns. The whole run is then one DuckDB
-transaction: either every file is loaded, or the warehouse is left exactly as it was.
+A full export is a folder with one file per table (``<table>.parquet`` or ``.csv``,
+UTF-8) in the schema's columns; a history export adds ``known_from`` and ``known_to``
+to every file (one row per record version). A change set (``features.changeset``) holds
+one day's new, changed and deleted records. Each file's columns are checked before
+anything is written, and the whole run is one DuckDB transaction: either everything is
+applied, or the warehouse is left exactly as it was (a killed run included).
 
-Every row is validated in SQL (types, required fields, enumerations, USCC check
-character via python-stdnum, date order, table rules, duplicate keys, unknown
-households). A failing row goes to ``_quarantine`` with file, row number, every reason
-and the raw row; the rest is upserted by natural key, so a later export's corrections
-(a restoration, a repair) replace the earlier rows. A file already loaded (same SHA-256)
-is skipped: re-ingesting the same export adds nothing.
+Every row is validated in SQL (``features.validate``); a failing row goes to
+``_quarantine`` with its reasons and the raw row. Good rows become record versions
+(``features.merge``): nothing is overwritten, a changed record's previous version is
+kept in ``<table>_history``. When each version became known:
+- a change set's rows: the change set's date;
+- a history export's rows: their ``known_from`` and ``known_to``;
+- the first plain export of a table: each row's own first public date
+  (``Table.known_since``), the documented assumption for exports without knowledge time;
+- a later plain export: ``known_on`` (default: the day it is ingested).
+
+A file already loaded (same SHA-256), or a change set already applied, is skipped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from features.codes import uscc_problems
+from features import merge
+from features.changeset import ChangeSet, check_order, is_changeset, read_changeset, sha256
 from features.progress import track
-from features.schema import TABLES, TABLES_BY_NAME, Column, Table
+from features.schema import TABLES, TABLES_BY_NAME, Table
+from features.validate import (
+    DELETIONS,
+    HISTORY,
+    RECORDS,
+    FileKind,
+    check_file,
+    file_columns,
+    quarantine_where,
+    register_udfs,
+)
+from features.versions import KNOWN_FROM, KNOWN_TO
 from features.warehouse import connect
 
 logger = logging.getLogger(__name__)
@@ -46,9 +62,12 @@ class LoadReport:
     read: int
     accepted: int
     quarantined: int
-    inserted: int
-    replaced: int
+    inserted: int  # new records
+    replaced: int  # records given a new version (the previous kept in history)
     skipped: bool  # already loaded earlier (same bytes); counts are the earlier load's
+    unchanged: int = 0  # rows equal to the current version
+    deleted: int = 0  # records closed by a deletion
+    kind: str = "export"  # export | history_export | changeset
 
 
 def find_files(export_dir: Path) -> dict[str, Path]:
@@ -72,22 +91,22 @@ def find_files(export_dir: Path) -> dict[str, Path]:
     return found
 
 
-def file_columns(path: Path) -> list[str]:
-    if path.suffix == ".parquet":
-        return list(pq.read_schema(path).names)
-    rel = duckdb.sql(
-        f"SELECT * FROM read_csv('{_sql_str(path)}', header=true, all_varchar=true) LIMIT 0"
-    )
-    assert rel is not None  # a SELECT always gives a relation
-    return list(rel.columns)
-
-
-def check_columns(table: Table, path: Path) -> None:
-    """Refuse a file whose columns are not exactly the table's."""
+def file_kind(table: Table, path: Path) -> FileKind:
+    """Records or history (knowledge columns present); refuses any other column set."""
     cols = file_columns(path)
-    expected = set(table.column_names)
-    missing = [c for c in table.column_names if c not in cols]
-    unexpected = [c for c in cols if c not in expected]
+    has_knowledge = KNOWN_FROM in cols or KNOWN_TO in cols
+    kind = HISTORY if has_knowledge else RECORDS
+    check_columns(table, path, kind, cols)
+    return kind
+
+
+def check_columns(table: Table, path: Path, kind: FileKind, cols: list[str] | None = None) -> None:
+    """Refuse a file whose columns are not exactly those of its kind of file."""
+    cols = file_columns(path) if cols is None else cols
+    names = [c.name for c in kind.columns(table)]
+    optional = {KNOWN_TO} if kind is HISTORY else set()
+    missing = [c for c in names if c not in cols and c not in optional]
+    unexpected = [c for c in cols if c not in names]
     if missing or unexpected:
         raise ExportError(
             f"{path.name}: columns do not match table {table.name}: "
@@ -95,32 +114,42 @@ def check_columns(table: Table, path: Path) -> None:
         )
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ingest(
-    export_dir: Path, warehouse: Path, progress: bool = True, memory_limit: str | None = None
+    path: Path,
+    warehouse: Path,
+    progress: bool = True,
+    memory_limit: str | None = None,
+    known_on: date | None = None,
 ) -> list[LoadReport]:
-    """Validate and load every table file of an export in one transaction."""
-    files = find_files(export_dir)
-    for name, path in files.items():
-        check_columns(TABLES_BY_NAME[name], path)
-    hashes = {name: sha256(path) for name, path in files.items()}
+    """Load a full export or apply a change set (``path`` holds its manifest)."""
+    if is_changeset(path):
+        return _apply_changeset(read_changeset(path), warehouse, progress, memory_limit)
+    files = find_files(path)
+    kinds = {name: file_kind(TABLES_BY_NAME[name], p) for name, p in files.items()}
+    hashes = {name: sha256(p) for name, p in files.items()}
+    day = known_on or datetime.now(UTC).date()
 
+    def load(con: duckdb.DuckDBPyConnection, name: str) -> LoadReport:
+        t, p = TABLES_BY_NAME[name], files[name]
+        return _load_export_file(con, t, p, kinds[name], hashes[name], day)
+
+    return _in_transaction(warehouse, memory_limit, list(files), progress, load)
+
+
+def _in_transaction(
+    warehouse, memory_limit, names, progress, load, finish=None
+) -> list[LoadReport]:
+    """Run ``load(con, table)`` for each table, then ``finish(con, reports)``, as one
+    transaction: on any error (or a kill) nothing of it is kept."""
     con = connect(warehouse, memory_limit=memory_limit)
-    _register_udfs(con)
+    register_udfs(con)
     reports: list[LoadReport] = []
     con.execute("BEGIN TRANSACTION")
     try:
-        for name, path in track(
-            files.items(), len(files), progress, "ingesting", lambda f: f"ingesting {f[0]}"
-        ):
-            reports.append(_load_file(con, TABLES_BY_NAME[name], path, hashes[name]))
+        for name in track(names, len(names), progress, "ingesting", lambda n: f"ingesting {n}"):
+            reports.extend(load(con, name))
+        if finish is not None:
+            finish(con, reports)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -130,201 +159,178 @@ def ingest(
     return reports
 
 
-def _sql_str(path: Path | str) -> str:
-    return str(path).replace("'", "''")
-
-
-def _reader(path: Path) -> str:
-    if path.suffix == ".parquet":
-        return f"SELECT file_row_number + 1 AS _row, * EXCLUDE (file_row_number) FROM read_parquet('{_sql_str(path)}', file_row_number=true)"
-    return (
-        f"SELECT row_number() OVER () AS _row, * FROM read_csv('{_sql_str(path)}', header=true, "
-        "all_varchar=true, encoding='utf-8')"
-    )
-
-
-_ARROW_NATIVE = {
-    "VARCHAR": ("string", "large_string"),
-    "DATE": ("date32[day]",),
-    "INTEGER": ("int32",),
-    "BIGINT": ("int64",),
-    "DOUBLE": ("double",),
-    "BOOLEAN": ("bool",),
-}
-
-
-def _native_columns(path: Path, t: Table) -> set[str]:
-    """Parquet columns already stored with the schema's type (no text round trip)."""
-    if path.suffix != ".parquet":
-        return set()
-    schema = pq.read_schema(path)
-    return {c.name for c in t.columns if str(schema.field(c.name).type) in _ARROW_NATIVE[c.type]}
-
-
-def _raw(c: Column, native: set[str]) -> str:
-    """The column as read, with blanks as NULL."""
-    if c.name in native and c.type != "VARCHAR":
-        return f's."{c.name}"'
-    return f"NULLIF(trim(CAST(s.\"{c.name}\" AS VARCHAR)), '')"
-
-
-def _typed(c: Column, native: set[str]) -> str:
-    q = f'"{c.name}"'
-    if c.name in native and c.type != "VARCHAR":
-        return q
-    if c.type == "VARCHAR":
-        return f"NULLIF(trim(CAST({q} AS VARCHAR)), '')"
-    if c.type == "BOOLEAN":
-        return f"TRY_CAST(NULLIF(trim(CAST({q} AS VARCHAR)), '') AS BOOLEAN)"
-    return f"TRY_CAST(NULLIF(trim(CAST({q} AS VARCHAR)), '') AS {c.type})"
-
-
-def _problems(t: Table) -> list[str]:
-    """SQL expressions over one checked row ``x``, each NULL when good or a reason when bad.
-
-    ``x."<col>"`` is the typed value, ``x."__has_<col>"`` whether the file had a value.
-    """
-    out = []
-    for c in t.columns:
-        v, has = f'x."{c.name}"', f'x."__has_{c.name}"'
-        if c.type != "VARCHAR":
-            out.append(
-                f"CASE WHEN {has} AND {v} IS NULL THEN '{c.name}: not a valid {c.type.lower()}' END"
-            )
-        if c.required:
-            out.append(f"CASE WHEN NOT {has} THEN '{c.name}: required' END")
-        if c.enum and c.list_sep:
-            allowed = ", ".join(f"'{e}'" for e in c.enum)
-            out.append(
-                f"CASE WHEN {v} IS NOT NULL AND len(list_filter(string_split({v}, '{c.list_sep}'), "
-                f"lambda x: x NOT IN ({allowed}))) > 0 THEN '{c.name}: contains a value not in the allowed list' END"
-            )
-        elif c.enum:
-            allowed = ", ".join(f"'{e}'" for e in c.enum)
-            out.append(
-                f"CASE WHEN {v} IS NOT NULL AND {v} NOT IN ({allowed}) THEN '{c.name}: not an allowed value' END"
-            )
-    for later, earlier in t.date_order:
-        out.append(f'CASE WHEN x."{later}" < x."{earlier}" THEN \'{later}: before {earlier}\' END')
-    for cond, reason in t.checks:
-        expr = cond
-        for c in t.columns:
-            expr = _qualify(expr, c.name)
-        out.append(f"CASE WHEN COALESCE({expr}, false) THEN '{reason}' END")
-    if t.name == "households":
-        out.append("uscc_problem(x.uscc)")
-    if t.household_fk:
-        out.append(
-            "CASE WHEN x.uscc IS NOT NULL AND h.uscc IS NULL THEN 'uscc: unknown household' END"
-        )
-    keys = ", ".join(f'x."{k}"' for k in t.key)
-    out.append(
-        f"CASE WHEN row_number() OVER (PARTITION BY {keys} ORDER BY x._row) > 1 THEN 'duplicate key in file' END"
-    )
-    return out
-
-
-def _qualify(expr: str, col: str) -> str:
-    import re
-
-    return re.sub(rf"(?<![\w.\"']){col}(?![\w\"'])", f'x."{col}"', expr)
-
-
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str):
-    # fetchall, not fetchone: DuckDB refuses further work while a result is half-read
-    return con.execute(sql).fetchall()[0][0]
-
-
-def _load_file(con: duckdb.DuckDBPyConnection, t: Table, path: Path, digest: str) -> LoadReport:
+def _prior(con: duckdb.DuckDBPyConnection, t: Table, digest: str, name: str) -> LoadReport | None:
     found = con.execute(
-        "SELECT read, accepted, quarantined FROM _loads WHERE table_name = ? AND sha256 = ?",
+        "SELECT read, accepted, quarantined, COALESCE(kind, 'export') FROM _loads "
+        "WHERE table_name = ? AND sha256 = ? AND COALESCE(kind, 'export') <> 'changeset'",
         [t.name, digest],
     ).fetchall()
-    prior = found[0] if found else None
+    if not found:
+        return None
+    read, accepted, quarantined, kind = found[0]
+    logger.info("%s: %s already loaded, skipped", t.name, name)
+    return LoadReport(t.name, name, read, accepted, quarantined, 0, 0, True, kind=kind)
+
+
+def _load_export_file(
+    con: duckdb.DuckDBPyConnection, t: Table, path: Path, kind: FileKind, digest: str, day: date
+) -> list[LoadReport]:
+    prior = _prior(con, t, digest, path.name)
     if prior:
-        logger.info("%s: %s already loaded, skipped", t.name, path.name)
-        return LoadReport(t.name, path.name, prior[0], prior[1], prior[2], 0, 0, True)
-
-    load_id = uuid.uuid4().hex
-    native = _native_columns(path, t)
-    typed = ", ".join(
-        f'{_typed(c, native)} AS "{c.name}", ({_raw(c, native)} IS NOT NULL) AS "__has_{c.name}"'
-        for c in t.columns
-    )
-    has_cols = ", ".join(f'"__has_{c.name}"' for c in t.columns)
-    join_h = "LEFT JOIN households h ON h.uscc = x.uscc" if t.household_fk else ""
-    reasons = ",\n ".join(_problems(t))
-    # One pass over the file: types and every rule; only this result is materialised.
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _checked AS
-        SELECT * EXCLUDE ({has_cols}) FROM (
-            SELECT x.*, NULLIF(concat_ws('; ', {reasons}), '') AS _reason
-            FROM (SELECT s._row, {typed} FROM ({_reader(path)}) s) x {join_h}
-        )"""
-    )
-    read = _scalar(con, "SELECT count(*) FROM _checked")
-    # The raw row is read again only for the quarantined ones.
-    con.execute(
-        f"""INSERT INTO _quarantine
-        SELECT ?, ?, ?, q._row, q._reason, to_json(s)::VARCHAR
-        FROM ({_reader(path)}) s
-        JOIN (SELECT _row, _reason FROM _checked WHERE _reason IS NOT NULL) q USING (_row)""",
-        [load_id, t.name, path.name],
-    )
-    quarantined = _scalar(con, "SELECT count(*) FROM _checked WHERE _reason IS NOT NULL")
-
-    key_match = " AND ".join(f'w."{k}" = a."{k}"' for k in t.key)
-    has_rows = _scalar(con, f'SELECT count(*) > 0 FROM (SELECT 1 FROM "{t.name}" LIMIT 1)')
-    replaced = 0
-    if has_rows:
-        replaced = _scalar(
-            con,
-            f'SELECT count(*) FROM "{t.name}" w WHERE EXISTS (SELECT 1 FROM _checked a WHERE a._reason IS NULL AND {key_match})',
+        return [prior]
+    empty = merge.is_empty(con, t)
+    if kind is HISTORY and not empty:
+        raise ExportError(
+            f"{path.name}: a history export loads only into a table with no versions yet "
+            f"({t.name} has some); send later changes as change sets"
         )
-        if replaced:
+    load_id, read, quarantined = check_file(con, t, path, kind, path.name)
+    if kind is HISTORY:
+        merged, known_on, label = merge.insert_history(con, t), None, "history_export"
+    elif empty:
+        merged, known_on, label = merge.insert_first(con, t, t.known_since), None, "export"
+    else:
+        merged, known_on, label = merge.merge(con, t, day), day, "export"
+    return [_record(con, load_id, t, path.name, digest, read, quarantined, merged, known_on, label)]
+
+
+def _apply_changeset(
+    cs: ChangeSet, warehouse: Path, progress: bool, memory_limit: str | None
+) -> list[LoadReport]:
+    names = [t.name for t in TABLES if t.name in cs.rows or t.name in cs.deletions]
+    for name in names:
+        t = TABLES_BY_NAME[name]
+        if name in cs.rows:
+            check_columns(t, cs.rows[name], RECORDS)
+        if name in cs.deletions:
+            check_columns(t, cs.deletions[name], DELETIONS)
+    applied: list[bool] = []  # decided once, inside the transaction
+
+    def load(con: duckdb.DuckDBPyConnection, name: str) -> list[LoadReport]:
+        if not applied:
+            applied.append(check_order(con, cs))
+        if applied[0]:
+            return _skipped_changeset(con, cs, name)
+        t = TABLES_BY_NAME[name]
+        out = []
+        if name in cs.rows:
+            out.append(_changeset_rows(con, cs, t, cs.rows[name]))
+        if name in cs.deletions:
+            out.append(_changeset_deletions(con, cs, t, cs.deletions[name]))
+        return out
+
+    def finish(con: duckdb.DuckDBPyConnection, reports: list[LoadReport]) -> None:
+        if not applied:  # an empty change set: still a day, in order
+            applied.append(check_order(con, cs))
+        if not applied[0]:
             con.execute(
-                f'DELETE FROM "{t.name}" w WHERE EXISTS (SELECT 1 FROM _checked a WHERE a._reason IS NULL AND {key_match})'
+                "INSERT INTO _changesets VALUES (?, ?, ?, now())",
+                [cs.day, cs.digest, sum(r.read for r in reports)],
             )
-    cols = ", ".join(f'"{c}"' for c in t.column_names)
-    con.execute(
-        f'INSERT INTO "{t.name}" ({cols}) SELECT {cols} FROM _checked WHERE _reason IS NULL'
+            logger.info("change set %s applied (not yet committed)", cs.day)
+
+    return _in_transaction(warehouse, memory_limit, names, progress, load, finish)
+
+
+def _skipped_changeset(
+    con: duckdb.DuckDBPyConnection, cs: ChangeSet, name: str
+) -> list[LoadReport]:
+    rows = con.execute(
+        "SELECT file, read, accepted, quarantined FROM _loads "
+        "WHERE kind = 'changeset' AND known_on = ? AND table_name = ?",
+        [cs.day, name],
+    ).fetchall()
+    logger.info("change set %s already applied, skipped", cs.day)
+    return [LoadReport(name, f, r, a, q, 0, 0, True, kind="changeset") for f, r, a, q in rows]
+
+
+def _label(cs: ChangeSet, path: Path) -> str:
+    return f"{cs.day.isoformat()}/{path.name}"
+
+
+def _changeset_rows(con, cs: ChangeSet, t: Table, path: Path) -> LoadReport:
+    load_id, read, quarantined = check_file(con, t, path, RECORDS, _label(cs, path))
+    merged = merge.merge(con, t, cs.day)
+    return _record(
+        con,
+        load_id,
+        t,
+        _label(cs, path),
+        sha256(path),
+        read,
+        quarantined,
+        merged,
+        cs.day,
+        "changeset",
     )
+
+
+def _changeset_deletions(con, cs: ChangeSet, t: Table, path: Path) -> LoadReport:
+    label = _label(cs, path)
+    load_id, read, quarantined = check_file(con, t, path, DELETIONS, label)
+    quarantined += quarantine_where(
+        con,
+        load_id,
+        t,
+        path,
+        label,
+        merge.not_current(t),
+        "deletion: no current record with this key",
+    )
+    merged = merge.delete(con, t, cs.day)
+    return _record(
+        con, load_id, t, label, sha256(path), read, quarantined, merged, cs.day, "changeset"
+    )
+
+
+def _record(
+    con: duckdb.DuckDBPyConnection,
+    load_id: str,
+    t: Table,
+    name: str,
+    digest: str,
+    read: int,
+    quarantined: int,
+    merged: merge.Merged,
+    known_on: date | None,
+    kind: str,
+) -> LoadReport:
+    """Write the _loads row for one file and say what happened to it."""
     accepted = read - quarantined
     con.execute(
-        "INSERT INTO _loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        "INSERT INTO _loads (load_id, table_name, file, sha256, read, accepted, quarantined, "
+        "inserted, replaced, loaded_at, unchanged, deleted, known_on, kind) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?)",
         [
             load_id,
             t.name,
-            path.name,
+            name,
             digest,
             read,
             accepted,
             quarantined,
-            accepted - replaced,
-            replaced,
+            merged.inserted,
+            merged.replaced,
+            merged.unchanged,
+            merged.deleted,
+            known_on,
+            kind,
         ],
     )
-    con.execute("DROP TABLE _checked")
+    con.execute("DROP TABLE IF EXISTS _checked")
     if quarantined:
         logger.warning("%s: %d of %d rows quarantined", t.name, quarantined, read)
     logger.info("%s: %d rows read, %d accepted (not yet committed)", t.name, read, accepted)
     return LoadReport(
-        t.name, path.name, read, accepted, quarantined, accepted - replaced, replaced, False
-    )
-
-
-def _uscc_problem(codes: pa.Array) -> pa.Array:
-    # Vectorised, equal to stdnum's check code for code (features.codes.uscc_problems).
-    return uscc_problems(codes)
-
-
-def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
-    con.create_function(  # type: ignore[call-overload]  # stubs want the enum; the string is documented
-        "uscc_problem",
-        _uscc_problem,
-        ["VARCHAR"],
-        "VARCHAR",
-        type="arrow",
-        null_handling="special",
-        side_effects=False,
+        t.name,
+        name,
+        read,
+        accepted,
+        quarantined,
+        merged.inserted,
+        merged.replaced,
+        False,
+        merged.unchanged,
+        merged.deleted,
+        kind,
     )

@@ -18,6 +18,7 @@ from features import policy as P
 from features.catalogue import FEATURE_NAMES
 from features.geography import city_case_sql
 from features.policy import Policy
+from features.versions import with_sources
 
 
 def _t(as_of: date) -> str:
@@ -199,12 +200,15 @@ _RECORD_COLUMNS = """
         CAST(COALESCE(spot.spot_problems_3y, 0) AS BIGINT) AS spot_problems_3y"""
 
 
-def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
+def feature_sql(as_of: date, policy: Policy = Policy.LEGAL, known_at: date | None = None) -> str:
     """One row per household operating on ``as_of``: ``uscc``, ``as_of``, the catalogue.
 
-    The final join of the named parts above, each a small query over one record kind."""
+    ``known_at``: use only the record versions credref knew at the end of that day
+    (``features.versions``); ``None`` means as known now. The final join of the named
+    parts above, each a small query over one record kind."""
     t = _t(as_of)
     parts = {
+        "pop": population_sql(as_of),
         "chg": changes_sql(t),
         "rpt": reports_sql(t),
         "abn": abnormal_sql(t, policy),
@@ -212,11 +216,10 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
         "ser": serious_sql(t, policy),
         "spot": spot_checks_sql(t, policy),
     }
-    ctes = ",\n    ".join(f"{name} AS ({sql})" for name, sql in parts.items())
-    joins = "\n    ".join(f"LEFT JOIN {name} ON {name}.uscc = p.uscc" for name in parts)
-    return f"""
-    WITH pop AS ({population_sql(as_of)}),
-    {ctes}
+    joins = "\n    ".join(
+        f"LEFT JOIN {name} ON {name}.uscc = p.uscc" for name in parts if name != "pop"
+    )
+    select = f"""
     SELECT
         p.uscc,
         {t} AS as_of,{_registration_columns(t)},{_report_columns(t)},{_RECORD_COLUMNS}
@@ -224,6 +227,7 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL) -> str:
     {joins}
     ORDER BY p.uscc
     """
+    return with_sources(parts, select, known_at)
 
 
 #: Output columns of feature_sql, in order; checked against the catalogue at import.
@@ -247,6 +251,22 @@ def adverse_events_sql() -> str:
     """
 
 
+def outcome_sql(as_of: date, horizon_months: int = 12) -> str:
+    """For every household in the register: 1 if an adverse record is published in
+    (T, T + horizon], else 0. Outcomes are always read as known now: a training set as
+    known at T takes its features from then and its labels from everything known since.
+    """
+    t = _t(as_of)
+    end = f"{t} + INTERVAL {int(horizon_months)} MONTH"
+    return f"""
+    SELECT h.uscc, CAST(hit.uscc IS NOT NULL AS INT) AS label
+    FROM households h LEFT JOIN (
+        SELECT DISTINCT ev.uscc FROM ({adverse_events_sql()}) ev
+        WHERE ev.event_on > {t} AND ev.event_on <= {end}
+    ) hit ON hit.uscc = h.uscc
+    """
+
+
 def label_sql(as_of: date, horizon_months: int = 12) -> str:
     """1 if an adverse record is published in (T, T + horizon], for households operating on T.
 
@@ -256,12 +276,10 @@ def label_sql(as_of: date, horizon_months: int = 12) -> str:
     Events count even if later repaired or withdrawn: they were published in the window.
     """
     t = _t(as_of)
-    end = f"{t} + INTERVAL {int(horizon_months)} MONTH"
     return f"""
     WITH pop AS ({population_sql(as_of)}),
-    ev AS ({adverse_events_sql()}),
-    hit AS (SELECT DISTINCT ev.uscc FROM ev WHERE ev.event_on > {t} AND ev.event_on <= {end})
-    SELECT p.uscc, {t} AS as_of, CAST(hit.uscc IS NOT NULL AS INT) AS label
-    FROM pop p LEFT JOIN hit ON hit.uscc = p.uscc
+    outcome AS ({outcome_sql(as_of, horizon_months)})
+    SELECT p.uscc, {t} AS as_of, o.label
+    FROM pop p JOIN outcome o ON o.uscc = p.uscc
     ORDER BY p.uscc
     """

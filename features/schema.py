@@ -91,6 +91,10 @@ class Table:
     household_fk: bool = True
     #: further row rules: (SQL condition that is TRUE for a bad row, reason).
     checks: tuple[tuple[str, str], ...] = ()
+    #: SQL over the row's own columns: the day the record first became public, taken as
+    #: the day credref knew it when an export says nothing about knowledge time
+    #: (``features.versions``; README "Knowledge time").
+    known_since: str = ""
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -139,6 +143,7 @@ HOUSEHOLDS = Table(
     key=("uscc",),
     date_order=(("status_changed_on", "registered_on"),),
     household_fk=False,
+    known_since="registered_on",
     checks=(
         (
             "substr(uscc, 1, 2) <> '92'",
@@ -169,6 +174,7 @@ REGISTRATION_CHANGES = Table(
         Column("reason", "VARCHAR", "For status changes: why.", enum=STATUS_REASONS),
     ),
     key=("uscc", "change_type", "changed_on"),
+    known_since="changed_on",
 )
 
 ANNUAL_REPORTS = Table(
@@ -188,6 +194,9 @@ ANNUAL_REPORTS = Table(
         ),
     ),
     key=("uscc", "report_year"),
+    # filed on time: known when filed; otherwise the row appears the day after the deadline
+    known_since="CASE WHEN filed_on <= make_date(report_year + 1, 6, 30) THEN filed_on "
+    "ELSE make_date(report_year + 1, 7, 1) END",
     checks=(
         ("report_year < 1980", "report_year: before 1980"),
         (
@@ -214,6 +223,7 @@ ABNORMAL_STATUS = Table(
         Column("restore_reason", "VARCHAR", "Why restored.", enum=RESTORE_REASONS),
     ),
     key=("uscc", "marked_on", "cause"),
+    known_since="marked_on",
     date_order=(("restored_on", "marked_on"),),
 )
 
@@ -242,6 +252,7 @@ PENALTIES = Table(
         Column("withdrawn_on", "DATE", "Decision changed or annulled; publicity withdrawn."),
     ),
     key=("decision_no",),
+    known_since="COALESCE(published_on, decided_on)",
     date_order=(
         ("published_on", "decided_on"),
         ("publicity_end", "published_on"),
@@ -275,6 +286,7 @@ SERIOUS_DISHONESTY = Table(
         Column("removed_on", "DATE", "Date removed (early, or after 3 years)."),
     ),
     key=("uscc", "listed_on"),
+    known_since="listed_on",
     date_order=(("removed_on", "listed_on"),),
 )
 
@@ -288,6 +300,7 @@ SPOT_CHECKS = Table(
         Column("result", "VARCHAR", "Published result.", True, SPOT_RESULTS),
     ),
     key=("uscc", "checked_on"),
+    known_since="published_on",
     date_order=(("published_on", "checked_on"),),
 )
 

@@ -76,7 +76,8 @@ def micro(records: dict[str, list[dict]]) -> duckdb.DuckDBPyConnection:
         if rows:
             df = pd.DataFrame([{c: r.get(c) for c in t.column_names} for r in rows])
             con.register("_in", df)
-            con.execute(f'INSERT INTO "{t.name}" SELECT * FROM _in')
+            cols = ", ".join(f'"{c}"' for c in t.column_names)
+            con.execute(f'INSERT INTO "{t.name}" ({cols}) SELECT * FROM _in')
             con.unregister("_in")
     return con
 
