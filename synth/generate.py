@@ -5,6 +5,12 @@ oracle PD per as-of date, with the simulated outcome) into ``out/truth/``, which
 generator and model evaluation may read. Households are simulated in fixed-size chunks,
 each with its own seeded generator, so the same seed gives the same bytes whatever the
 number of worker processes.
+
+The export is the records as the credit system knew them at the end of ``end`` (or of
+``known_at``): ``synth.feed`` simulates when each version arrived. With ``history`` each
+file carries every version known by then with ``known_from``/``known_to``; with
+``feed_days`` N the export is as known N days before the end, and ``out/feed/`` holds
+one change set per following day (``features.changeset``).
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.changeset import write_changeset
 from features.progress import track
-from features.schema import HOUSEHOLDS, INDUSTRIES, TABLES, arrow_schema
+from features.schema import HOUSEHOLDS, INDUSTRIES, TABLES, TABLES_BY_NAME, arrow_schema
+from features.validate import KNOWLEDGE_COLUMNS
+from synth.feed import chunk_versions, day_changes, feed_part, known_at_day
 from synth.population import (
     addresses,
     district_names,
@@ -39,7 +48,8 @@ from synth.risk import EPOCH_YEAR, RiskParams, drift_params, month_start_day
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: records as known at a day (synth.feed)
+FEED_STREAM = 0xFEED
 CHUNK_SIZE = 250_000
 TRUTH_DIR = "truth"
 ORACLE_SCHEMA = pa.schema(
@@ -61,6 +71,20 @@ class GenerateSpec:
     oracle_dates: tuple[date, ...]
     chunk_size: int = CHUNK_SIZE
     drift: bool = False
+    known_at: date | None = None  # the export as known at the end of this day (default: end)
+    history: bool = False  # every version, with known_from / known_to
+    feed_days: int = 0  # the export as known this many days before the end, plus change sets
+
+    @property
+    def export_day(self) -> date:
+        """The day the written export is as known at."""
+        if self.feed_days:
+            return date.fromordinal(self.end.toordinal() - self.feed_days)
+        return self.known_at or self.end
+
+
+def _day_number(d: date) -> int:
+    return (d - date(1970, 1, 1)).days
 
 
 def month_index(d: date) -> int:
@@ -132,10 +156,22 @@ def _chunk_job(args: tuple) -> dict[str, pa.Table]:
         ],
         schema=arrow_schema(HOUSEHOLDS),
     )
-    tables = {"households": households}
-    tables.update(
+    final = {"households": households}
+    final.update(
         build_records(sim, codes, pop.registered_day, pop.industry, pop.city, chunk, end_day, rng)
     )
+    # A stream of its own: the feed never changes what the simulation drew.
+    versions = chunk_versions(final, np.random.default_rng([spec.seed, chunk, FEED_STREAM]))
+    export_day = _day_number(spec.export_day)
+    tables = {
+        name: known_at_day(v, export_day, spec.history).cast(
+            _export_schema(TABLES_BY_NAME[name], spec.history)
+        )
+        for name, v in versions.items()
+    }
+    if spec.feed_days:
+        for name, v in versions.items():
+            tables[f"feed/{name}"] = feed_part(v, export_day)
 
     as_of = month_start_day(sim.oracle_month + 1) - 1
     out = sim.oracle_outcome
@@ -165,6 +201,9 @@ def generate(
     progress: bool = True,
     chunk_size: int = CHUNK_SIZE,
     drift: bool = False,
+    known_at: date | None = None,
+    history: bool = False,
+    feed_days: int = 0,
 ) -> dict[str, int]:
     """Generate a synthetic domain; returns row counts per table.
 
@@ -182,6 +221,10 @@ def generate(
             output depends on (keep the default outside tests).
         drift: add the drift campaign (:data:`synth.risk.DRIFT_CAMPAIGNS`),
             for seeing monitoring flag it.
+        known_at: write the records as known at the end of this day (default ``end``).
+        history: write every version known by then, with ``known_from``/``known_to``.
+        feed_days: write the export as known this many days before ``end`` and one
+            change set per following day under ``out/feed/YYYY-MM-DD/``.
     """
     if households <= 0:
         raise ValueError(f"households must be positive, got {households}")
@@ -192,10 +235,24 @@ def generate(
     bad = [d for d in oracle_dates if not is_month_end(d) or d > end or d < date(2019, 1, 31)]
     if bad:
         raise ValueError(f"oracle dates must be month ends between 2019-01-31 and {end}: {bad}")
-    spec = GenerateSpec(households, seed, end, tuple(sorted(oracle_dates)), chunk_size, drift)
+    if known_at is not None and (known_at > end or feed_days):
+        raise ValueError("known_at must be on or before end, and not with feed_days")
+    if feed_days < 0:
+        raise ValueError(f"feed_days must be 0 or more, got {feed_days}")
+    spec = GenerateSpec(
+        households,
+        seed,
+        end,
+        tuple(sorted(oracle_dates)),
+        chunk_size,
+        drift,
+        known_at,
+        history,
+        feed_days,
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / TRUTH_DIR).mkdir(exist_ok=True)
-    schemas = {t.name: arrow_schema(t) for t in TABLES}
+    schemas = {t.name: _export_schema(t, history) for t in TABLES}
     schemas["truth/oracle"] = ORACLE_SCHEMA
     schemas["truth/frailty"] = FRAILTY_SCHEMA
     writers = {
@@ -205,15 +262,20 @@ def generate(
     counts = dict.fromkeys(schemas, 0)
     n_chunks = -(-households // chunk_size)
     jobs = [(spec, c, secret) for c in range(n_chunks)]
+    feed: dict[str, list[pa.Table]] = {t.name: [] for t in TABLES}
     try:
         results = _run(jobs, workers)
         for tables in track(results, n_chunks, progress, "generating households"):
             for name, t in tables.items():
+                if name.startswith("feed/"):
+                    feed[name.removeprefix("feed/")].append(t)
+                    continue
                 writers[name].write_table(t, row_group_size=1_000_000)
                 counts[name] += t.num_rows
     finally:
         for w in writers.values():
             w.close()
+    feed_dates = _write_feed(out / "feed", spec, feed) if feed_days else []
     manifest = {
         "generator_version": GENERATOR_VERSION,
         "households": households,
@@ -222,6 +284,9 @@ def generate(
         "end": end.isoformat(),
         "oracle_dates": [d.isoformat() for d in spec.oracle_dates],
         "drift": drift,
+        "known_at": spec.export_day.isoformat(),
+        "history": history,
+        "feed": feed_dates,
         "rows": counts,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -234,3 +299,30 @@ def _run(jobs: list, workers: int):
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         yield from pool.map(_chunk_job, jobs)
+
+
+def _export_schema(t, history: bool) -> pa.Schema:
+    schema = arrow_schema(t)
+    if history:
+        for c in KNOWLEDGE_COLUMNS:
+            schema = schema.append(pa.field(c.name, pa.date32(), nullable=not c.required))
+    return schema
+
+
+def _write_feed(folder: Path, spec: GenerateSpec, parts: dict[str, list[pa.Table]]) -> list[str]:
+    """One change set per day after the export's day, through the end."""
+    versions = {name: pa.concat_tables(ts) for name, ts in parts.items()}
+    first = _day_number(spec.export_day) + 1
+    written = []
+    for day in range(first, _day_number(spec.end) + 1):
+        d = date.fromordinal(date(1970, 1, 1).toordinal() + day)
+        rows, deletions = {}, {}
+        for name, v in versions.items():
+            changed, deleted = day_changes(v, TABLES_BY_NAME[name], day)
+            if changed.num_rows:
+                rows[name] = changed
+            if deleted.num_rows:
+                deletions[name] = deleted
+        write_changeset(folder / d.isoformat(), d, rows, deletions)
+        written.append(d.isoformat())
+    return written

@@ -93,3 +93,41 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
     publish(con, SERVICE_AS_OF, home / "online", SECRET)
     con.close()
     return home
+
+
+# --- a living domain: a history export, then a daily feed ---------------------------------
+
+FEED_DAYS = 20
+LIVING_HOUSEHOLDS = 4_000
+
+
+def living_export(out: Path, **kw) -> Path:
+    """The living domain's generator run, with ``kw`` (known_at, history, feed_days)."""
+    generate(
+        out,
+        LIVING_HOUSEHOLDS,
+        seed=5,
+        end=END,
+        secret=SECRET,
+        workers=1,
+        progress=False,
+        chunk_size=2_000,
+        **kw,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def living_domain(tmp_path_factory) -> Path:
+    """A history export as known FEED_DAYS days before END, and its daily change sets."""
+    return living_export(tmp_path_factory.mktemp("living"), history=True, feed_days=FEED_DAYS)
+
+
+@pytest.fixture(scope="session")
+def living_warehouse(living_domain, tmp_path_factory) -> Path:
+    """The living domain's base and every change set applied (treat as read-only)."""
+    path = tmp_path_factory.mktemp("living_wh") / "warehouse.duckdb"
+    ingest(living_domain, path, progress=False)
+    for day in sorted((living_domain / "feed").iterdir()):
+        ingest(day, path, progress=False)
+    return path
