@@ -74,6 +74,23 @@ def generate(
             "--drift", help="Add a campaign (Wuhan retail and catering from 2025) to monitor."
         ),
     ] = False,
+    known_at: Annotated[
+        str | None,
+        typer.Option(help="Write the records as known at the end of this day (default: --end)."),
+    ] = None,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history", help="Write every version known by then, with known_from/known_to."
+        ),
+    ] = False,
+    feed_days: Annotated[
+        int,
+        typer.Option(
+            help="Write the export as known N days before --end, and one change set per "
+            "following day under OUT/feed/YYYY-MM-DD/."
+        ),
+    ] = 0,
 ) -> None:
     """Generate a synthetic regulator domain for the 8 pilot cities."""
     from synth.generate import generate as run
@@ -96,6 +113,9 @@ def generate(
             dates,
             workers=workers,
             drift=drift,
+            known_at=_parse_date(known_at) if known_at else None,
+            history=history,
+            feed_days=feed_days,
         )
     except ValueError as e:
         _fail(str(e))

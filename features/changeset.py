@@ -98,7 +98,8 @@ def read_changeset(folder: Path) -> ChangeSet:
             f"{folder.name}: files differ from the manifest: missing {missing or 'none'}, "
             f"not listed {unlisted or 'none'}"
         )
-    rows, deletions = {}, {}
+    rows: dict[str, Path] = {}
+    deletions: dict[str, Path] = {}
     for name, digest in listed.items():
         kind = _table_of(name)
         if kind is None:

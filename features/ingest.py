@@ -129,7 +129,7 @@ def ingest(
     hashes = {name: sha256(p) for name, p in files.items()}
     day = known_on or datetime.now(UTC).date()
 
-    def load(con: duckdb.DuckDBPyConnection, name: str) -> LoadReport:
+    def load(con: duckdb.DuckDBPyConnection, name: str) -> list[LoadReport]:
         t, p = TABLES_BY_NAME[name], files[name]
         return _load_export_file(con, t, p, kinds[name], hashes[name], day)
 

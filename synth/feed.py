@@ -181,22 +181,26 @@ def _corrections(
     n = first.num_rows
     hit = rng.random(n) < CORRECTION_SHARE
     which = rng.integers(0, 3, n)
+    fine = pc.cast(first.column("fine_yuan"), pa.float64()).to_numpy(zero_copy_only=False)
+    which = np.where((which == 0) & ~(np.nan_to_num(fine) > 0), 1, which)  # no fine to mistype
     fixed = np.minimum(start + _delay(rng, n, 1.0, CORRECTION_MEAN_DAYS), end)
     wrong = first
-    fine = pc.cast(first.column("fine_yuan"), pa.float64()).to_numpy(zero_copy_only=False)
     factor = np.where(rng.random(n) < 0.5, 10.0, 0.1)
     wrong = wrong.set_column(
         wrong.schema.get_field_index("fine_yuan"),
         "fine_yuan",
-        pa.array(np.where(hit & (which == 0), np.round(fine * factor, 2), fine)),
+        pa.array(
+            np.where(hit & (which == 0), np.round(fine * factor, 2), fine), mask=np.isnan(fine)
+        ),
     )
     types = np.array(VIOLATION_TYPES, dtype=object)
-    shifted = types[rng.integers(0, len(types), n)]
-    vt = np.array(first.column("violation_type").to_pylist(), dtype=object)
+    index = {v: i for i, v in enumerate(VIOLATION_TYPES)}
+    vt_index = np.fromiter((index[v] for v in first.column("violation_type").to_pylist()), int, n)
+    other = types[(vt_index + rng.integers(1, len(types), n)) % len(types)]  # never the same
     wrong = wrong.set_column(
         wrong.schema.get_field_index("violation_type"),
         "violation_type",
-        pa.array(np.where(hit & (which == 1) & (shifted != vt), shifted, vt), pa.string()),
+        pa.array(np.where(hit & (which == 1), other, types[vt_index]), pa.string()),
     )
     decided = _days(first.column("decided_on"))
     early = decided - rng.integers(1, 11, n)

@@ -225,3 +225,43 @@ def test_a_history_ending_before_july_has_the_final_years_reports_filed_so_far(t
     n, filed, latest = rows
     assert n > 1_000 and filed == n  # rows of reports filed by the end, none later
     assert latest <= end
+
+
+def test_the_feed_never_changes_the_truth(tmp_path):
+    """Knowledge time is drawn from a stream of its own: the oracle stays exact."""
+    kw = dict(workers=1, progress=False, chunk_size=1_000)
+    end = date(2024, 12, 31)
+    generate(tmp_path / "plain", 2_000, 9, end, SECRET, **kw)
+    generate(tmp_path / "fed", 2_000, 9, end, SECRET, feed_days=7, history=True, **kw)
+    for name in ("oracle", "frailty"):
+        a = (tmp_path / "plain" / "truth" / f"{name}.parquet").read_bytes()
+        b = (tmp_path / "fed" / "truth" / f"{name}.parquet").read_bytes()
+        assert a == b
+
+
+def test_feed_rates_are_the_documented_assumptions(tmp_path):
+    from synth import feed
+
+    out = tmp_path / "hist"
+    generate(out, 20_000, 2, date(2025, 12, 31), SECRET, workers=1, progress=False, history=True)
+    con = duckdb.connect()
+    pen = f"'{out}/penalties.parquet'"
+    versions, records, copies = con.execute(
+        f"SELECT count(*), count(DISTINCT decision_no), count(*) FILTER (decision_no LIKE '%E') "
+        f"FROM {pen}"
+    ).fetchall()[0]
+    real = records - copies
+    assert copies / real == pytest.approx(feed.DOUBLE_ENTRY_SHARE, abs=0.004)
+    corrected = con.execute(
+        f"""SELECT count(DISTINCT a.decision_no) FROM {pen} a JOIN {pen} b
+        ON a.decision_no = b.decision_no AND a.known_to = b.known_from
+        WHERE a.fine_yuan IS DISTINCT FROM b.fine_yuan OR a.violation_type <> b.violation_type
+           OR a.decided_on <> b.decided_on"""
+    ).fetchall()[0][0]
+    assert corrected / real == pytest.approx(feed.CORRECTION_SHARE, abs=0.008)
+    late = con.execute(
+        f"SELECT avg(CASE WHEN known_from > registered_on THEN 1 ELSE 0 END) "
+        f"FROM '{out}/households.parquet' WHERE status = 'operating'"
+    ).fetchall()[0][0]
+    assert late == pytest.approx(feed.LATE_SHARE, abs=0.01)
+    assert versions > records

@@ -60,3 +60,30 @@ def test_spark_runs_the_transpiled_text_of_the_same_sql():
     spark_sql = to_spark_sql(sql)
     assert "MAX_BY" in spark_sql and "RLIKE" in spark_sql  # dialect differences handled by sqlglot
     assert spark_sql != sql
+
+
+@pytest.fixture(scope="module")
+def living_engines(living_warehouse, tmp_path_factory):
+    """Both engines on the living domain: versions and history, so knowledge time matters."""
+    con = duckdb.connect(str(living_warehouse), read_only=True)
+    tables = tmp_path_factory.mktemp("spark_living")
+    export_tables(con, tables)
+    spark = spark_session(master="local[2]", memory="1g")
+    yield DuckDBEngine(con), SparkEngine(spark, tables)
+    spark.stop()
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("as_of", "known_at"),
+    [(date(2025, 6, 30), date(2025, 6, 30)), (date(2026, 9, 13), date(2026, 9, 13))],
+    ids=str,
+)
+def test_snapshots_as_known_at_are_identical(living_engines, as_of, known_at):
+    duck, spark = living_engines
+    a = _sorted(duck.features(as_of, known_at=known_at))
+    b = _sorted(spark.features(as_of, known_at=known_at))
+    now = _sorted(duck.features(as_of))
+    assert len(a) > 1000
+    assert_frames_equal(a, b)
+    assert not a.equals(now)  # the versions known then are not those known now

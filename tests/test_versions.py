@@ -26,14 +26,14 @@ def _differences(a: Path, b: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for t in TABLES:
         cols = ", ".join(f'"{c}"' for c in t.column_names)
-
-        def count(x: str, y: str) -> int:
-            return con.execute(
+        counts = [
+            con.execute(
                 f'SELECT count(*) FROM (SELECT {cols} FROM {x}."{t.name}" '
                 f'EXCEPT ALL SELECT {cols} FROM {y}."{t.name}")'
             ).fetchall()[0][0]
-
-        out[t.name] = (count("a", "b"), count("b", "a"))
+            for x, y in (("a", "b"), ("b", "a"))
+        ]
+        out[t.name] = (counts[0], counts[1])
     con.close()
     return out
 
@@ -146,3 +146,57 @@ def test_a_plain_export_is_known_since_its_own_dates(small_warehouse):
         assert_frames_equal(
             _features(small_warehouse, as_of, known_at=as_of), _features(small_warehouse, as_of)
         )
+
+
+def test_an_old_warehouse_is_upgraded_in_place(tmp_path):
+    from features.schema import HOUSEHOLDS
+    from features.warehouse import connect
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    cols = ", ".join(f'"{c.name}" {c.type}' for c in HOUSEHOLDS.columns)
+    con.execute(f"CREATE TABLE households ({cols})")
+    con.execute(
+        "INSERT INTO households (uscc, operator_name, registered_on, status) "
+        "VALUES ('x', 'y', DATE '2020-02-03', 'operating')"
+    )
+    con.execute(
+        "CREATE TABLE _loads (load_id VARCHAR, table_name VARCHAR, file VARCHAR, sha256 VARCHAR, "
+        "read BIGINT, accepted BIGINT, quarantined BIGINT, inserted BIGINT, replaced BIGINT, "
+        "loaded_at TIMESTAMP)"
+    )
+    con.close()
+    con = connect(path)
+    assert con.execute("SELECT known_from FROM households").fetchall() == [(date(2020, 2, 3),)]
+    assert con.execute("SELECT count(*) FROM households_history").fetchall() == [(0,)]
+    assert "kind" in [r[0] for r in con.execute("DESCRIBE _loads").fetchall()]
+    con.close()
+
+
+def test_history_lists_a_households_versions_without_personal_fields(
+    living_warehouse, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from credref.cli import app
+
+    con = duckdb.connect(str(living_warehouse), read_only=True)
+    uscc, operator, address = con.execute(
+        "SELECT h.uscc, c.operator_name, c.address FROM households_history h "
+        "JOIN households c USING (uscc) ORDER BY h.uscc LIMIT 1"
+    ).fetchall()[0]
+    versions = con.execute(
+        "SELECT (SELECT count(*) FROM households_history WHERE uscc = $1) "
+        "+ (SELECT count(*) FROM households WHERE uscc = $1)",
+        [uscc],
+    ).fetchall()[0][0]
+    con.close()
+    monkeypatch.setenv("CREDREF_WAREHOUSE", str(living_warehouse))
+    result = CliRunner().invoke(app, ["history", uscc])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "households" in line]
+    assert len(lines) == versions >= 2
+    assert "status=operating" in result.output
+    assert operator not in result.output and address not in result.output
+    missing = CliRunner().invoke(app, ["history", "92" + "0" * 16])
+    assert missing.exit_code != 0 and "no record" in missing.output
