@@ -30,7 +30,7 @@ CREDREF := $(DEMO_ENV) $(VENV)/bin/credref
 .PHONY: demo
 demo: $(STAMP) ## Generate 100k households, ingest, build datasets, train, promote, publish, serve and call it
 	rm -rf $(DEMO_DIR)
-	$(CREDREF) generate --households $(DEMO_HOUSEHOLDS) --seed 7 --out $(DEMO_DIR)/export
+	$(CREDREF) generate --households $(DEMO_HOUSEHOLDS) --seed 7 --history --out $(DEMO_DIR)/export
 	$(CREDREF) ingest $(DEMO_DIR)/export
 	$(CREDREF) summary
 	$(CREDREF) dataset --out $(DEMO_DIR)/dataset --truth $(DEMO_DIR)/export/truth
@@ -96,6 +96,14 @@ bench-scaling: $(STAMP) ## Benchmark: features + score-all at 1M, 3M, 11M (DuckD
 .PHONY: bench-soak
 bench-soak: $(STAMP) ## Benchmark: 10 minutes at 300 requests/s on the 11M snapshot (after bench-serve)
 	$(PY) bench/bench_soak.py --home bench/out/serve --model-home $(DEMO_DIR)
+
+.PHONY: bench-changesets
+bench-changesets: $(STAMP) ## Benchmark: the 11M pilot as a living warehouse: first load, 92 daily change sets, 10k/100k/1M sets, as-known-at snapshot
+	$(PY) bench/bench_changesets.py
+
+.PHONY: bench-known-at
+bench-known-at: $(STAMP) ## Benchmark: training as known at T against as known now, on the demo domain (needs demo)
+	$(PY) bench/bench_known_at.py
 
 .PHONY: clean
 clean: ## Remove generated data (keeps the environment)

@@ -173,9 +173,7 @@ def test_an_old_warehouse_is_upgraded_in_place(tmp_path):
     con.close()
 
 
-def test_history_lists_a_households_versions_without_personal_fields(
-    living_warehouse, monkeypatch
-):
+def test_history_lists_a_households_versions_without_personal_fields(living_warehouse, monkeypatch):
     from typer.testing import CliRunner
 
     from credref.cli import app
