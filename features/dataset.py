@@ -142,7 +142,12 @@ def build_training_set(
                 t = t.join(oracle, "uscc", join_type="left outer").sort_by("uscc")
                 missing = t.num_rows - pc.count(t.column(ORACLE_COLUMN)).as_py()
                 if missing:
-                    logger.warning("%s: %d households have no oracle value", d, missing)
+                    logger.warning(
+                        "%s: %d households have no oracle value (operating as known then; "
+                        "the truth knows they had left)",
+                        d,
+                        missing,
+                    )
             else:
                 t = t.append_column(ORACLE_COLUMN, pa.nulls(t.num_rows, pa.float64()))
             if writer is None:
