@@ -41,6 +41,7 @@ from features.validate import (
     check_file,
     file_columns,
     quarantine_where,
+    referenced_households,
     register_udfs,
 )
 from features.versions import KNOWN_FROM, KNOWN_TO
@@ -205,6 +206,7 @@ def _apply_changeset(
         if name in cs.deletions:
             check_columns(t, cs.deletions[name], DELETIONS)
     applied: list[bool] = []  # decided once, inside the transaction
+    known: list[str] = []  # the relation of households the set's records name
 
     def load(con: duckdb.DuckDBPyConnection, name: str) -> list[LoadReport]:
         if not applied:
@@ -212,9 +214,14 @@ def _apply_changeset(
         if applied[0]:
             return _skipped_changeset(con, cs, name)
         t = TABLES_BY_NAME[name]
+        if t.household_fk and not known:  # households, if any, are loaded by now
+            paths = [p for n, p in cs.rows.items() if TABLES_BY_NAME[n].household_fk]
+            known.append(referenced_households(con, paths))
         out = []
         if name in cs.rows:
-            out.append(_changeset_rows(con, cs, t, cs.rows[name]))
+            out.append(
+                _changeset_rows(con, cs, t, cs.rows[name], known[0] if known else "households")
+            )
         if name in cs.deletions:
             out.append(_changeset_deletions(con, cs, t, cs.deletions[name]))
         return out
@@ -248,8 +255,9 @@ def _label(cs: ChangeSet, path: Path) -> str:
     return f"{cs.day.isoformat()}/{path.name}"
 
 
-def _changeset_rows(con, cs: ChangeSet, t: Table, path: Path) -> LoadReport:
-    load_id, read, quarantined = check_file(con, t, path, RECORDS, _label(cs, path))
+def _changeset_rows(con, cs: ChangeSet, t: Table, path: Path, households: str) -> LoadReport:
+    label = _label(cs, path)
+    load_id, read, quarantined = check_file(con, t, path, RECORDS, label, households)
     merged = merge.merge(con, t, cs.day)
     return _record(
         con,
@@ -268,14 +276,9 @@ def _changeset_rows(con, cs: ChangeSet, t: Table, path: Path) -> LoadReport:
 def _changeset_deletions(con, cs: ChangeSet, t: Table, path: Path) -> LoadReport:
     label = _label(cs, path)
     load_id, read, quarantined = check_file(con, t, path, DELETIONS, label)
+    merge.locate(con, t)
     quarantined += quarantine_where(
-        con,
-        load_id,
-        t,
-        path,
-        label,
-        merge.not_current(t),
-        "deletion: no current record with this key",
+        con, load_id, t, path, label, merge.NOT_CURRENT, "deletion: no current record with this key"
     )
     merged = merge.delete(con, t, cs.day)
     return _record(

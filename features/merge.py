@@ -72,18 +72,34 @@ def insert_history(con: duckdb.DuckDBPyConnection, t: Table) -> Merged:
     return Merged(inserted=current, replaced=past)
 
 
+_GOOD = "(SELECT * FROM _checked WHERE _reason IS NULL)"
+
+
+def locate(con: duckdb.DuckDBPyConnection, t: Table) -> None:
+    """``_located(_row, _rid)``: for each good row of ``_checked``, the rowid of the
+    current version with its key. The one read of the table by key, and it reads only
+    the key columns; everything after goes by rowid, which skips the rest."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _located AS
+        SELECT a._row, w.rowid AS _rid FROM {_GOOD} a JOIN "{t.name}" w ON {_key_match(t, "a", "w")}"""
+    )
+
+
 def merge(con: duckdb.DuckDBPyConnection, t: Table, known_on: date) -> Merged:
     """New and changed rows become current versions known from ``known_on``."""
     day = f"DATE '{known_on.isoformat()}'"
     same = " AND ".join(f'a."{c}" IS NOT DISTINCT FROM w."{c}"' for c in t.column_names)
-    first_key = t.key[0]
+    locate(con, t)
+    current = (
+        f'(SELECT rowid AS _rid, * FROM "{t.name}" WHERE rowid IN (SELECT _rid FROM _located))'
+    )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _incoming AS
-        SELECT {", ".join(f'a."{c}"' for c in t.column_names)},
-               w."{first_key}" IS NOT NULL AS _present,
-               COALESCE(w."{first_key}" IS NOT NULL AND {same}, false) AS _same
-        FROM (SELECT * FROM _checked WHERE _reason IS NULL) a
-        LEFT JOIN "{t.name}" w ON {_key_match(t, "a", "w")}"""
+        SELECT {", ".join(f'a."{c}"' for c in t.column_names)}, l._rid,
+               l._rid IS NOT NULL AS _present,
+               COALESCE(l._rid IS NOT NULL AND {same}, false) AS _same
+        FROM {_GOOD} a LEFT JOIN _located l ON l._row = a._row
+        LEFT JOIN {current} w ON w._rid = l._rid"""
     )
     counts = con.execute(
         "SELECT count(*) FILTER (NOT _present), count(*) FILTER (_present AND NOT _same), "
@@ -91,7 +107,7 @@ def merge(con: duckdb.DuckDBPyConnection, t: Table, known_on: date) -> Merged:
     ).fetchall()[0]
     inserted, replaced, unchanged = (int(x) for x in counts)
     if replaced:
-        _close(con, t, "SELECT * FROM _incoming WHERE _present AND NOT _same", day)
+        _close(con, t, "SELECT _rid FROM _incoming WHERE _present AND NOT _same", day)
     if inserted or replaced:
         cols = _q(t.column_names)
         con.execute(
@@ -99,32 +115,33 @@ def merge(con: duckdb.DuckDBPyConnection, t: Table, known_on: date) -> Merged:
             f"SELECT {cols}, {day} FROM _incoming WHERE NOT _same"
         )
     con.execute("DROP TABLE _incoming")
+    con.execute("DROP TABLE _located")
     return Merged(inserted, replaced, unchanged)
 
 
 def delete(con: duckdb.DuckDBPyConnection, t: Table, known_on: date) -> Merged:
-    """Close the current versions named by the good rows of ``_checked`` (keys only)."""
+    """Close the current versions named by the good rows of ``_checked`` (keys only);
+    :func:`locate` has run, and rows naming no current record were quarantined."""
     day = f"DATE '{known_on.isoformat()}'"
-    n = scalar(con, "SELECT count(*) FROM _checked WHERE _reason IS NULL")
+    n = scalar(con, "SELECT count(*) FROM _located")
     if n:
-        _close(con, t, "SELECT * FROM _checked WHERE _reason IS NULL", day)
+        _close(con, t, "SELECT _rid FROM _located", day)
+    con.execute("DROP TABLE _located")
     return Merged(deleted=n)
 
 
-def not_current(t: Table) -> str:
-    """For ``features.validate.quarantine_where``: the row ``c`` names no current record."""
-    return f'NOT EXISTS (SELECT 1 FROM "{t.name}" w WHERE {_key_match(t, "w", "c")})'
+#: For ``features.validate.quarantine_where`` after :func:`locate`: the row ``c`` names
+#: no current record.
+NOT_CURRENT = "c._row NOT IN (SELECT _row FROM _located)"
 
 
-def _close(con: duckdb.DuckDBPyConnection, t: Table, keys_sql: str, day: str) -> None:
-    """Move the current versions whose keys ``keys_sql`` lists to history, closed on ``day``."""
+def _close(con: duckdb.DuckDBPyConnection, t: Table, rowids_sql: str, day: str) -> None:
+    """Move the current versions with the rowids ``rowids_sql`` lists to history, closed
+    on ``day``."""
     cols = _q(t.column_names)
-    match = _key_match(t, "w", "k")
+    where = f"rowid IN ({rowids_sql})"
     con.execute(
         f'INSERT INTO "{history_name(t)}" ({cols}, {KNOWN_FROM}, {KNOWN_TO}) '
-        f"SELECT {', '.join(f'w.{c}' for c in _q(t.column_names).split(', '))}, w.{KNOWN_FROM}, {day} "
-        f'FROM "{t.name}" w WHERE EXISTS (SELECT 1 FROM ({keys_sql}) k WHERE {match})'
+        f'SELECT {cols}, {KNOWN_FROM}, {day} FROM "{t.name}" WHERE {where}'
     )
-    con.execute(
-        f'DELETE FROM "{t.name}" w WHERE EXISTS (SELECT 1 FROM ({keys_sql}) k WHERE {match})'
-    )
+    con.execute(f'DELETE FROM "{t.name}" WHERE {where}')

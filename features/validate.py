@@ -190,12 +190,19 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
 
 
 def check_file(
-    con: duckdb.DuckDBPyConnection, t: Table, path: Path, kind: FileKind, label: str
+    con: duckdb.DuckDBPyConnection,
+    t: Table,
+    path: Path,
+    kind: FileKind,
+    label: str,
+    households: str = "households",
 ) -> tuple[str, int, int]:
     """Type and check every row of ``path`` into ``_checked``; quarantine the bad ones.
 
     Returns (load id, rows read, rows quarantined). ``label`` names the file in
-    ``_quarantine`` (for a change set, with its date)."""
+    ``_quarantine`` (for a change set, with its date). ``households``: the relation of
+    known households (a change set passes the few its files name, see
+    :func:`referenced_households`)."""
     load_id = uuid.uuid4().hex
     columns = kind.columns(t)
     native = _native_columns(path, columns)
@@ -205,7 +212,7 @@ def check_file(
     )
     has_cols = ", ".join(f'"__has_{c.name}"' for c in columns)
     join_h = (
-        "LEFT JOIN households h ON h.uscc = x.uscc"
+        f"LEFT JOIN {households} h ON h.uscc = x.uscc"
         if t.household_fk and kind is not DELETIONS
         else ""
     )
@@ -253,6 +260,20 @@ def quarantine_where(
         )
         con.execute(f"UPDATE _checked SET _reason = ? WHERE _row IN ({bad})", [reason])
     return n
+
+
+def referenced_households(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> str:
+    """``_referenced``: the known households that ``paths`` name, found with one read of
+    the households table instead of one per file. Returns the relation's name."""
+    codes = " UNION ".join(
+        f"SELECT NULLIF(trim(CAST(uscc AS VARCHAR)), '') AS uscc FROM ({reader_sql(p)})"
+        for p in paths
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _referenced AS "
+        f"SELECT h.uscc FROM households h WHERE h.uscc IN ({codes or 'SELECT NULL'})"
+    )
+    return "_referenced"
 
 
 def _uscc_problem(codes: pa.Array) -> pa.Array:
