@@ -24,7 +24,9 @@ help: ## List the targets
 env: $(STAMP) ## Create the virtual environment from requirements.lock
 
 # The demo keeps all its state under $(DEMO_DIR); each run starts from scratch.
-DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb
+# The generated domain ends on DEMO_TODAY: that is the demo's clock (CREDREF_TODAY).
+DEMO_TODAY := 2026-09-30
+DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb CREDREF_TODAY=$(DEMO_TODAY)
 CREDREF := $(DEMO_ENV) $(VENV)/bin/credref
 
 .PHONY: demo
@@ -45,7 +47,7 @@ SERVE_HOME ?= $(or $(CREDREF_HOME),$(DEMO_DIR))
 
 .PHONY: serve
 serve: $(STAMP) ## Start the service (CREDREF_* settings; default home: the demo's)
-	CREDREF_HOME=$(SERVE_HOME) $(VENV)/bin/credref serve
+	CREDREF_HOME=$(SERVE_HOME) $(if $(CREDREF_HOME),,CREDREF_TODAY=$(DEMO_TODAY)) $(VENV)/bin/credref serve
 
 .PHONY: mlflow-ui
 mlflow-ui: $(STAMP) ## Open the MLflow UI on the tracking store (default: the demo's) at :5000

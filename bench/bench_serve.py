@@ -55,9 +55,14 @@ def publish_snapshot(warehouse: Path, home: Path, secret: bytes, memory_limit: s
 
 def service_env(home: Path, model_home: Path, port: int) -> dict[str, str]:
     """Environment for a benchmarked ``credref serve``: its home, the champion's MLflow
-    store, no practical rate limit (the generator is one platform), a fixed port."""
+    store, no practical rate limit (the generator is one platform), a fixed port, and the
+    domain's clock on the publication's day (a generated domain has its own calendar)."""
+    from serving.online import describe_current
+
     return {
         **os.environ,
+        "CREDREF_TODAY": os.environ.get("CREDREF_TODAY")
+        or describe_current(home / "online")["as_of"],
         "CREDREF_HOME": str(home),
         "CREDREF_MLFLOW_TRACKING_URI": f"sqlite:///{(model_home / 'mlflow.db').resolve()}",
         "CREDREF_RATE_LIMIT": "1000000",

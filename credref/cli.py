@@ -381,6 +381,60 @@ def rollback() -> None:
 
 
 @app.command()
+def refresh(
+    feed: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of daily change sets (feed/YYYY-MM-DD/); default CREDREF_FEED_DIR."
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Publication date (default: the latest change set's)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Publish ahead of the last change set, or before the current one."
+        ),
+    ] = False,
+) -> None:
+    """Apply the feed's new change sets, publish as of the domain's today, report changes."""
+    from features.changeset import ChangeSetError
+    from features.ingest import ExportError
+    from serving.refresh import RefreshRefused
+    from serving.refresh import refresh as run
+
+    settings = load_settings()
+    try:
+        report = run(
+            settings.warehouse_path,
+            feed or settings.feed_dir,
+            settings.online_path,
+            settings.id_secret_bytes(),
+            _parse_date(as_of) if as_of else None,
+            force,
+            settings.duckdb_memory_limit,
+        )
+    except (RefreshRefused, ExportError, ChangeSetError) as e:
+        _fail(f"{e} (nothing was published)")
+    applied = ", ".join(d.isoformat() for d in report.applied) or "none"
+    console.print(
+        f"change sets applied: {applied}; published {report.publication} as of "
+        f"{report.as_of}: {report.households:,} households"
+    )
+    if report.previous:
+        table = RichTable(title=f"changed since {report.previous}")
+        table.add_column("what")
+        table.add_column("households", justify="right")
+        table.add_row("new in the register", f"{report.added:,}")
+        table.add_row("status changed", f"{report.status_changed:,}")
+        for name, n in sorted(report.changed_by_feature.items(), key=lambda kv: -kv[1]):
+            table.add_row(name, f"{n:,}")
+        console.print(table)
+
+
+@app.command()
 def publish(
     as_of: Annotated[
         str | None,

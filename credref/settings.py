@@ -7,6 +7,7 @@ Nothing is read at import time: call :func:`load_settings` where settings are ne
 from __future__ import annotations
 
 import logging
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +15,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger(__name__)
+
+#: China Standard Time: the regulator's calendar day.
+CST = timezone(timedelta(hours=8))
 
 #: The development secret. It is public (it is in this file), so a warehouse built with
 #: it must never hold real ID numbers. Production sets CREDREF_ID_HASH_SECRET.
@@ -35,7 +39,10 @@ class Settings(BaseSettings):
     Every field maps to an environment variable ``CREDREF_<FIELD>``.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CREDREF_", extra="ignore")
+    # "off" reads as None: how an optional limit is switched off from the environment.
+    model_config = SettingsConfigDict(
+        env_prefix="CREDREF_", extra="ignore", env_parse_none_str="off"
+    )
 
     home: Path = Field(Path("var"), description="Root folder for local state.")
     warehouse: Path | None = Field(
@@ -85,6 +92,9 @@ class Settings(BaseSettings):
     audit_anchor_minutes: float = Field(
         0.0, ge=0, description="The service writes a checkpoint this often (0: never)."
     )
+    feed_dir: Path | None = Field(
+        None, description="Folder of daily change sets that `credref refresh` applies."
+    )
     online_dir: Path | None = Field(
         None, description="Online feature store, published snapshots (default: <home>/online)."
     )
@@ -99,6 +109,18 @@ class Settings(BaseSettings):
     )
     auth_failure_limit: float = Field(
         5.0, gt=0, description="Failed authentications per second allowed per client address."
+    )
+    today: date | None = Field(
+        None,
+        description="The domain's clock: the day it is for the regulator's records "
+        "(default: the calendar day in China Standard Time). Set it for a generated "
+        "domain, whose records end on a day of their own.",
+    )
+    max_snapshot_age_days: int | None = Field(
+        2,
+        ge=0,
+        description="Past this many days between the publication's as-of date and today, "
+        "/readyz is not ready and score and verify answer 503 snapshot_stale; `off`: no guard.",
     )
 
     warehouse_path: ClassVar[Any] = _under_home("warehouse", "warehouse.duckdb")
@@ -118,6 +140,10 @@ class Settings(BaseSettings):
         """BentoML's own request timeout: past the gate's two, so that the gate, which
         audits, always answers first."""
         return self.body_timeout_s + self.answer_timeout_s + 10.0
+
+    def domain_today(self) -> date:
+        """Today, for the records: ``CREDREF_TODAY`` or the calendar day in Beijing."""
+        return self.today or datetime.now(CST).date()
 
     def id_secret_bytes(self) -> bytes:
         value = self.id_hash_secret.get_secret_value()

@@ -88,6 +88,7 @@ class Exchange:
     subject: str | None = None
     outcome: dict = field(default_factory=dict)
     model_version: str | None = None
+    publication: str | None = None  # the online-store publication the answer came from
 
 
 class TokenBucket:
@@ -350,7 +351,11 @@ class Gateway:
         record = AuditRecord(
             request_id=ex.request_id,
             endpoint=ex.endpoint,
-            outcome={"http": status, **ex.outcome},
+            outcome={
+                "http": status,
+                **ex.outcome,
+                **({"publication": ex.publication} if ex.publication else {}),
+            },
             platform=ex.key.platform if ex.key else None,
             purpose=ex.purpose,
             subject=ex.subject,

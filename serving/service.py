@@ -20,7 +20,7 @@ import gc
 import logging
 import threading
 import time
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import bentoml
@@ -32,7 +32,7 @@ from features.codes import compact, uscc_problem
 from serving.audit import AuditLog
 from serving.gateway import STATE_KEY, Exchange, Gateway
 from serving.keys import KeyStore
-from serving.limits import CST, Ask, LimitReached, LimitsUnavailable, VerifyLimits
+from serving.limits import Ask, LimitReached, LimitsUnavailable, VerifyLimits
 from serving.metrics import metrics
 from serving.model_store import load_served_model, use_store
 from serving.online import OnlineStore, Snapshot
@@ -115,6 +115,8 @@ class ReferenceService:
         self.served = load_served_model(s.tracking_uri, s.registered_model)
         self.store = OnlineStore(s.online_path)
         self.limits = VerifyLimits(s.limits_path, timeout_s=s.audit_timeout_s)
+        self._today = s.domain_today  # the domain's clock (CREDREF_TODAY, else the calendar)
+        self._max_age = s.max_snapshot_age_days
         self._checked: str | None = None
         self._age_set_at = 0.0
         self._lock = threading.Lock()
@@ -142,17 +144,38 @@ class ReferenceService:
                 self._checked = snap.path.name
             self._age_set_at = 0.0
         if time.monotonic() - self._age_set_at > 60:  # the gauge moves by days
-            today = datetime.now(CST).date()
-            metrics().snapshot_age.set((today - date.fromisoformat(snap.as_of)).days)
+            metrics().snapshot_age.set(self._age_days(snap))
             self._age_set_at = time.monotonic()
+        return snap
+
+    def _age_days(self, snap: Snapshot) -> int:
+        return (self._today() - date.fromisoformat(snap.as_of)).days
+
+    def _stale(self, snap: Snapshot) -> bool:
+        """Past the allowed age, a publication may still count a penalty repaired or a
+        publicity ended since: answering from it would be silent use of such records."""
+        return self._max_age is not None and self._age_days(snap) > self._max_age
+
+    def _current(self, ctx: bentoml.Context, ex: Exchange) -> Snapshot | Any:
+        """The publication to answer from, named in the audit row, or a 503 if stale."""
+        snap = self._snapshot()
+        if self._stale(snap):
+            return _error(
+                ctx,
+                ex,
+                503,
+                "snapshot_stale",
+                "the published snapshot is older than allowed: the daily refresh has not "
+                "run; retry later",
+            )
+        ex.publication = snap.path.stem
         return snap
 
     def __is_ready__(self) -> bool:
         try:
-            self._snapshot()
+            return not self._stale(self._snapshot())
         except Exception:
             return False
-        return True
 
     # --- /v1/verify ---------------------------------------------------------------------
 
@@ -162,7 +185,9 @@ class ReferenceService:
         value; every mismatch counts against the guessing limits (serving.limits)."""
         ex = _exchange(ctx)
         req = ex.body if isinstance(ex.body, VerifyRequest) else body
-        snap = self._snapshot()
+        snap = self._current(ctx, ex)
+        if not isinstance(snap, Snapshot):
+            return snap
         subject = snap.get(req.uscc)
         key = ex.key
         assert key is not None  # the gate authenticated the request
@@ -256,18 +281,20 @@ class ReferenceService:
                 )
         return out
 
-    def _scoring(self, ex: Exchange) -> tuple[Snapshot, bool]:
-        """The publication to answer from, and whether this key may see the PD."""
+    def _with_pd(self, ex: Exchange) -> bool:
+        """Whether this key may see the PD (and the model answering, for the audit)."""
         ex.model_version = self.served.version
-        return self._snapshot(), ex.key is not None and "score:pd" in ex.key.scopes
+        return ex.key is not None and "score:pd" in ex.key.scopes
 
     @bentoml.api(route="/v1/score")
     async def score(self, body: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
         """Reference score, class A-D and up to four reasons for one household."""
         ex = _exchange(ctx)
         req = ex.body if isinstance(ex.body, ScoreRequest) else body
-        snap, with_pd = self._scoring(ex)
-        (item,) = self._score(snap, [req.uscc], with_pd)
+        snap = self._current(ctx, ex)
+        if not isinstance(snap, Snapshot):
+            return snap
+        (item,) = self._score(snap, [req.uscc], self._with_pd(ex))
         if "error" in item:
             return _error(ctx, ex, 404, item["error"]["code"], item["error"]["message"])
         ex.outcome = {"status": item["status"], "class": item.get("risk_class")}
@@ -279,7 +306,10 @@ class ReferenceService:
         """Up to 1,000 households per call; each item answered as /v1/score would."""
         ex = _exchange(ctx)
         req = ex.body if isinstance(ex.body, BatchRequest) else body
-        snap, with_pd = self._scoring(ex)
+        snap = self._current(ctx, ex)
+        if not isinstance(snap, Snapshot):
+            return snap
+        with_pd = self._with_pd(ex)
         problems = [uscc_problem(u, household=True) for u in req.usccs]
         codes = [compact(u) if p is None else "" for u, p in zip(req.usccs, problems, strict=True)]
         answers = self._score(snap, [c for c in codes if c], with_pd)

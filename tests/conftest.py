@@ -9,7 +9,7 @@ import pytest
 
 from features.ingest import ingest
 from synth.generate import generate
-from tests.helpers import SECRET
+from tests.helpers import SECRET, SERVICE_AS_OF
 
 END = date(2026, 9, 30)
 
@@ -34,7 +34,6 @@ def small_warehouse(small_export, tmp_path_factory) -> Path:
 
 #: A test ID number (check character X) given to one household, so a match can be shown.
 KNOWN_ID = "11010519491231002X"
-SERVICE_AS_OF = date(2026, 6, 30)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ from serving import launch
 
 #: The ID-hash secret of every test domain.
 SECRET = b"test-secret"
+#: The served test domain's publication date, and its clock (CREDREF_TODAY).
+SERVICE_AS_OF = date(2026, 6, 30)
 
 
 def service_env(home: Path, **extra: str) -> dict[str, str]:
@@ -25,6 +27,7 @@ def service_env(home: Path, **extra: str) -> dict[str, str]:
         "CREDREF_WAREHOUSE": str(home / "warehouse.duckdb"),
         "CREDREF_ID_HASH_SECRET": SECRET.decode(),
         "CREDREF_AUDIT_TIMEOUT_S": "0.5",
+        "CREDREF_TODAY": SERVICE_AS_OF.isoformat(),
         "BENTOML_HOME": str(home / "bentoml"),
         **extra,
     }

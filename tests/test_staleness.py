@@ -1,0 +1,143 @@
+"""The staleness guard: past CREDREF_MAX_SNAPSHOT_AGE_DAYS the service is not ready and
+refuses to score or verify (audited), so a stopped refresh never becomes silent use of
+records repaired since; the domain's clock is CREDREF_TODAY, never the test's calendar."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sqlite3
+from datetime import timedelta
+
+import pytest
+from starlette.testclient import TestClient
+
+from serving.keys import KeyStore
+from tests.helpers import SERVICE_AS_OF, service_env
+
+
+@pytest.fixture()
+def serve(service_home):
+    """A service on the served test home with extra settings; yields (client, key)."""
+    saved = dict(os.environ)
+    clients = []
+
+    def start(**extra: str):
+        os.environ.update(service_env(service_home, **extra))
+        import serving.service
+
+        service = importlib.reload(serving.service)
+        client = TestClient(service.ReferenceService.to_asgi())
+        client.__enter__()
+        clients.append(client)
+        key = KeyStore(service_home / "keys.sqlite").create(
+            "stale-test", ["verify", "score", "batch"]
+        )
+        return client, key[1]
+
+    yield start
+    for c in clients:
+        c.__exit__(None, None, None)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _operating(home) -> str:
+    snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
+    return snap.execute("SELECT uscc FROM subjects WHERE status = 'operating' LIMIT 1").fetchone()[
+        0
+    ]
+
+
+def _last_audit(home) -> dict:
+    con = sqlite3.connect(home / "audit.sqlite")
+    con.row_factory = sqlite3.Row
+    row = dict(con.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT 1").fetchone())
+    return {**row, "outcome": json.loads(row["outcome"])}
+
+
+def _day(days: int) -> str:
+    return (SERVICE_AS_OF + timedelta(days=days)).isoformat()
+
+
+def test_past_the_allowed_age_nothing_is_answered_and_the_refusal_is_audited(serve, service_home):
+    client, key = serve(CREDREF_TODAY=_day(3))
+    auth = {"Authorization": f"Bearer {key}"}
+    uscc = _operating(service_home)
+    assert client.get("/readyz").status_code == 503
+    for path, body in (
+        ("/v1/score", {"uscc": uscc, "purpose": "onboarding"}),
+        ("/v1/verify", {"uscc": uscc, "purpose": "onboarding", "operator_name": "x"}),
+        ("/v1/score_batch", {"usccs": [uscc], "purpose": "onboarding"}),
+    ):
+        r = client.post(path, json=body, headers=auth)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "snapshot_stale"
+        row = _last_audit(service_home)
+        assert row["endpoint"] == path and row["outcome"]["error"] == "snapshot_stale"
+
+
+def test_within_the_allowed_age_answers_name_their_publication(serve, service_home):
+    client, key = serve(CREDREF_TODAY=_day(2))
+    assert client.get("/readyz").status_code == 200
+    uscc = _operating(service_home)
+    r = client.post(
+        "/v1/score",
+        json={"uscc": uscc, "purpose": "onboarding"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert r.status_code == 200, r.text
+    current = os.readlink(service_home / "online" / "current")
+    row = _last_audit(service_home)
+    assert row["outcome"]["publication"] == current.removesuffix(".sqlite")
+    assert row["model_version"] == "1"
+
+
+def test_the_guard_can_be_turned_off(serve, service_home):
+    client, key = serve(CREDREF_TODAY=_day(400), CREDREF_MAX_SNAPSHOT_AGE_DAYS="off")
+    assert client.get("/readyz").status_code == 200
+    r = client.post(
+        "/v1/score",
+        json={"uscc": _operating(service_home), "purpose": "onboarding"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert r.status_code == 200
+
+
+# --- credref refresh: the publication date is the domain's today ------------------------
+
+
+def test_refresh_applies_new_change_sets_and_publishes_their_day(living_domain, tmp_path):
+    from datetime import date
+
+    from features.changeset import read_changeset
+    from features.ingest import ingest
+    from serving.online import describe_current
+    from serving.refresh import RefreshRefused, refresh
+    from tests.helpers import SECRET
+
+    wh, online, feed = tmp_path / "wh.duckdb", tmp_path / "online", tmp_path / "feed"
+    ingest(living_domain, wh, progress=False)
+    days = sorted((living_domain / "feed").iterdir())
+    base_day = date.fromordinal(read_changeset(days[0]).day.toordinal() - 1)
+    first = refresh(wh, None, online, SECRET, as_of=base_day)
+    assert first.applied == [] and first.previous is None
+    feed.mkdir()
+    for d in days[:3]:
+        (feed / d.name).symlink_to(d)
+    second = refresh(wh, feed, online, SECRET)
+    assert second.applied == [read_changeset(d).day for d in days[:3]]
+    assert (
+        second.as_of == second.applied[-1] == date.fromisoformat(describe_current(online)["as_of"])
+    )
+    assert second.previous == first.publication and second.added > 0
+    assert sum(second.changed_by_feature.values()) > 0
+    ahead = date.fromordinal(second.as_of.toordinal() + 1)
+    with pytest.raises(RefreshRefused, match="ahead of the last change set"):
+        refresh(wh, feed, online, SECRET, as_of=ahead)
+    with pytest.raises(RefreshRefused, match="before the current publication"):
+        refresh(wh, feed, online, SECRET, as_of=base_day)
+    calendar = refresh(wh, feed, online, SECRET, as_of=ahead, force=True)
+    assert calendar.applied == [] and calendar.as_of == ahead
+    assert calendar.changed_by_feature.get("reg_age_years", 0) > 0  # the calendar moved ages
