@@ -26,7 +26,8 @@ ERRORS = {
     "431": "headers_too_large",
     "429": "rate_limited or too_many_failures; on /v1/verify also verify_guess_limit, "
     "platform_guess_limit, household_budget_exhausted (see Retry-After and serving.limits)",
-    "503": "audit_unavailable, limits_unavailable or answer_timeout: not answered; retry",
+    "503": "audit_unavailable, limits_unavailable, answer_timeout or snapshot_stale: not "
+    "answered; retry",
 }
 _REF = "#/components/schemas/{model}"
 
