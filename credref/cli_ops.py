@@ -185,3 +185,40 @@ def audit_export(
 
     _parse_date(since)
     print(AuditLog(load_settings().audit_path).export_csv(platform, since), end="")
+
+
+@audit_app.command("replay")
+def audit_replay(
+    request_id: Annotated[str, typer.Argument(help="The request id of an audited answer.")],
+) -> None:
+    """Rebuild an answer from the warehouse as known at its publication, with its model
+    version, and say whether it is the same (exit 1 if it differs, 2 if it cannot)."""
+    import mlflow
+
+    from serving.replay import ReplayError, replay
+    from training.registry import load_version
+
+    s = load_settings()
+    mlflow.set_tracking_uri(s.tracking_uri)
+
+    def model(version: str):
+        return load_version(s.registered_model, version).unwrap_python_model().model
+
+    try:
+        r = replay(request_id, s.audit_path, s.online_path, s.warehouse_path, model)
+    except ReplayError as e:
+        _fail(str(e))
+    table = RichTable(
+        title=f"{r.endpoint} from {r.publication} (as of {r.as_of}, known through "
+        f"{r.known_through}), model version {r.model_version}"
+    )
+    for col in ("field", "answered", "replayed"):
+        table.add_column(col)
+    for k, v in r.recorded.items():
+        table.add_row(k, str(v), str(r.replayed.get(k)))
+    _console().print(table)
+    if r.equal:
+        _console().print("equal: the answer is rebuilt exactly")
+        return
+    _console().print(f"[red]different:[/red] {', '.join(r.differences)}")
+    raise typer.Exit(code=1)

@@ -31,6 +31,8 @@ from features.catalogue import FEATURE_NAMES
 
 CURRENT = "current"
 KEEP_PREVIOUS = 2
+#: Every publication ever made, one JSON line each (what it was built from).
+LEDGER = "ledger.jsonl"
 
 
 class NoSnapshot(RuntimeError):

@@ -8,6 +8,7 @@ are kept so in-flight readers can finish.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -19,10 +20,11 @@ import duckdb
 import pyarrow as pa
 
 from features.catalogue import FEATURE_NAMES, catalogue_version
+from features.changeset import knowledge_date
 from features.pit import feature_sql, status_sql
 from features.progress import track
 from features.warehouse import source_fingerprint
-from serving.online import CURRENT, KEEP_PREVIOUS
+from serving.online import CURRENT, KEEP_PREVIOUS, LEDGER
 from serving.verification import FieldHasher
 
 logger = logging.getLogger(__name__)
@@ -67,8 +69,11 @@ def publish(
         out = _create(tmp, reader.schema)
         batches = track(reader, -(-n // _BATCH_ROWS), progress, "publish")
         rows, operating = _write_subjects(out, batches, FieldHasher(secret))
+        known = knowledge_date(con)
         meta = {
             "as_of": as_of.isoformat(),
+            # what the warehouse knew: the publication is its records as known on this day
+            "known_through": known.isoformat() if known else "",
             "catalogue_version": catalogue_version(),
             "source_fingerprint": fingerprint,
             "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -78,6 +83,7 @@ def publish(
         final = _finish(out, tmp, root, meta)
     finally:
         tmp.unlink(missing_ok=True)
+    _record_in_ledger(root, {**meta, "publication": final.stem})
     _prune(root)
     logger.info("published %s households (%s operating) as of %s", rows, operating, as_of)
     return {**meta, "file": final.name}
@@ -152,6 +158,15 @@ def _switch_current(root: Path, name: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _record_in_ledger(root: Path, entry: dict) -> None:
+    """One line per publication, kept when its file is pruned: what it was built from,
+    so an audited answer can be rebuilt (``serving.replay``)."""
+    with (root / LEDGER).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _prune(root: Path) -> None:

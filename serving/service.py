@@ -82,6 +82,10 @@ def _error(
     return JSONResponse({"request_id": ex.request_id, "error": error}, status, headers=headers)
 
 
+def _codes(item: dict) -> str:
+    return ";".join(r["code"] for r in item["reasons"])
+
+
 def _echo(value: str) -> str:
     """A refused batch item's code as sent, if it is short printable ASCII (else blank)."""
     return value if len(value) <= 40 and value.isascii() and value.isprintable() else ""
@@ -297,7 +301,12 @@ class ReferenceService:
         (item,) = self._score(snap, [req.uscc], self._with_pd(ex))
         if "error" in item:
             return _error(ctx, ex, 404, item["error"]["code"], item["error"]["message"])
-        ex.outcome = {"status": item["status"], "class": item.get("risk_class")}
+        # what the platform received, for replay (serving.replay): no input, no personal data
+        ex.outcome = {
+            "status": item["status"],
+            "class": item.get("risk_class"),
+            **({"score": item["score"], "reasons": _codes(item)} if "score" in item else {}),
+        }
         answer = ScoreResponse(request_id=ex.request_id, model_version=self.served.version, **item)
         return _json(answer)
 
