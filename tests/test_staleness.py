@@ -141,3 +141,91 @@ def test_refresh_applies_new_change_sets_and_publishes_their_day(living_domain, 
     calendar = refresh(wh, feed, online, SECRET, as_of=ahead, force=True)
     assert calendar.applied == [] and calendar.as_of == ahead
     assert calendar.changed_by_feature.get("reg_age_years", 0) > 0  # the calendar moved ages
+
+
+def test_daily_refreshes_publish_exactly_a_full_recomputation_of_their_day(
+    living_domain, tmp_path, service_home
+):
+    """Every day of the feed: the published answer inputs (status, features) of every
+    household equal a recomputation as of that day; the day's new, exited and repaired
+    households are among them; a household registered that day is verified and scored."""
+    from datetime import date
+
+    import duckdb
+    import pandas as pd
+
+    from features.catalogue import FEATURE_NAMES
+    from features.changeset import read_changeset
+    from features.ingest import ingest
+    from features.pit import feature_sql, status_sql
+    from serving.online import CURRENT
+    from serving.refresh import refresh
+    from tests.helpers import SECRET
+
+    wh, online = tmp_path / "wh.duckdb", tmp_path / "online"
+    ingest(living_domain, wh, progress=False)
+    days = sorted((living_domain / "feed").iterdir())
+    refresh(
+        wh,
+        None,
+        online,
+        SECRET,
+        as_of=date.fromordinal(read_changeset(days[0]).day.toordinal() - 1),
+    )
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    seen = {"added": 0, "status_changed": 0}
+    for d in days:
+        (feed / d.name).symlink_to(d)
+        report = refresh(wh, feed, online, SECRET)
+        seen["added"] += report.added
+        seen["status_changed"] += report.status_changed
+        pub = sqlite3.connect(online / os.readlink(online / CURRENT))
+        served = pd.read_sql(
+            "SELECT uscc, status, " + ", ".join(FEATURE_NAMES) + " FROM subjects", pub
+        )
+        pub.close()
+        con = duckdb.connect(str(wh), read_only=True)
+        status = con.sql(status_sql(report.as_of)).df()[["uscc", "status_on"]]
+        feats = con.sql(feature_sql(report.as_of)).df().drop(columns=["as_of"])
+        con.close()
+        expected = status.rename(columns={"status_on": "status"}).merge(
+            feats, on="uscc", how="left"
+        )
+        a = served.sort_values("uscc").reset_index(drop=True)
+        b = expected[a.columns].sort_values("uscc").reset_index(drop=True)
+        assert len(a) == len(b) and (a.uscc == b.uscc).all(), report.as_of
+        for c in a.columns[1:]:
+            x, y = a[c], b[c]
+            same = (x == y) | (x.isna() & y.isna())
+            assert same.all(), f"{report.as_of} {c}: {int((~same).sum())} households differ"
+    assert seen["added"] > 0 and seen["status_changed"] > 0
+
+    # a household registered on the last day is found and scored after that day's refresh
+    last = report.as_of
+    con = duckdb.connect(str(wh), read_only=True)
+    newest = con.execute(
+        "SELECT uscc FROM households WHERE registered_on = ? AND status = 'operating' LIMIT 1",
+        [last],
+    ).fetchall()
+    con.close()
+    assert newest, "the feed registers households every day"
+    saved = dict(os.environ)
+    os.environ.update(
+        service_env(service_home, CREDREF_ONLINE_DIR=str(online), CREDREF_TODAY=last.isoformat())
+    )
+    try:
+        import serving.service
+
+        service = importlib.reload(serving.service)
+        key = KeyStore(service_home / "keys.sqlite").create("onboard-test", ["verify", "score"])[1]
+        with TestClient(service.ReferenceService.to_asgi()) as client:
+            auth = {"Authorization": f"Bearer {key}"}
+            body = {"uscc": newest[0][0], "purpose": "onboarding"}
+            v = client.post("/v1/verify", json={**body, "operator_name": "x"}, headers=auth)
+            s = client.post("/v1/score", json=body, headers=auth)
+        assert v.status_code == 200 and v.json()["found"] and v.json()["status"] == "operating"
+        assert s.status_code == 200 and s.json()["as_of"] == last.isoformat()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
