@@ -15,15 +15,19 @@ from tests.helpers import assert_frames_equal
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def engines(small_warehouse, tmp_path_factory):
-    con = duckdb.connect(str(small_warehouse), read_only=True)
-    tables = tmp_path_factory.mktemp("spark_tables")
+def _both_engines(warehouse, tables):
+    """DuckDB on ``warehouse`` and Spark on its tables exported to ``tables``."""
+    con = duckdb.connect(str(warehouse), read_only=True)
     export_tables(con, tables)
     spark = spark_session(master="local[2]", memory="1g")
     yield DuckDBEngine(con), SparkEngine(spark, tables)
     spark.stop()
     con.close()
+
+
+@pytest.fixture(scope="module")
+def engines(small_warehouse, tmp_path_factory):
+    yield from _both_engines(small_warehouse, tmp_path_factory.mktemp("spark_tables"))
 
 
 def _sorted(t):
@@ -65,13 +69,7 @@ def test_spark_runs_the_transpiled_text_of_the_same_sql():
 @pytest.fixture(scope="module")
 def living_engines(living_warehouse, tmp_path_factory):
     """Both engines on the living domain: versions and history, so knowledge time matters."""
-    con = duckdb.connect(str(living_warehouse), read_only=True)
-    tables = tmp_path_factory.mktemp("spark_living")
-    export_tables(con, tables)
-    spark = spark_session(master="local[2]", memory="1g")
-    yield DuckDBEngine(con), SparkEngine(spark, tables)
-    spark.stop()
-    con.close()
+    yield from _both_engines(living_warehouse, tmp_path_factory.mktemp("spark_living"))
 
 
 @pytest.mark.parametrize(
