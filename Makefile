@@ -26,7 +26,7 @@ env: $(STAMP) ## Create the virtual environment from requirements.lock
 # The demo keeps all its state under $(DEMO_DIR); each run starts from scratch.
 # The generated domain ends on DEMO_TODAY: that is the demo's clock (CREDREF_TODAY).
 DEMO_TODAY := 2026-09-30
-DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb CREDREF_TODAY=$(DEMO_TODAY)
+DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb CREDREF_TODAY=$(DEMO_TODAY) CREDREF_ANALYST=demo-analyst
 CREDREF := $(DEMO_ENV) $(VENV)/bin/credref
 
 .PHONY: demo
@@ -38,7 +38,7 @@ demo: $(STAMP) ## Generate 100k households, ingest, build datasets, train, promo
 	$(CREDREF) dataset --out $(DEMO_DIR)/dataset --truth $(DEMO_DIR)/export/truth
 	$(CREDREF) dataset --out $(DEMO_DIR)/dataset_all_published --policy all_published
 	$(CREDREF) train --config configs/demo.toml
-	$(CREDREF) promote
+	$(CREDREF) promote --approver demo-reviewer
 	$(CREDREF) publish
 	$(DEMO_ENV) $(PY) -m serving.demo
 

@@ -309,7 +309,13 @@ def train(
     settings.home.mkdir(parents=True, exist_ok=True)
     try:
         cfg = TrainConfig.from_toml(config)
-        result = run(cfg, settings.tracking_uri, settings.artifact_root, settings.registered_model)
+        result = run(
+            cfg,
+            settings.tracking_uri,
+            settings.artifact_root,
+            settings.registered_model,
+            settings.analyst,
+        )
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     s = result.summary
@@ -340,9 +346,13 @@ def train(
 
 @app.command()
 def promote(
+    approver: Annotated[
+        str, typer.Option(help="Who approves (four eyes: not who trained the version).")
+    ],
     version: Annotated[str | None, typer.Option(help="Model version (default: newest).")] = None,
 ) -> None:
-    """Make a version the champion if it passes the gate (checks, ECE, AUC vs champion)."""
+    """Make a version the champion if it passes the gate (four eyes, checks, ECE, AUC vs
+    champion); the approval is recorded on the version."""
     import mlflow
 
     from training.registry import promote as run
@@ -350,7 +360,7 @@ def promote(
     settings = load_settings()
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
-        result = run(settings.registered_model, version)
+        result = run(settings.registered_model, version, approver=approver)
     except ValueError as e:
         _fail(str(e))
     if result.promoted:

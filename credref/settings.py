@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     registered_model: str = Field(
         "credref-reference", description="Registered model name in MLflow."
     )
+    analyst: str | None = Field(
+        None,
+        description="Who trains (recorded on each model version for the four-eyes rule; "
+        "default: the OS user).",
+    )
     keys_db: Path | None = Field(
         None, description="Platform API-key store (default: <home>/keys.sqlite)."
     )

@@ -3,6 +3,7 @@ and behavioural tests in credit terms."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -123,12 +124,22 @@ def test_the_logged_pyfunc_answers_pd_score_class_reasons(first_run, store, conf
 def test_the_gate_refuses_a_worse_challenger_and_rollback_restores(first_run, config, store):
     mlflow.set_tracking_uri(store[0])
     client = MlflowClient()
-    assert promote(NAME, "1").promoted
+    trainer = client.get_model_version(NAME, "1").tags["trained_by"]
+    four_eyes = promote(NAME, "1", approver=f" {trainer.upper()} ")
+    assert not four_eyes.promoted and "four eyes" in four_eyes.reasons[0]
+    assert client.get_registered_model(NAME).aliases == {}
+    with pytest.raises(ValueError, match="an approver is required"):
+        promote(NAME, "1", approver=" ")
+    assert promote(NAME, "1", approver="reviewer-b").promoted
     assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
+    tags = client.get_model_version(NAME, "1").tags
+    assert tags["approved_by"] == "reviewer-b" and tags["approved_at"]
+    evidence = json.loads(tags["gate_evidence"])
+    assert evidence["checks_passed"] and evidence["challenger_auc"] > 0.5
 
     weak = replace(config, rounds=1, params={"num_leaves": 2}, dataset_all_published=None)
     v2 = train(weak, store[0], store[1], NAME).version
-    gate = promote(NAME, v2)
+    gate = promote(NAME, v2, approver="reviewer-b")
     assert not gate.promoted
     assert any("below the champion" in reason for reason in gate.reasons), gate.reasons
     assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
@@ -136,7 +147,7 @@ def test_the_gate_refuses_a_worse_challenger_and_rollback_restores(first_run, co
     v3 = train(
         replace(config, seed=4, dataset_all_published=None), store[0], store[1], NAME
     ).version
-    assert promote(NAME, v3).promoted
+    assert promote(NAME, v3, approver="reviewer-b").promoted
     assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == v3
     assert str(client.get_model_version_by_alias(NAME, PREVIOUS).version) == "1"
     assert rollback(NAME) == "1"

@@ -4,6 +4,8 @@ The tracking URI is always set explicitly (sqlite by default) and artefacts go t
 explicit folder, never to ``./mlruns``. One registered model; the alias ``champion``
 marks the model in service, ``previous`` the one before it, and the registered model's
 tag ``champion_history`` keeps the order of promotions so ``rollback`` can restore it.
+Four eyes: each version records who trained it; whoever approves a promotion must be
+someone else, and the approval (who, when, the gate's evidence) is recorded on it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -25,6 +28,13 @@ from training.scoring import ScoringModel
 logger = logging.getLogger(__name__)
 
 CHAMPION, PREVIOUS, HISTORY_TAG = "champion", "previous", "champion_history"
+#: Version tags of the four-eyes rule: who trained it, who approved it, when, and why.
+TRAINED_BY, APPROVED_BY, APPROVED_AT, GATE_EVIDENCE = (
+    "trained_by",
+    "approved_by",
+    "approved_at",
+    "gate_evidence",
+)
 ECE_MAX = 0.02
 AUC_TOLERANCE = 0.005
 TEST_ROWS = "evaluation/test_rows.parquet"
@@ -99,13 +109,17 @@ def _test_rows(client: MlflowClient, run_id: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def promote(name: str, version: str | None = None) -> GateResult:
+def promote(name: str, version: str | None = None, *, approver: str) -> GateResult:
     """Make ``version`` (default: the newest) the champion if it passes the gate.
 
-    Gate: its training checks passed; its out-of-time ECE <= 0.02; its AUC on its own
-    out-of-time test rows is not below the current champion's AUC on the same rows by
-    more than 0.005. Otherwise nothing changes and the reasons are returned.
+    Gate: four eyes (the approver is not who trained it); its training checks passed;
+    its out-of-time ECE <= 0.02; its AUC on its own out-of-time test rows is not below
+    the current champion's AUC on the same rows by more than 0.005. Otherwise nothing
+    changes and the reasons are returned. A promotion records the approver, the time and
+    the gate's evidence on the version.
     """
+    if not approver.strip():
+        raise ValueError("an approver is required (four eyes: who approves this promotion)")
     client = MlflowClient()
     versions = client.search_model_versions(f"name = '{name}'")
     if not versions:
@@ -115,6 +129,13 @@ def promote(name: str, version: str | None = None) -> GateResult:
     mv = client.get_model_version(name, version)
     run = client.get_run(mv.run_id)
     result = GateResult(False, version)
+    trainer = mv.tags.get(TRAINED_BY) or run.data.tags.get(TRAINED_BY)
+    if trainer is None:
+        result.reasons.append(f"version {version} does not record who trained it")
+    elif _same_person(trainer, approver):
+        result.reasons.append(
+            f"four eyes: {approver.strip()} trained version {version}; someone else must approve"
+        )
     if run.data.tags.get("checks_passed") != "true":
         result.reasons.append(
             "training checks did not pass: " + run.data.tags.get("check_failures", "?")
@@ -144,8 +165,35 @@ def promote(name: str, version: str | None = None) -> GateResult:
         client.set_registered_model_alias(name, PREVIOUS, current)
     client.set_registered_model_alias(name, CHAMPION, version)
     _set_history(client, name, [*history, version])
+    _record_approval(client, name, version, approver, result, ece, current)
     result.promoted = True
     return result
+
+
+def _same_person(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def _record_approval(client, name, version, approver, result, ece, previous) -> None:
+    evidence = {
+        "challenger_auc": result.challenger_auc,
+        "champion_auc": result.champion_auc,
+        "previous_champion": previous,
+        "test_ece": ece,
+        "ece_max": ECE_MAX,
+        "auc_tolerance": AUC_TOLERANCE,
+        "checks_passed": True,
+    }
+    client.set_model_version_tag(name, version, APPROVED_BY, approver.strip())
+    client.set_model_version_tag(
+        name, version, APPROVED_AT, datetime.now(UTC).isoformat(timespec="seconds")
+    )
+    client.set_model_version_tag(name, version, GATE_EVIDENCE, json.dumps(evidence, sort_keys=True))
+
+
+def record_trainer(name: str, version: str, trained_by: str) -> None:
+    """Who trained a registered version (the four-eyes rule reads it)."""
+    MlflowClient().set_model_version_tag(name, version, TRAINED_BY, trained_by)
 
 
 def rollback(name: str) -> str:

@@ -5,6 +5,7 @@ Same config and seed give the same model (LightGBM runs deterministic).
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import tempfile
@@ -32,7 +33,13 @@ from training.evaluate import (
 from training.models import WoEScorecard, fit_booster, points_table
 from training.monitor import REFERENCE_ARTIFACT
 from training.plots import reliability_plot, score_by_city_plot, shap_summary_plot
-from training.registry import TEST_ROWS, log_scoring_model, use_tracking
+from training.registry import (
+    TEST_ROWS,
+    TRAINED_BY,
+    log_scoring_model,
+    record_trainer,
+    use_tracking,
+)
 from training.scoring import PointsTable, ScoringModel, encode
 
 logger = logging.getLogger(__name__)
@@ -148,8 +155,13 @@ def train(
     tracking_uri: str,
     artifact_root: Path,
     registered_model: str = "credref-reference",
+    trained_by: str | None = None,
 ) -> TrainResult:
-    """Fit and select -> evaluate -> log -> register, in one MLflow run."""
+    """Fit and select -> evaluate -> log -> register, in one MLflow run.
+
+    ``trained_by`` (default: the OS user) is recorded on the run and the version, for
+    the four-eyes rule at promotion (``training.registry.promote``)."""
+    trained_by = trained_by or getpass.getuser()
     df, manifest = load_training_set(config.dataset)
     if manifest["catalogue_version"] != catalogue_version():
         raise ValueError(
@@ -163,7 +175,8 @@ def train(
         fitted = fit_and_select(config, splits)
         evaluation = evaluate(config, fitted, df, splits)
         log_run(config, fitted, evaluation, splits, manifest, df, Path(tmp))
-        return register(run.info.run_id, fitted, evaluation, registered_model)
+        mlflow.set_tag(TRAINED_BY, trained_by)
+        return register(run.info.run_id, fitted, evaluation, registered_model, trained_by)
 
 
 def _log_params(config: TrainConfig, splits: Splits) -> None:
@@ -307,7 +320,9 @@ def _log_rows(config, ev: Evaluation, s: Splits, df: pd.DataFrame, out: Path) ->
     mlflow.log_artifact(str(ref_path), artifact_path=REFERENCE_ARTIFACT.rsplit("/", 1)[0])
 
 
-def register(run_id: str, f: Fitted, ev: Evaluation, registered_model: str) -> TrainResult:
+def register(
+    run_id: str, f: Fitted, ev: Evaluation, registered_model: str, trained_by: str
+) -> TrainResult:
     """A new registered version, unless a check failed (the run then stays as evidence,
     marked FAILED, and nothing is registered)."""
     if not f.checks.passed:
@@ -315,6 +330,7 @@ def register(run_id: str, f: Fitted, ev: Evaluation, registered_model: str) -> T
         mlflow.end_run(status="FAILED")
         return TrainResult(run_id, None, f.chosen, ev.metrics, False, ev.summary)
     version = log_scoring_model(f.model, ev.raw_test.head(50), registered_model)
+    record_trainer(registered_model, version, trained_by)
     return TrainResult(run_id, version, f.chosen, ev.metrics, True, ev.summary)
 
 
