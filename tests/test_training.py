@@ -391,3 +391,28 @@ def test_vectorised_reasons_equal_the_row_by_row_definition():
         assert list(reason_strings(contrib[lo:hi], serious[lo:hi])) == expected[lo:hi]
     assert expected[0] == "R00"
     assert all(e.startswith("R08") for e, s in zip(expected, serious, strict=True) if s)
+
+
+#: Files of a run that hold MLflow's own ids and timestamps (run id, model id, time).
+MLFLOW_OWN = {"model/MLmodel"}
+
+
+def _artefacts(client: MlflowClient, run_id: str, into: Path) -> dict[str, bytes]:
+    root = Path(client.download_artifacts(run_id, "", str(into)))
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_two_runs_with_the_same_config_and_seed_give_identical_artefacts(
+    first_run, config, store, tmp_path
+):
+    second = train(config, store[0], store[1], NAME)
+    mlflow.set_tracking_uri(store[0])
+    client = MlflowClient()
+    a = _artefacts(client, first_run.run_id, tmp_path / "a")
+    b = _artefacts(client, second.run_id, tmp_path / "b")
+    assert set(a) == set(b) and "shap_summary.png" in a and len(a) > 10
+    differ = {name for name in a if a[name] != b[name]}
+    assert differ <= MLFLOW_OWN, sorted(differ)
+    assert first_run.test_metrics == second.test_metrics
