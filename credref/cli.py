@@ -300,8 +300,17 @@ def features(
 @app.command()
 def train(
     config: Annotated[Path, typer.Option(help="TOML training config (see configs/demo.toml).")],
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            help="Optuna trials over the LightGBM parameters on the validation window "
+            "before fitting (default: the config's [model] trials, else none)."
+        ),
+    ] = None,
 ) -> None:
     """Train, check, evaluate and register a model (not yet champion: see promote)."""
+    from dataclasses import replace
+
     from training.train import TrainConfig
     from training.train import train as run
 
@@ -309,6 +318,8 @@ def train(
     settings.home.mkdir(parents=True, exist_ok=True)
     try:
         cfg = TrainConfig.from_toml(config)
+        if trials is not None:
+            cfg = replace(cfg, trials=trials)
         result = run(
             cfg,
             settings.tracking_uri,

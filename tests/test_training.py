@@ -416,3 +416,24 @@ def test_two_runs_with_the_same_config_and_seed_give_identical_artefacts(
     differ = {name for name in a if a[name] != b[name]}
     assert differ <= MLFLOW_OWN, sorted(differ)
     assert first_run.test_metrics == second.test_metrics
+
+
+def test_tuning_runs_seeded_trials_as_nested_runs_and_refits_the_best(config, store):
+    from training.tuning import scaled_defaults
+
+    tuned = train(replace(config, trials=4, dataset_all_published=None), store[0], store[1], NAME)
+    assert tuned.checks_passed
+    mlflow.set_tracking_uri(store[0])
+    client = MlflowClient()
+    run = client.get_run(tuned.run_id)
+    children = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{tuned.run_id}'"
+    )
+    assert len(children) == 4
+    done = [c for c in children if c.data.tags.get("trial_state") == "complete"]
+    assert done and all("valid_auc" in c.data.metrics for c in done)
+    best = max(c.data.metrics["valid_auc"] for c in done)
+    assert run.data.metrics["tuning_best_valid_auc"] == pytest.approx(best)
+    assert {"tuned_num_leaves", "tuned_min_data_in_leaf"} <= set(run.data.params)
+    assert scaled_defaults(1_000)["min_data_in_leaf"] == 20
+    assert scaled_defaults(2_000_000)["min_data_in_leaf"] == 1000

@@ -54,8 +54,10 @@ def fit_booster(
     seed: int,
     rounds: int = 2000,
     patience: int = 100,
+    callbacks: list | None = None,
 ) -> lgb.Booster:
-    """Fit with early stopping on the (later) validation snapshots."""
+    """Fit with early stopping on the (later) validation snapshots (``callbacks``: more
+    LightGBM callbacks, e.g. a tuning trial's pruning)."""
     p = lgb_params(kind, params, seed)
     dtrain = lgb.Dataset(train.X, train.y, categorical_feature=CATEGORICAL, free_raw_data=False)
     dvalid = lgb.Dataset(valid.X, valid.y, reference=dtrain, categorical_feature=CATEGORICAL)
@@ -64,7 +66,7 @@ def fit_booster(
         dtrain,
         num_boost_round=rounds,
         valid_sets=[dvalid],
-        callbacks=[lgb.early_stopping(patience, verbose=False)],
+        callbacks=[lgb.early_stopping(patience, verbose=False), *(callbacks or [])],
     )
 
 

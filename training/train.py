@@ -10,7 +10,7 @@ import json
 import logging
 import tempfile
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -60,6 +60,8 @@ class TrainConfig:
     experiment: str = "credref"
     #: cumulative validation shares at the class cuts A|B, B|C, C|D
     class_shares: tuple[float, float, float] = DEFAULT_CLASS_SHARES
+    #: Optuna trials before fitting (0: the params as given)
+    trials: int = 0
 
     @classmethod
     def from_toml(cls, path: Path) -> TrainConfig:
@@ -78,6 +80,7 @@ class TrainConfig:
                 params=dict(model.get("params", {})),
                 experiment=d.get("mlflow", {}).get("experiment", "credref"),
                 class_shares=_class_shares(model.get("class_shares", DEFAULT_CLASS_SHARES)),
+                trials=int(model.get("trials", 0)),
             )
         except KeyError as e:
             raise ValueError(f"{path}: missing setting {e}") from e
@@ -172,11 +175,24 @@ def train(
     use_tracking(tracking_uri, artifact_root, config.experiment)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         _log_params(config, splits)
+        config = _tuned(config, splits)
         fitted = fit_and_select(config, splits)
         evaluation = evaluate(config, fitted, df, splits)
         log_run(config, fitted, evaluation, splits, manifest, df, Path(tmp))
         mlflow.set_tag(TRAINED_BY, trained_by)
         return register(run.info.run_id, fitted, evaluation, registered_model, trained_by)
+
+
+def _tuned(config: TrainConfig, s: Splits) -> TrainConfig:
+    """The config with the best parameters of a search, if it asks for one."""
+    if config.trials <= 0:
+        return config
+    from training.tuning import tune
+
+    t = tune(s.train, s.valid, config.params, config.trials, config.seed, config.rounds)
+    mlflow.log_params({f"tuned_{k}": v for k, v in t.params.items()})
+    mlflow.log_metrics({"tuning_best_valid_auc": t.valid_auc, "tuning_pruned": t.pruned})
+    return replace(config, params=t.params)
 
 
 def _log_params(config: TrainConfig, splits: Splits) -> None:
