@@ -175,7 +175,7 @@ def train(
     use_tracking(tracking_uri, artifact_root, config.experiment)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         _log_params(config, splits)
-        config = _tuned(config, splits)
+        config = apply_tuning(config, splits)
         fitted = fit_and_select(config, splits)
         evaluation = evaluate(config, fitted, df, splits)
         log_run(config, fitted, evaluation, splits, manifest, df, Path(tmp))
@@ -183,7 +183,7 @@ def train(
         return register(run.info.run_id, fitted, evaluation, registered_model, trained_by)
 
 
-def _tuned(config: TrainConfig, s: Splits) -> TrainConfig:
+def apply_tuning(config: TrainConfig, s: Splits) -> TrainConfig:
     """The config with the best parameters of a search, if it asks for one."""
     if config.trials <= 0:
         return config
