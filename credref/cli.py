@@ -361,9 +361,13 @@ def promote(
         str, typer.Option(help="Who approves (four eyes: not who trained the version).")
     ],
     version: Annotated[str | None, typer.Option(help="Model version (default: newest).")] = None,
+    accept_impact: Annotated[
+        str | None,
+        typer.Option(help="Promote although more households than allowed change class: why."),
+    ] = None,
 ) -> None:
     """Make a version the champion if it passes the gate (four eyes, checks, ECE, AUC vs
-    champion); the approval is recorded on the version."""
+    champion, impact on the published households); the approval is recorded on it."""
     import mlflow
 
     from training.registry import promote as run
@@ -371,7 +375,15 @@ def promote(
     settings = load_settings()
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
-        result = run(settings.registered_model, version, approver=approver)
+        found = _impact(settings, version)
+        result = run(
+            settings.registered_model,
+            version,
+            approver=approver,
+            impact_share=found[2].changed_share if found else None,
+            max_class_change=settings.max_class_change,
+            accept_impact=accept_impact,
+        )
     except ValueError as e:
         _fail(str(e))
     if result.promoted:
@@ -383,6 +395,58 @@ def promote(
     for r in result.reasons:
         console.print(f"  - {r}")
     raise typer.Exit(code=1)
+
+
+def _impact(settings, version: str | None):
+    """The challenger's impact on the current publication, or None (no publication or no
+    other champion)."""
+    from training.impact import run_impact
+
+    snapshot = settings.online_path / "current"
+    if not snapshot.exists():
+        return None
+    found = run_impact(settings.registered_model, version, snapshot.resolve())
+    if found is not None:
+        current, challenger, im = found
+        console.print(
+            f"impact of version {challenger} against champion {current}: "
+            f"{im.changed_share:.2%} of {im.households:,} published households change class "
+            f"(logged to MLflow: impact/impact.html)"
+        )
+    return found
+
+
+@app.command()
+def impact(
+    version: Annotated[str | None, typer.Option(help="Model version (default: newest).")] = None,
+) -> None:
+    """Score the latest publication's households with the version and the champion:
+    class migration, share changing class by city, score shift, reasons (HTML + JSON in
+    MLflow)."""
+    import mlflow
+
+    settings = load_settings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        found = _impact(settings, version)
+    except ValueError as e:
+        _fail(str(e))
+    if found is None:
+        _fail("nothing to compare: no publication, or no champion other than this version")
+    im = found[2]
+    table = RichTable(title="class migration (rows: champion, columns: challenger)")
+    table.add_column("")
+    for c in "ABCD":
+        table.add_column(c, justify="right")
+    for r in "ABCD":
+        table.add_row(r, *(f"{im.migration[r][c]:,}" for c in "ABCD"))
+    console.print(table)
+    s = im.score_shift
+    console.print(
+        f"score shift: mean {s['mean']:+.1f}, median {s['p50']:+.0f}, 5%-95% "
+        f"{s['p05']:+.0f}..{s['p95']:+.0f}; first reason changes for "
+        f"{im.first_reason_changed_share:.2%}"
+    )
 
 
 @app.command()

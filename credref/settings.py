@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     registered_model: str = Field(
         "credref-reference", description="Registered model name in MLflow."
     )
+    max_class_change: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Promotion gate: the largest share of published households a new "
+        "champion may move between classes without --accept-impact.",
+    )
     analyst: str | None = Field(
         None,
         description="Who trains (recorded on each model version for the four-eyes rule; "

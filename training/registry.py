@@ -109,14 +109,25 @@ def _test_rows(client: MlflowClient, run_id: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def promote(name: str, version: str | None = None, *, approver: str) -> GateResult:
+def promote(
+    name: str,
+    version: str | None = None,
+    *,
+    approver: str,
+    impact_share: float | None = None,
+    max_class_change: float = 0.2,
+    accept_impact: str | None = None,
+) -> GateResult:
     """Make ``version`` (default: the newest) the champion if it passes the gate.
 
     Gate: four eyes (the approver is not who trained it); its training checks passed;
     its out-of-time ECE <= 0.02; its AUC on its own out-of-time test rows is not below
     the current champion's AUC on the same rows by more than 0.005. Otherwise nothing
     changes and the reasons are returned. A promotion records the approver, the time and
-    the gate's evidence on the version.
+    the gate's evidence on the version. ``impact_share`` (``training.impact``: the share
+    of published households the switch moves between classes) above
+    ``max_class_change`` is refused unless ``accept_impact`` gives the reason, which is
+    recorded.
     """
     if not approver.strip():
         raise ValueError("an approver is required (four eyes: who approves this promotion)")
@@ -158,8 +169,24 @@ def promote(name: str, version: str | None = None, *, approver: str) -> GateResu
                 f"AUC {result.challenger_auc:.4f} is below the champion's {result.champion_auc:.4f} "
                 f"on the same test rows by more than {AUC_TOLERANCE}"
             )
+    if (
+        impact_share is not None
+        and impact_share > max_class_change
+        and not (accept_impact or "").strip()
+    ):
+        result.reasons.append(
+            f"{impact_share:.1%} of published households would change class, above "
+            f"{max_class_change:.0%}; accept it with a recorded reason (--accept-impact)"
+        )
     if result.reasons:
         return result
+    if impact_share is not None:
+        client.set_model_version_tag(
+            name, version, "impact_class_change_share", f"{impact_share:.6f}"
+        )
+    reason = (accept_impact or "").strip()
+    if reason:
+        client.set_model_version_tag(name, version, "impact_accepted", reason)
     history = _history(client, name)
     if current is not None:
         client.set_registered_model_alias(name, PREVIOUS, current)

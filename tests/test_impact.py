@@ -1,0 +1,99 @@
+"""Impact before promotion: how many published households a challenger moves between
+classes, logged to MLflow, and the gate that refuses a large move without a reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from training.impact import impact, population, run_impact
+from training.registry import (
+    TEST_ROWS,
+    load_version,
+    log_scoring_model,
+    promote,
+    record_trainer,
+)
+
+NAME = "credref-reference"
+
+
+@pytest.fixture()
+def store(service_home, tmp_path):
+    """A copy of the served home's MLflow store (champion v1), so nothing served changes."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(service_home / "mlflow.db", db)
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    return MlflowClient()
+
+
+def _challenger(client: MlflowClient, scale: float, tmp) -> str:
+    """Version 2: the champion's booster with its class cuts moved by ``scale``."""
+    champion = load_version(NAME, "1").unwrap_python_model().model
+    other = dataclasses.replace(
+        champion, class_thresholds=tuple(t * scale for t in champion.class_thresholds)
+    )
+    first = client.get_model_version(NAME, "1").run_id
+    rows = client.download_artifacts(
+        first, TEST_ROWS, str(client.tracking_uri).split("///")[1] + ".d"
+    )
+    with mlflow.start_run(experiment_id=client.get_run(first).info.experiment_id):
+        mlflow.set_tag("checks_passed", "true")
+        mlflow.log_metric("test_ece", 0.01)
+        mlflow.log_artifact(rows, artifact_path="evaluation")
+        import pandas as pd
+
+        sample = pd.read_parquet(rows).drop(columns=["label"]).head(20)
+        version = log_scoring_model(other, sample, NAME)
+    record_trainer(NAME, version, "alice")
+    return version
+
+
+def test_the_same_model_changes_nothing(service_home, store):
+    model = load_version(NAME, "1").unwrap_python_model().model
+    people = population(service_home / "online" / "current")
+    im = impact(people, model, model)
+    assert im.households == len(people) > 1000
+    assert im.changed_share == 0 and im.first_reason_changed_share == 0
+    assert sum(im.migration[c][c] for c in "ABCD") == im.households
+    assert im.score_shift["mean"] == 0
+
+
+def test_a_large_move_is_refused_without_a_reason_and_recorded_with_one(
+    service_home, store, tmp_path
+):
+    client = store
+    # the champion re-registered with a signature from raw test rows, as `credref train` does
+    champion = _challenger(client, 1.0, tmp_path / "a")
+    client.set_registered_model_alias(NAME, "champion", champion)
+    v2 = _challenger(
+        client, 0.4, tmp_path / "b"
+    )  # lower cuts: many households move to worse classes
+    current, challenger, im = run_impact(NAME, v2, (service_home / "online" / "current").resolve())
+    assert (current, challenger) == (champion, v2)
+    assert (
+        0.2 < im.changed_share <= 1
+        and sum(map(sum, (r.values() for r in im.migration.values()))) == im.households
+    )
+    assert set(im.changed_share_by_city) and im.score_shift["mean"] == 0  # same margins
+    run_id = client.get_model_version(NAME, v2).run_id
+    logged = {a.path for a in client.list_artifacts(run_id, "impact")}
+    assert logged == {"impact/impact.json", "impact/impact.html"}
+    with open(client.download_artifacts(run_id, "impact/impact.json")) as f:
+        assert json.load(f)["households"] == im.households
+
+    refused = promote(NAME, v2, approver="bob", impact_share=im.changed_share)
+    assert not refused.promoted
+    assert any("would change class" in r for r in refused.reasons), refused.reasons
+    done = promote(
+        NAME, v2, approver="bob", impact_share=im.changed_share, accept_impact="new class policy"
+    )
+    assert done.promoted, done.reasons
+    tags = client.get_model_version(NAME, v2).tags
+    assert tags["impact_accepted"] == "new class policy"
+    assert float(tags["impact_class_change_share"]) == pytest.approx(im.changed_share, abs=1e-6)
