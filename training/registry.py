@@ -132,48 +132,16 @@ def promote(
     if not approver.strip():
         raise ValueError("an approver is required (four eyes: who approves this promotion)")
     client = MlflowClient()
-    versions = client.search_model_versions(f"name = '{name}'")
-    if not versions:
-        raise ValueError(f"no registered model named {name!r}; run `credref train` first")
-    if version is None:
-        version = str(max(int(v.version) for v in versions))
+    version = version or _newest(client, name)
     mv = client.get_model_version(name, version)
     run = client.get_run(mv.run_id)
     result = GateResult(False, version)
-    trainer = mv.tags.get(TRAINED_BY) or run.data.tags.get(TRAINED_BY)
-    if trainer is None:
-        result.reasons.append(f"version {version} does not record who trained it")
-    elif _same_person(trainer, approver):
-        result.reasons.append(
-            f"four eyes: {approver.strip()} trained version {version}; someone else must approve"
-        )
-    if run.data.tags.get("checks_passed") != "true":
-        result.reasons.append(
-            "training checks did not pass: " + run.data.tags.get("check_failures", "?")
-        )
-    ece = run.data.metrics.get("test_ece")
-    if ece is None or ece > ECE_MAX:
-        result.reasons.append(f"test ECE {ece} exceeds {ECE_MAX}")
     current = champion_version(client, name)
-    if current == version:
-        result.reasons.append(f"version {version} is already the champion")
-    rows = _test_rows(client, mv.run_id)
-    y = rows.pop("label").to_numpy()
-    result.challenger_auc = float(roc_auc_score(y, load_version(name, version).predict(rows)["pd"]))
-    if current is not None and current != version:
-        result.champion_auc = float(
-            roc_auc_score(y, load_version(name, current).predict(rows)["pd"])
-        )
-        if result.challenger_auc < result.champion_auc - AUC_TOLERANCE:
-            result.reasons.append(
-                f"AUC {result.challenger_auc:.4f} is below the champion's {result.champion_auc:.4f} "
-                f"on the same test rows by more than {AUC_TOLERANCE}"
-            )
-    if (
-        impact_share is not None
-        and impact_share > max_class_change
-        and not (accept_impact or "").strip()
-    ):
+    result.reasons += _four_eyes(mv, run, version, approver)
+    result.reasons += _quality(run, version, current)
+    result.reasons += _discrimination(client, name, mv.run_id, version, current, result)
+    accepted = (accept_impact or "").strip()
+    if impact_share is not None and impact_share > max_class_change and not accepted:
         result.reasons.append(
             f"{impact_share:.1%} of published households would change class, above "
             f"{max_class_change:.0%}; accept it with a recorded reason (--accept-impact)"
@@ -184,17 +152,65 @@ def promote(
         client.set_model_version_tag(
             name, version, "impact_class_change_share", f"{impact_share:.6f}"
         )
-    reason = (accept_impact or "").strip()
-    if reason:
-        client.set_model_version_tag(name, version, "impact_accepted", reason)
+    if accepted:
+        client.set_model_version_tag(name, version, "impact_accepted", accepted)
     history = _history(client, name)
     if current is not None:
         client.set_registered_model_alias(name, PREVIOUS, current)
     client.set_registered_model_alias(name, CHAMPION, version)
     _set_history(client, name, [*history, version])
-    _record_approval(client, name, version, approver, result, ece, current)
+    _record_approval(
+        client, name, version, approver, result, run.data.metrics.get("test_ece"), current
+    )
     result.promoted = True
     return result
+
+
+def _newest(client: MlflowClient, name: str) -> str:
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise ValueError(f"no registered model named {name!r}; run `credref train` first")
+    return str(max(int(v.version) for v in versions))
+
+
+def _four_eyes(mv, run, version: str, approver: str) -> list[str]:
+    trainer = mv.tags.get(TRAINED_BY) or run.data.tags.get(TRAINED_BY)
+    if trainer is None:
+        return [f"version {version} does not record who trained it"]
+    if _same_person(trainer, approver):
+        return [
+            f"four eyes: {approver.strip()} trained version {version}; someone else must approve"
+        ]
+    return []
+
+
+def _quality(run, version: str, current: str | None) -> list[str]:
+    """Checks passed, calibration within bounds, not already in service."""
+    out = []
+    if run.data.tags.get("checks_passed") != "true":
+        out.append("training checks did not pass: " + run.data.tags.get("check_failures", "?"))
+    ece = run.data.metrics.get("test_ece")
+    if ece is None or ece > ECE_MAX:
+        out.append(f"test ECE {ece} exceeds {ECE_MAX}")
+    if current == version:
+        out.append(f"version {version} is already the champion")
+    return out
+
+
+def _discrimination(client, name, run_id, version, current, result: GateResult) -> list[str]:
+    """Challenger and champion AUC on the challenger's test rows (kept on ``result``)."""
+    rows = _test_rows(client, run_id)
+    y = rows.pop("label").to_numpy()
+    result.challenger_auc = float(roc_auc_score(y, load_version(name, version).predict(rows)["pd"]))
+    if current is None or current == version:
+        return []
+    result.champion_auc = float(roc_auc_score(y, load_version(name, current).predict(rows)["pd"]))
+    if result.challenger_auc < result.champion_auc - AUC_TOLERANCE:
+        return [
+            f"AUC {result.challenger_auc:.4f} is below the champion's {result.champion_auc:.4f} "
+            f"on the same test rows by more than {AUC_TOLERANCE}"
+        ]
+    return []
 
 
 def _same_person(a: str, b: str) -> bool:
