@@ -369,6 +369,8 @@ def test_every_request_is_audited_with_its_outcome_and_the_chain_verifies(
         "http": 200,
         "status": "operating",
         "class": a.json()["risk_class"],
+        "score": a.json()["score"],
+        "reasons": ";".join(r["code"] for r in a.json()["reasons"]),
         "publication": os.readlink(home / "online" / "current").removesuffix(".sqlite"),
     }
     assert ra["model_version"] == "1" and ra["latency_ms"] > 0
