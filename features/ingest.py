@@ -263,7 +263,7 @@ def _changeset_rows(con, cs: ChangeSet, t: Table, path: Path, households: str) -
         con,
         load_id,
         t,
-        _label(cs, path),
+        label,
         sha256(path),
         read,
         quarantined,

@@ -14,17 +14,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 from features.catalogue import FEATURE_NAMES
-from features.changeset import is_changeset, read_changeset
+from features.changeset import ChangeSet, is_changeset, read_changeset
 from features.ingest import ingest
 from features.warehouse import connect
-from serving.online import CURRENT
+from serving.online import NoSnapshot, describe_current
 from serving.publish import publish
 
 logger = logging.getLogger(__name__)
@@ -46,19 +45,19 @@ class RefreshReport:
     previous: str | None = None
 
 
-def pending(warehouse: Path, feed: Path) -> list[Path]:
-    """Change-set folders in ``feed`` not yet applied, in date order."""
-    folders = sorted(
-        (p for p in feed.iterdir() if is_changeset(p)), key=lambda p: read_changeset(p).day
+def pending(warehouse: Path, feed: Path) -> list[ChangeSet]:
+    """Change sets in ``feed`` not yet applied, in date order (each read once)."""
+    sets = sorted(
+        (read_changeset(p) for p in feed.iterdir() if is_changeset(p)), key=lambda cs: cs.day
     )
     if not warehouse.exists():
-        return folders
+        return sets
     con = connect(warehouse, read_only=True)
     try:
         applied = {r[0] for r in con.execute("SELECT day FROM _changesets").fetchall()}
     finally:
         con.close()
-    return [p for p in folders if read_changeset(p).day not in applied]
+    return [cs for cs in sets if cs.day not in applied]
 
 
 def _last_changeset(warehouse: Path) -> date | None:
@@ -71,15 +70,10 @@ def _last_changeset(warehouse: Path) -> date | None:
 
 def _current_as_of(online: Path) -> tuple[str | None, date | None]:
     try:
-        name = os.readlink(online / CURRENT)
-    except FileNotFoundError:
+        meta = describe_current(online)
+    except NoSnapshot:
         return None, None
-    con = sqlite3.connect(f"file:{online / name}?mode=ro", uri=True)
-    try:
-        as_of = con.execute("SELECT value FROM meta WHERE key = 'as_of'").fetchone()[0]
-    finally:
-        con.close()
-    return name, date.fromisoformat(as_of)
+    return meta["file"], date.fromisoformat(meta["as_of"])
 
 
 def choose_date(given: date | None, last: date | None, current: date | None, force: bool) -> date:
@@ -109,10 +103,10 @@ def refresh(
     memory_limit: str | None = None,
 ) -> RefreshReport:
     applied = []
-    for folder in pending(warehouse, feed) if feed is not None else []:
-        ingest(folder, warehouse, progress=False, memory_limit=memory_limit)
-        applied.append(read_changeset(folder).day)
-        logger.info("change set %s applied", applied[-1])
+    for cs in pending(warehouse, feed) if feed is not None else []:
+        ingest(cs.folder, warehouse, progress=False, memory_limit=memory_limit)
+        applied.append(cs.day)
+        logger.info("change set %s applied", cs.day)
     previous, current = _current_as_of(online)
     day = choose_date(as_of, _last_changeset(warehouse), current, force)
     con = connect(warehouse, read_only=True, memory_limit=memory_limit)
