@@ -16,6 +16,7 @@ from datetime import date
 
 from features import policy as P
 from features.catalogue import FEATURE_NAMES
+from features.elapsed import ANCHORS, CALENDAR, DERIVED, ELAPSED
 from features.geography import city_case_sql
 from features.policy import Policy
 from features.versions import with_sources
@@ -119,7 +120,7 @@ def abnormal_sql(t: str, policy: Policy) -> str:
             max(CASE WHEN r.cause = 'unreachable' THEN 1 ELSE 0 END) AS abnormal_now_unreachable,
             max(CASE WHEN r.cause = 'report_not_filed' AND r.marked_on > make_date({last_year} + 1, 6, 30)
                      THEN 1 ELSE 0 END) AS last_report_marked,
-            date_diff('day', min(r.marked_on), {t}) AS abnormal_days
+            min(r.marked_on) AS abnormal_since
         FROM abnormal_status r
         WHERE {P.abnormal_usable(t, policy)}
         GROUP BY r.uscc"""
@@ -133,7 +134,7 @@ def penalties_sql(t: str, policy: Policy) -> str:
             sum(CASE WHEN r.published_on > {t} - INTERVAL 3 YEAR THEN 1 ELSE 0 END) AS penalties_3y,
             sum(COALESCE(r.fine_yuan, 0)) AS penalty_fines_yuan,
             max({_severity()}) AS penalty_max_severity,
-            date_diff('day', max(r.published_on), {t}) AS penalty_recency_days,
+            max(r.published_on) AS latest_penalty_on,
             count(DISTINCT r.violation_type) AS penalty_violation_types
         FROM penalties r
         WHERE {P.penalty_usable(t, policy)}
@@ -154,60 +155,67 @@ def spot_checks_sql(t: str, policy: Policy) -> str:
         GROUP BY r.uscc"""
 
 
-def _registration_columns(t: str) -> str:
-    return f"""
-        CAST(date_diff('day', p.registered_on, {t}) AS DOUBLE) / 365.25 AS reg_age_years,
-        CAST(p.org_form = 'family' AS INT) AS org_form_family,
-        p.industry,
-        {city_case_sql("p.division_code")} AS city,
-        CAST(COALESCE(chg.operator_changes_1y, 0) AS BIGINT) AS operator_changes_1y,
-        CAST(COALESCE(chg.operator_changes_2y, 0) AS BIGINT) AS operator_changes_2y,
-        CAST(COALESCE(chg.address_changes_1y, 0) AS BIGINT) AS address_changes_1y,
-        CAST(COALESCE(chg.address_changes_2y, 0) AS BIGINT) AS address_changes_2y"""
+def _registration_columns(t: str) -> dict[str, str]:
+    return {
+        "org_form_family": "CAST(p.org_form = 'family' AS INT)",
+        "industry": "p.industry",
+        "city": city_case_sql("p.division_code"),
+        **{
+            f"{kind}_changes_{y}y": f"CAST(COALESCE(chg.{kind}_changes_{y}y, 0) AS BIGINT)"
+            for kind in ("operator", "address")
+            for y in (1, 2)
+        },
+    }
 
 
-def _report_columns(t: str) -> str:
+def _report_columns(t: str) -> dict[str, str]:
     last_year, this_year = _report_years(t)
     due = f"year(p.registered_on) <= {last_year}"
     missing = f"{due} AND COALESCE(rpt.last_on_time + rpt.last_late, 0) = 0"
-    return f"""
-        CAST(COALESCE(rpt.last_late, 0) AS INT) AS last_report_late,
-        CAST({missing} AS INT) AS last_report_missing,
-        -- missing and not yet marked: on 30 June the July marking is still to come
-        CAST({missing} AND COALESCE(abn.last_report_marked, 0) = 0 AS INT) AS report_marking_pending,
-        -- due years among the last three, less those filed on time
-        CAST(greatest(0, least(3, {last_year} - year(p.registered_on) + 1)) - COALESCE(rpt.on_time_3y, 0) AS BIGINT)
-            AS reports_missing_3y,
-        CAST({t} < make_date(year({t}), 6, 30) AND year(p.registered_on) <= {this_year}
-             AND COALESCE(rpt.this_filed, 0) = 0 AS INT) AS current_report_unfiled,
-        -- where T sits in the reporting cycle (public calendar context, not a record)
-        CAST(CASE WHEN {t} < make_date(year({t}), 6, 30) THEN 6 - month({t}) ELSE 18 - month({t}) END AS BIGINT)
-            AS months_to_report_deadline,
-        CAST(rpt.reported_employees AS DOUBLE) AS reported_employees"""
+    return {
+        "last_report_late": "CAST(COALESCE(rpt.last_late, 0) AS INT)",
+        "last_report_missing": f"CAST({missing} AS INT)",
+        # missing and not yet marked: on 30 June the July marking is still to come
+        "report_marking_pending": f"CAST({missing} AND COALESCE(abn.last_report_marked, 0) = 0 AS INT)",
+        # due years among the last three, less those filed on time
+        "reports_missing_3y": f"CAST(greatest(0, least(3, {last_year} - year(p.registered_on) + 1)) "
+        "- COALESCE(rpt.on_time_3y, 0) AS BIGINT)",
+        "current_report_unfiled": f"CAST({t} < make_date(year({t}), 6, 30) "
+        f"AND year(p.registered_on) <= {this_year} AND COALESCE(rpt.this_filed, 0) = 0 AS INT)",
+        "reported_employees": "CAST(rpt.reported_employees AS DOUBLE)",
+    }
 
 
-_RECORD_COLUMNS = """
-        CAST(COALESCE(abn.abnormal_now_report, 0) AS INT) AS abnormal_now_report,
-        CAST(COALESCE(abn.abnormal_now_unreachable, 0) AS INT) AS abnormal_now_unreachable,
-        CAST(COALESCE(abn.abnormal_days, 0) AS BIGINT) AS abnormal_days,
-        CAST(COALESCE(pen.penalties_1y, 0) AS BIGINT) AS penalties_1y,
-        CAST(COALESCE(pen.penalties_3y, 0) AS BIGINT) AS penalties_3y,
-        CAST(COALESCE(pen.penalty_fines_yuan, 0) AS DOUBLE) AS penalty_fines_yuan,
-        CAST(COALESCE(pen.penalty_max_severity, 0) AS INT) AS penalty_max_severity,
-        CAST(least(COALESCE(pen.penalty_recency_days, 1095), 1095) AS BIGINT) AS penalty_recency_days,
-        CAST(COALESCE(pen.penalty_violation_types, 0) AS BIGINT) AS penalty_violation_types,
-        CAST(ser.uscc IS NOT NULL AS INT) AS serious_listed,
-        CAST(COALESCE(spot.spot_problems_3y, 0) AS BIGINT) AS spot_problems_3y"""
+_RECORD_COLUMNS = {
+    "abnormal_now_report": "CAST(COALESCE(abn.abnormal_now_report, 0) AS INT)",
+    "abnormal_now_unreachable": "CAST(COALESCE(abn.abnormal_now_unreachable, 0) AS INT)",
+    "penalties_1y": "CAST(COALESCE(pen.penalties_1y, 0) AS BIGINT)",
+    "penalties_3y": "CAST(COALESCE(pen.penalties_3y, 0) AS BIGINT)",
+    "penalty_fines_yuan": "CAST(COALESCE(pen.penalty_fines_yuan, 0) AS DOUBLE)",
+    "penalty_max_severity": "CAST(COALESCE(pen.penalty_max_severity, 0) AS INT)",
+    "penalty_violation_types": "CAST(COALESCE(pen.penalty_violation_types, 0) AS BIGINT)",
+    "serious_listed": "CAST(ser.uscc IS NOT NULL AS INT)",
+    "spot_problems_3y": "CAST(COALESCE(spot.spot_problems_3y, 0) AS BIGINT)",
+}
 
 
-def feature_sql(as_of: date, policy: Policy = Policy.LEGAL, known_at: date | None = None) -> str:
-    """One row per household operating on ``as_of``: ``uscc``, ``as_of``, the catalogue.
+def _feature_columns(t: str, online: bool) -> str:
+    """The catalogue's columns in order; ``online``: the calendar-derived ones replaced by
+    their anchors (``features.elapsed``), as the online store keeps them."""
+    exprs = {**_registration_columns(t), **_report_columns(t), **_RECORD_COLUMNS}
+    if online:
+        cols = [(n, exprs[n]) for n in FEATURE_NAMES if n not in DERIVED]
+        cols += [(e.anchor, e.anchor_sql) for e in ELAPSED]
+    else:
+        exprs |= {e.name: e.sql(t) for e in ELAPSED} | {CALENDAR.name: CALENDAR.sql(t)}
+        cols = [(n, exprs[n]) for n in FEATURE_NAMES]
+    return ",\n        ".join(f"{sql} AS {name}" for name, sql in cols)
 
-    ``known_at``: use only the record versions credref knew at the end of that day
-    (``features.versions``); ``None`` means as known now. The final join of the named
-    parts above, each a small query over one record kind."""
+
+def _parts(as_of: date, policy: Policy) -> dict[str, str]:
+    """The named parts every feature query joins, each a small query over one record kind."""
     t = _t(as_of)
-    parts = {
+    return {
         "pop": population_sql(as_of),
         "chg": changes_sql(t),
         "rpt": reports_sql(t),
@@ -216,18 +224,49 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL, known_at: date | Non
         "ser": serious_sql(t, policy),
         "spot": spot_checks_sql(t, policy),
     }
+
+
+def _features_select(as_of: date, policy: Policy, online: bool) -> tuple[dict[str, str], str]:
+    parts = _parts(as_of, policy)
     joins = "\n    ".join(
         f"LEFT JOIN {name} ON {name}.uscc = p.uscc" for name in parts if name != "pop"
     )
     select = f"""
     SELECT
         p.uscc,
-        {t} AS as_of,{_registration_columns(t)},{_report_columns(t)},{_RECORD_COLUMNS}
+        {_t(as_of)} AS as_of,
+        {_feature_columns(_t(as_of), online)}
     FROM pop p
-    {joins}
-    ORDER BY p.uscc
-    """
-    return with_sources(parts, select, known_at)
+    {joins}"""
+    return parts, select
+
+
+def feature_sql(as_of: date, policy: Policy = Policy.LEGAL, known_at: date | None = None) -> str:
+    """One row per household operating on ``as_of``: ``uscc``, ``as_of``, the catalogue.
+
+    ``known_at``: use only the record versions credref knew at the end of that day
+    (``features.versions``); ``None`` means as known now. The final join of the named
+    parts above, each a small query over one record kind."""
+    parts, select = _features_select(as_of, policy, online=False)
+    return with_sources(parts, select + "\n    ORDER BY p.uscc", known_at)
+
+
+def publication_sql(as_of: date, known_at: date | None = None, identity: bool = True) -> str:
+    """What the online store keeps of every household registered on ``as_of``: status,
+    (``identity``) the fields verification hashes, and for the operating households the
+    features, calendar-derived ones as their anchors (``features.elapsed``).
+
+    The same parts as :func:`feature_sql`, so a publication is a snapshot of its day."""
+    parts, select = _features_select(as_of, Policy.LEGAL, online=True)
+    stored = [n for n in FEATURE_NAMES if n not in DERIVED] + list(ANCHORS)
+    who = "h.name, h.operator_name, h.operator_id_hmac, h.address, " if identity else ""
+    final = f"""
+    SELECT st.uscc, st.status_on AS status, {who}{", ".join(f"f.{n}" for n in stored)}
+    FROM st JOIN households h ON h.uscc = st.uscc
+    LEFT JOIN f ON f.uscc = st.uscc"""
+    # no ORDER BY: the SQLite table is keyed by uscc, and sorting 11M wide rows (names
+    # and addresses before hashing) was what ran out of memory under an 8 GB cap
+    return with_sources({**parts, "f": select, "st": status_sql(as_of)}, final, known_at)
 
 
 #: Output columns of feature_sql, in order; checked against the catalogue at import.
