@@ -28,8 +28,8 @@ _store = OnlineStore(_s.online_path)
 
 async def score(request: Request) -> JSONResponse:
     body = json.loads(await request.body())
-    snap = _store.current()
-    subject = snap.get(body["uscc"])
+    with _store.current() as snap:
+        subject = snap.get(body["uscc"])
     if subject is None or subject.features is None:
         return JSONResponse({"error": "not scored"}, 404)
     r = _served.model.score_array(np.asarray([encode_row(subject.features)]))

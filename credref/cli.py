@@ -402,10 +402,9 @@ def _impact(settings, version: str | None):
     other champion)."""
     from training.impact import run_impact
 
-    snapshot = settings.online_path / "current"
-    if not snapshot.exists():
+    if not (settings.online_path / "current").exists():
         return None
-    found = run_impact(settings.registered_model, version, snapshot.resolve())
+    found = run_impact(settings.registered_model, version, settings.online_path)
     if found is not None:
         current, challenger, im = found
         console.print(
@@ -466,60 +465,6 @@ def rollback() -> None:
 
 
 @app.command()
-def refresh(
-    feed: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder of daily change sets (feed/YYYY-MM-DD/); default CREDREF_FEED_DIR."
-        ),
-    ] = None,
-    as_of: Annotated[
-        str | None,
-        typer.Option(help="Publication date (default: the latest change set's)."),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Publish ahead of the last change set, or before the current one."
-        ),
-    ] = False,
-) -> None:
-    """Apply the feed's new change sets, publish as of the domain's today, report changes."""
-    from features.changeset import ChangeSetError
-    from features.ingest import ExportError
-    from serving.refresh import RefreshRefused
-    from serving.refresh import refresh as run
-
-    settings = load_settings()
-    try:
-        report = run(
-            settings.warehouse_path,
-            feed or settings.feed_dir,
-            settings.online_path,
-            settings.id_secret_bytes(),
-            _parse_date(as_of) if as_of else None,
-            force,
-            settings.duckdb_memory_limit,
-        )
-    except (RefreshRefused, ExportError, ChangeSetError) as e:
-        _fail(f"{e} (nothing was published)")
-    applied = ", ".join(d.isoformat() for d in report.applied) or "none"
-    console.print(
-        f"change sets applied: {applied}; published {report.publication} as of "
-        f"{report.as_of}: {report.households:,} households"
-    )
-    if report.previous:
-        table = RichTable(title=f"changed since {report.previous}")
-        table.add_column("what")
-        table.add_column("households", justify="right")
-        table.add_row("new in the register", f"{report.added:,}")
-        table.add_row("status changed", f"{report.status_changed:,}")
-        for name, n in sorted(report.changed_by_feature.items(), key=lambda kv: -kv[1]):
-            table.add_row(name, f"{n:,}")
-        console.print(table)
-
-
-@app.command()
 def publish(
     as_of: Annotated[
         str | None,
@@ -561,12 +506,12 @@ def serve(
     use_store(settings.bentoml_path)
     try:  # the checks every worker makes, made once up front with a clear message
         served = load_served_model(settings.tracking_uri, settings.registered_model)
-        snap = OnlineStore(settings.online_path).current()
-        check_compatible(served, snap)
-    except (ModelUnavailable, NoSnapshot, Incompatible) as e:
+        with OnlineStore(settings.online_path).current() as snap:
+            check_compatible(served, snap)
+    except (ModelUnavailable, NoSnapshot, Incompatible, ValueError) as e:
         _fail(f"the service cannot start: {e}")
     console.print(
-        f"model {served.tag} (from {served.source}); snapshot {snap.path.name} as of {snap.as_of}"
+        f"model {served.tag} (from {served.source}); publication {snap.name} as of {snap.as_of}"
     )
     env = {
         **os.environ,
@@ -708,9 +653,12 @@ def monitor(
 
 def _register_subcommands() -> None:
     from credref.cli_ops import audit_app, keys_app
+    from credref.cli_refresh import refresh, refresh_plan
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
+    app.command()(refresh)
+    app.command("refresh-plan")(refresh_plan)
 
 
 _register_subcommands()

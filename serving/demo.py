@@ -12,8 +12,8 @@ are printed as a table; then the service is stopped.
 
 from __future__ import annotations
 
-import sqlite3
 import sys
+from pathlib import Path
 
 import duckdb
 import httpx
@@ -23,36 +23,37 @@ from rich.table import Table
 from credref.settings import load_settings
 from serving import launch
 from serving.keys import KeyStore
+from serving.online import OnlineStore
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
+#: pandas queries over the publication's features (calendar-derived ones for its day).
 PICKS = {
-    "clean record": "reg_age_years >= 3 AND abnormal_now_report = 0 AND abnormal_now_unreachable = 0 "
-    "AND penalties_3y = 0 AND serious_listed = 0 AND spot_problems_3y = 0 "
-    "AND last_report_missing = 0",
-    "marked abnormal": "(abnormal_now_report = 1 OR abnormal_now_unreachable = 1) "
-    "AND serious_listed = 0",
-    "with penalties": "penalties_3y > 0 AND abnormal_now_report = 0 AND serious_listed = 0",
+    "clean record": "reg_age_years >= 3 and abnormal_now_report == 0 "
+    "and abnormal_now_unreachable == 0 and penalties_3y == 0 and serious_listed == 0 "
+    "and spot_problems_3y == 0 and last_report_missing == 0",
+    "marked abnormal": "(abnormal_now_report == 1 or abnormal_now_unreachable == 1) "
+    "and serious_listed == 0",
+    "with penalties": "penalties_3y > 0 and abnormal_now_report == 0 and serious_listed == 0",
 }
 
 
-def pick_households(online: str) -> dict[str, str]:
-    snap = sqlite3.connect(f"file:{online}?mode=ro", uri=True)
+def pick_households(online: Path) -> dict[str, str]:
+    with OnlineStore(online).current() as snap:
+        frame = snap.frame()
+    operating = frame[frame.status == "operating"].sort_values("uscc")
     out = {}
-    for label, where in PICKS.items():
-        row = snap.execute(
-            f"SELECT uscc FROM subjects WHERE status = 'operating' AND {where} "
-            "ORDER BY uscc LIMIT 1"
-        ).fetchone()
-        if row is None:
+    for label, query in PICKS.items():
+        found = operating.query(query)
+        if found.empty:
             raise SystemExit(f"no household '{label}' in the published snapshot")
-        out[label] = row[0]
+        out[label] = str(found.uscc.iloc[0])
     return out
 
 
 def main() -> None:
     settings = load_settings()
-    picks = pick_households(str(settings.online_path / "current"))
+    picks = pick_households(settings.online_path)
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     claims = dict(
         con.execute(

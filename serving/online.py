@@ -1,21 +1,28 @@
-"""The online store, reader side: the published snapshot the service answers from
-(written by :mod:`serving.publish`).
+"""The online store, reader side: the publication the service answers from (written by
+:mod:`serving.publish`).
 
-Embedded default, shared by every worker: one immutable SQLite file per publication,
+Embedded default, shared by every worker: one SQLite file in WAL mode,
 
-    <online>/snap-<as-of>-<utc stamp>.sqlite   written once, never changed
-    <online>/current -> snap-....sqlite        symlink, replaced atomically
+    <online>/snap-<as-of>-<utc stamp>.sqlite   a full build, then refreshed in place
+    <online>/current -> snap-....sqlite        symlink, replaced atomically by a rebuild
+    <online>/ledger.jsonl                      every publication ever made
 
-A publication is written to a temporary file, synced, renamed, and only then does
-``current`` switch to it with one ``rename`` (atomic on POSIX). A reader resolves
-``current`` once per request and answers the whole request from that one file, so no
-answer mixes two snapshots; files are opened read-only and ``immutable``, so lookups take
-no locks. The two previous files are kept so in-flight readers can finish.
+A full publication is written to a temporary file, synced, renamed, and only then does
+``current`` switch to it with one ``rename`` (atomic on POSIX). A daily refresh
+(:mod:`serving.incremental`) rewrites only the households whose answer inputs changed,
+in one write transaction that also moves the publication's metadata.
+
+A reader takes one publication per request: :meth:`OnlineStore.current` opens a SQLite
+read transaction, and WAL gives that transaction one committed state of the file until it
+ends, whatever a refresh commits meanwhile; so no answer mixes two publications, and a
+refresh killed midway leaves the previous one whole.
 
 Contents (minimum necessity: no readable personal information): per household registered
 on the as-of date, its status on that date, keyed hashes of its name, operator name,
 address and operator ID number (see :mod:`serving.verification`), and, for households
-operating on that date, the catalogue's features.
+operating on that date, the catalogue's features; the four that move with the calendar
+alone are kept as their anchor dates and derived for the publication's day on reading
+(:mod:`features.elapsed`), so a refresh need not rewrite every household every day.
 """
 
 from __future__ import annotations
@@ -25,14 +32,25 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
+import pandas as pd
+
 from features.catalogue import FEATURE_NAMES
+from features.elapsed import ANCHORS, DERIVED, derive
 
 CURRENT = "current"
-KEEP_PREVIOUS = 2
+#: Full builds kept besides the current one, for readers still finishing a request.
+KEEP_PREVIOUS = 1
 #: Every publication ever made, one JSON line each (what it was built from).
 LEDGER = "ledger.jsonl"
+#: The store's layout: 2 = anchors instead of calendar-derived features, WAL, in place.
+LAYOUT = "2"
+#: The feature columns a publication stores (derived ones come from the anchors).
+STORED_FEATURES = tuple(n for n in FEATURE_NAMES if n not in DERIVED)
+IDENTITY_HASHES = ("name_h", "operator_h", "address_h", "id_h")
+COLUMNS = ("uscc", "status", *IDENTITY_HASHES, *STORED_FEATURES, *ANCHORS)
 
 
 class NoSnapshot(RuntimeError):
@@ -55,28 +73,34 @@ class Subject:
     features: dict | None  # None unless operating on the as-of date
 
 
-class Snapshot:
-    """One published file, read-only."""
+def _anchor(v: str | None) -> date | None:
+    return None if v is None else date.fromisoformat(v)
 
-    def __init__(self, path: Path):
+
+class Snapshot:
+    """One publication, read inside one read transaction; :meth:`close` ends it."""
+
+    def __init__(self, con: sqlite3.Connection, path: Path, release) -> None:
         self.path = path
-        self._con = sqlite3.connect(
-            f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False
-        )
+        self._con = con
+        self._release = release
         self._lock = threading.Lock()
-        self.meta = dict(self._con.execute("SELECT key, value FROM meta").fetchall())
+        con.execute("BEGIN")  # deferred: the snapshot is taken by the first read below
+        self.meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        if self.meta.get("layout") != LAYOUT:
+            self.close()
+            raise ValueError(
+                f"snapshot {path.name} has an older layout; rebuild it with `credref publish`"
+            )
         self.as_of: str = self.meta["as_of"]
+        self.day = date.fromisoformat(self.as_of)
+        #: The publication's name, as audit rows and the ledger give it.
+        self.name: str = self.meta["publication"]
         self.catalogue_version: str = self.meta["catalogue_version"]
-        cols = [r[1] for r in self._con.execute("PRAGMA table_info(subjects)").fetchall()]
-        missing = [n for n in FEATURE_NAMES if n not in cols]
-        if missing:
-            raise ValueError(f"snapshot {path.name} lacks catalogue features: {missing}")
-        self._select = f"SELECT {', '.join(cols)} FROM subjects WHERE uscc = ?"
-        self._cols = cols
+        self._select = f"SELECT {', '.join(COLUMNS)} FROM subjects WHERE uscc = ?"
 
     def _subject(self, row: tuple) -> Subject:
-        d = dict(zip(self._cols, row, strict=True))
-        operating = d["status"] == "operating" and d[FEATURE_NAMES[0]] is not None
+        d = dict(zip(COLUMNS, row, strict=True))
         return Subject(
             d["uscc"],
             d["status"],
@@ -84,8 +108,14 @@ class Snapshot:
             d["operator_h"],
             d["address_h"],
             d["id_h"],
-            {n: d[n] for n in FEATURE_NAMES} if operating else None,
+            self._features(d) if d["status"] == "operating" else None,
         )
+
+    def _features(self, d: dict) -> dict | None:
+        if d[STORED_FEATURES[0]] is None:
+            return None
+        derived = derive({a: _anchor(d[a]) for a in ANCHORS}, self.day)
+        return {n: derived[n] if n in derived else d[n] for n in FEATURE_NAMES}
 
     def get(self, uscc: str) -> Subject | None:
         with self._lock:
@@ -101,24 +131,57 @@ class Snapshot:
                     out[uscc] = self._subject(row)
         return out
 
+    def frame(self) -> pd.DataFrame:
+        """Every household: uscc, status and (operating ones) the catalogue's features."""
+        with self._lock:
+            rows = self._con.execute(f"{self._select.split(' WHERE ')[0]} ORDER BY uscc")
+            subjects = [self._subject(r) for r in rows]
+        return pd.DataFrame(
+            [{"uscc": s.uscc, "status": s.status, **(s.features or {})} for s in subjects],
+            columns=["uscc", "status", *FEATURE_NAMES],
+        )
+
     def close(self) -> None:
-        self._con.close()
+        """End the read transaction (the connection goes back to its store)."""
+        if self._con is not None:
+            self._con.rollback()
+            self._release(self._con)
+            self._con = None  # type: ignore[assignment]
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def describe(self) -> dict:
         return {**self.meta, "file": self.path.name}
 
 
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A connection that reads ``path`` and never writes it. Not ``mode=ro``: a WAL
+    reader may need to create the shared-memory index, so the guard is ``query_only``."""
+    if not path.exists():
+        raise FileNotFoundError(path)
+    con = sqlite3.connect(
+        f"file:{path}?mode=rw", uri=True, check_same_thread=False, isolation_level=None
+    )
+    con.execute("PRAGMA query_only = ON")
+    con.execute("PRAGMA busy_timeout = 5000")
+    return con
+
+
 class OnlineStore:
-    """The reader side: follows ``current``, reopening when a new snapshot is published."""
+    """The reader side: follows ``current``, reopening when a new file is published."""
 
     def __init__(self, root: Path):
         self.root = root
         self._target: str | None = None
-        self._snapshot: Snapshot | None = None
+        self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
     def current(self) -> Snapshot:
-        """The current snapshot; hold on to it for the whole of one request."""
+        """The current publication; hold it for one request, then :meth:`Snapshot.close`."""
         try:
             target = os.readlink(self.root / CURRENT)
         except FileNotFoundError:
@@ -126,18 +189,25 @@ class OnlineStore:
                 f"nothing is published in {self.root}; run `credref publish --as-of DATE`"
             ) from None
         with self._lock:
-            if target != self._target or self._snapshot is None:
-                self._snapshot = Snapshot(self.root / target)
-                self._target = target
-            return self._snapshot
+            if target != self._target:
+                for old in self._idle:
+                    old.close()
+                self._idle, self._target = [], target
+            idle = self._idle.pop() if self._idle else None
+        con = idle if idle is not None else open_reader(self.root / target)
+        return Snapshot(con, self.root / target, lambda c: self._give_back(target, c))
+
+    def _give_back(self, target: str, con: sqlite3.Connection) -> None:
+        with self._lock:
+            if target == self._target and len(self._idle) < 8:
+                self._idle.append(con)
+                return
+        con.close()
 
 
 def describe_current(root: Path) -> dict:
-    snap = OnlineStore(root).current()
-    try:
+    with OnlineStore(root).current() as snap:
         return snap.describe()
-    finally:
-        snap.close()
 
 
 def dumps(meta: dict) -> str:

@@ -5,24 +5,24 @@
 2. Choose the publication date: the date given, else the latest change set's. It is
    never silently in the past: a date before the current publication, or ahead of the
    last change set (records not yet received), is refused unless forced.
-3. Publish as of that date (``serving.publish``: a full recomputation from the
-   warehouse, switched in atomically) and report what changed against the previous
-   publication: households added, status changes, and households whose features moved,
-   by feature.
+3. Bring the online store to that date in place, rewriting only the households whose
+   answer inputs changed (``serving.incremental``), and report them: added, removed,
+   status changes, by column and by reason code. Without a publication to refresh (or
+   one of another layout or catalogue) it is a full build (``serving.publish``), which
+   ``--full`` asks for. Either way the result equals a full recomputation of the day.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from features.catalogue import FEATURE_NAMES
 from features.changeset import ChangeSet, is_changeset, read_changeset
 from features.ingest import ingest
 from features.warehouse import connect
+from serving.incremental import NotIncremental, plan, refresh_in_place
 from serving.online import NoSnapshot, describe_current
 from serving.publish import publish
 
@@ -39,9 +39,15 @@ class RefreshReport:
     as_of: date
     publication: str
     households: int
-    added: int = 0  # households not in the previous publication
+    kind: str = "incremental"  # or "full"
+    why_full: str = ""
+    rewritten: int = 0  # households whose row was written (all of them when full)
+    added: int = 0
+    removed: int = 0
     status_changed: int = 0
+    records_learnt: int = 0
     changed_by_feature: dict[str, int] = field(default_factory=dict)
+    changed_by_reason: dict[str, int] = field(default_factory=dict)
     previous: str | None = None
 
 
@@ -69,11 +75,17 @@ def _last_changeset(warehouse: Path) -> date | None:
 
 
 def _current_as_of(online: Path) -> tuple[str | None, date | None]:
+    """The current publication's name and day (``None`` if nothing, or an older layout,
+    is published: it is rebuilt)."""
     try:
         meta = describe_current(online)
-    except NoSnapshot:
+    except (NoSnapshot, ValueError):
         return None, None
-    return meta["file"], date.fromisoformat(meta["as_of"])
+    return meta["publication"], date.fromisoformat(meta["as_of"])
+
+
+def _current_name(online: Path) -> str | None:
+    return _current_as_of(online)[0]
 
 
 def choose_date(given: date | None, last: date | None, current: date | None, force: bool) -> date:
@@ -93,6 +105,16 @@ def choose_date(given: date | None, last: date | None, current: date | None, for
     return day
 
 
+@dataclass(frozen=True)
+class Recomputation:
+    """Where the day's difference is computed: ``duckdb`` (default), ``spark`` (in
+    process, on ``spark_master``), or read from ``changes`` (a cluster run's output)."""
+
+    engine: str = "duckdb"
+    spark_master: str = "local[2]"
+    changes: Path | None = None
+
+
 def refresh(
     warehouse: Path,
     feed: Path | None,
@@ -101,6 +123,8 @@ def refresh(
     as_of: date | None = None,
     force: bool = False,
     memory_limit: str | None = None,
+    full: bool = False,
+    how: Recomputation | None = None,
 ) -> RefreshReport:
     applied = []
     for cs in pending(warehouse, feed) if feed is not None else []:
@@ -111,31 +135,53 @@ def refresh(
     day = choose_date(as_of, _last_changeset(warehouse), current, force)
     con = connect(warehouse, read_only=True, memory_limit=memory_limit)
     try:
-        meta = publish(con, day, online, secret)
+        if full or previous is None:
+            return _full(con, day, online, secret, applied, "asked" if full else "first")
+        try:
+            recompute = _recompute(how or Recomputation(), con, warehouse, online, day)
+            c = refresh_in_place(con, day, online, secret, recompute)
+        except NotIncremental as why:
+            logger.warning("full rebuild: %s", why)
+            return _full(con, day, online, secret, applied, str(why))
     finally:
         con.close()
-    report = RefreshReport(applied, day, meta["file"], int(meta["households"]), previous=previous)
-    if previous is not None:
-        _diff(online / previous, online / meta["file"], report)
-    return report
+    return RefreshReport(
+        applied,
+        day,
+        c.publication,
+        c.households,
+        rewritten=c.rewritten,
+        added=c.added,
+        removed=c.removed,
+        status_changed=c.status_changed,
+        records_learnt=c.records_learnt,
+        changed_by_feature=c.by_column,
+        changed_by_reason=c.by_reason,
+        previous=c.previous,
+    )
 
 
-def _diff(old: Path, new: Path, report: RefreshReport) -> None:
-    """What the new publication changes against the previous one, household by household."""
-    con = sqlite3.connect(f"file:{new}?mode=ro", uri=True)
-    try:
-        con.execute("ATTACH DATABASE ? AS o", (f"file:{old}?mode=ro",))
-        report.added = con.execute(
-            "SELECT count(*) FROM subjects n WHERE NOT EXISTS "
-            "(SELECT 1 FROM o.subjects p WHERE p.uscc = n.uscc)"
-        ).fetchone()[0]
-        sums = ", ".join(f"sum(n.{f} IS NOT p.{f})" for f in ("status", *FEATURE_NAMES))
-        row = con.execute(
-            f"SELECT {sums} FROM subjects n JOIN o.subjects p ON p.uscc = n.uscc"
-        ).fetchone()
-    finally:
-        con.close()
-    report.status_changed = int(row[0] or 0)
-    report.changed_by_feature = {
-        f: int(n or 0) for f, n in zip(FEATURE_NAMES, row[1:], strict=True) if n
-    }
+def _recompute(how: Recomputation, con, warehouse: Path, online: Path, day: date):
+    """The :data:`serving.incremental.Recompute` for ``how`` (None: DuckDB)."""
+    if how.changes is not None:
+        from serving.spark_refresh import read_changes
+
+        before = plan(online)["publication"]
+        return lambda _sql: read_changes(how.changes, before, day)
+    if how.engine == "spark":
+        from features.engines import export_tables, spark_session
+        from serving.spark_refresh import spark_recompute
+
+        tables = warehouse.with_suffix(".tables")
+        export_tables(con, tables)  # what Spark reads: every table and its history
+        return spark_recompute(spark_session(how.spark_master, "credref refresh"), str(tables))
+    return None
+
+
+def _full(con, day: date, online: Path, secret: bytes, applied: list[date], why: str):
+    previous = _current_name(online)
+    meta = publish(con, day, online, secret)
+    n = int(meta["households"])
+    return RefreshReport(
+        applied, day, meta["publication"], n, "full", why, rewritten=n, previous=previous
+    )

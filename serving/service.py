@@ -121,10 +121,11 @@ class ReferenceService:
         self.limits = VerifyLimits(s.limits_path, timeout_s=s.audit_timeout_s)
         self._today = s.domain_today  # the domain's clock (CREDREF_TODAY, else the calendar)
         self._max_age = s.max_snapshot_age_days
-        self._checked: str | None = None
+        self._checked: tuple[str, str] | None = None
         self._age_set_at = 0.0
         self._lock = threading.Lock()
-        snap = self._snapshot()  # refuses to start on no snapshot or a catalogue mismatch
+        with self._snapshot() as snap:  # refuses to start on no snapshot or a catalogue mismatch
+            self._started_on = (snap.name, snap.as_of)
         self.hasher = FieldHasher(s.id_secret_bytes())
         self._anchoring = _start_anchoring(s)
         # Everything loaded so far (libraries, model, catalogue) lives as long as the
@@ -136,16 +137,21 @@ class ReferenceService:
             self.served.tag,
             self.served.version,
             self.served.source,
-            snap.path.name,
-            snap.as_of,
+            *self._started_on,
         )
 
     def _snapshot(self) -> Snapshot:
+        """The current publication, open for one request (close it, or use ``with``)."""
         snap = self.store.current()
-        if snap.path.name != self._checked:
-            check_compatible(self.served, snap)
+        seen = (snap.path.name, snap.name)  # a file, and the publication it holds now
+        if seen != self._checked:
+            try:
+                check_compatible(self.served, snap)
+            except Exception:
+                snap.close()
+                raise
             with self._lock:
-                self._checked = snap.path.name
+                self._checked = seen
             self._age_set_at = 0.0
         if time.monotonic() - self._age_set_at > 60:  # the gauge moves by days
             metrics().snapshot_age.set(self._age_days(snap))
@@ -164,6 +170,7 @@ class ReferenceService:
         """The publication to answer from, named in the audit row, or a 503 if stale."""
         snap = self._snapshot()
         if self._stale(snap):
+            snap.close()
             return _error(
                 ctx,
                 ex,
@@ -172,12 +179,13 @@ class ReferenceService:
                 "the published snapshot is older than allowed: the daily refresh has not "
                 "run; retry later",
             )
-        ex.publication = snap.path.stem
+        ex.publication = snap.name
         return snap
 
     def __is_ready__(self) -> bool:
         try:
-            return not self._stale(self._snapshot())
+            with self._snapshot() as snap:
+                return not self._stale(snap)
         except Exception:
             return False
 
@@ -192,7 +200,8 @@ class ReferenceService:
         snap = self._current(ctx, ex)
         if not isinstance(snap, Snapshot):
             return snap
-        subject = snap.get(req.uscc)
+        with snap:
+            subject = snap.get(req.uscc)
         key = ex.key
         assert key is not None  # the gate authenticated the request
         claims = claimed_fields(req) if subject is not None else ()
@@ -298,7 +307,8 @@ class ReferenceService:
         snap = self._current(ctx, ex)
         if not isinstance(snap, Snapshot):
             return snap
-        (item,) = self._score(snap, [req.uscc], self._with_pd(ex))
+        with snap:
+            (item,) = self._score(snap, [req.uscc], self._with_pd(ex))
         if "error" in item:
             return _error(ctx, ex, 404, item["error"]["code"], item["error"]["message"])
         # what the platform received, for replay (serving.replay): no input, no personal data
@@ -321,7 +331,8 @@ class ReferenceService:
         with_pd = self._with_pd(ex)
         problems = [uscc_problem(u, household=True) for u in req.usccs]
         codes = [compact(u) if p is None else "" for u, p in zip(req.usccs, problems, strict=True)]
-        answers = self._score(snap, [c for c in codes if c], with_pd)
+        with snap:
+            answers = self._score(snap, [c for c in codes if c], with_pd)
         it = iter(answers)
         results: list[dict[str, Any]] = [
             next(it) if c else {"uscc": _echo(u), "error": {"code": "invalid_uscc", "message": p}}

@@ -96,7 +96,7 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
 
 # --- a living domain: a history export, then a daily feed ---------------------------------
 
-FEED_DAYS = 20
+FEED_DAYS = 60
 LIVING_HOUSEHOLDS = 4_000
 
 

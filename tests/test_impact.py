@@ -56,7 +56,7 @@ def _challenger(client: MlflowClient, scale: float, tmp) -> str:
 
 def test_the_same_model_changes_nothing(service_home, store):
     model = load_version(NAME, "1").unwrap_python_model().model
-    people = population(service_home / "online" / "current")
+    people = population(service_home / "online")
     im = impact(people, model, model)
     assert im.households == len(people) > 1000
     assert im.changed_share == 0 and im.first_reason_changed_share == 0
@@ -74,7 +74,7 @@ def test_a_large_move_is_refused_without_a_reason_and_recorded_with_one(
     v2 = _challenger(
         client, 0.4, tmp_path / "b"
     )  # lower cuts: many households move to worse classes
-    current, challenger, im = run_impact(NAME, v2, (service_home / "online" / "current").resolve())
+    current, challenger, im = run_impact(NAME, v2, service_home / "online")
     assert (current, challenger) == (champion, v2)
     assert (
         0.2 < im.changed_share <= 1

@@ -19,6 +19,7 @@ from stdnum.cn import uscc as s_uscc
 from features.catalogue import FEATURE_NAMES
 from serving.audit import AuditLog
 from serving.keys import KeyStore
+from serving.online import describe_current
 from serving.preflight import Incompatible
 from tests.conftest import KNOWN_ID, SERVICE_AS_OF
 from tests.helpers import service_env
@@ -158,9 +159,12 @@ def test_verify_reports_status_and_unknown_codes(client, keys, records):
 
 
 def _snapshot_features(home, usccs) -> pd.DataFrame:
-    con = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
-    q = f"SELECT uscc, {', '.join(FEATURE_NAMES)} FROM subjects WHERE uscc IN ({','.join('?' * len(usccs))})"
-    return pd.read_sql_query(q, con, params=list(usccs)).set_index("uscc").loc[list(usccs)]
+    """The published features of ``usccs`` (calendar-derived ones for its day)."""
+    from serving.online import OnlineStore
+
+    with OnlineStore(home / "online").current() as snap:
+        frame = snap.frame().set_index("uscc")
+    return frame.loc[list(usccs), list(FEATURE_NAMES)]
 
 
 def test_score_equals_the_batch_scoring_function_and_hides_pd_without_its_scope(
@@ -371,7 +375,7 @@ def test_every_request_is_audited_with_its_outcome_and_the_chain_verifies(
         "class": a.json()["risk_class"],
         "score": a.json()["score"],
         "reasons": ";".join(r["code"] for r in a.json()["reasons"]),
-        "publication": os.readlink(home / "online" / "current").removesuffix(".sqlite"),
+        "publication": describe_current(home / "online")["publication"],
     }
     assert ra["model_version"] == "1" and ra["latency_ms"] > 0
     assert rb["platform"] is None and json.loads(rb["outcome"])["error"] == "missing_key"

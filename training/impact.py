@@ -41,21 +41,15 @@ class Impact:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-def population(snapshot: Path) -> pd.DataFrame:
-    """The operating households of a publication, with their features."""
-    import sqlite3
+def population(online: Path) -> pd.DataFrame:
+    """The operating households of the online store's current publication, with their
+    features (the calendar-derived ones for its day)."""
+    from serving.online import OnlineStore
 
-    con = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
-    try:
-        cols = ", ".join(FEATURE_NAMES)
-        df = pd.read_sql(
-            f"SELECT uscc, {cols} FROM subjects WHERE status = 'operating' "
-            f"AND {FEATURE_NAMES[0]} IS NOT NULL ORDER BY uscc",
-            con,
-        )
-    finally:
-        con.close()
-    return df
+    with OnlineStore(online).current() as snap:
+        df = snap.frame()
+    df = df[(df.status == "operating") & df[FEATURE_NAMES[0]].notna()]
+    return df.drop(columns="status").reset_index(drop=True)
 
 
 def impact(features: pd.DataFrame, champion: ScoringModel, challenger: ScoringModel) -> Impact:
@@ -130,9 +124,9 @@ median {s["p50"]:.0f}, 95% {s["p95"]:.0f}.</p>
 """
 
 
-def run_impact(name: str, version: str | None, snapshot: Path) -> tuple[str, str, Impact] | None:
+def run_impact(name: str, version: str | None, online: Path) -> tuple[str, str, Impact] | None:
     """Impact of registered ``version`` (default: the newest) against the champion on
-    ``snapshot``'s population, logged to the version's MLflow run. None when there is
+    the population of the online store's current publication, logged to the version's MLflow run. None when there is
     no champion other than it (nothing would change hands)."""
     from mlflow.tracking import MlflowClient
 
@@ -151,7 +145,7 @@ def run_impact(name: str, version: str | None, snapshot: Path) -> tuple[str, str
     def model(v: str) -> ScoringModel:
         return load_version(name, v).unwrap_python_model().model
 
-    im = impact(population(snapshot), model(current), model(version))
+    im = impact(population(online), model(current), model(version))
     run_id = client.get_model_version(name, version).run_id
     title = f"Impact of version {version} against champion {current}"
     client.log_text(run_id, im.to_json(), "impact/impact.json")

@@ -1,0 +1,115 @@
+"""``credref refresh`` and ``credref refresh-plan``: the daily refresh of the online store
+(registered on the main app by :mod:`credref.cli`; the work is :mod:`serving.refresh`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table as RichTable
+
+from credref.settings import load_settings
+
+
+def _console():
+    from credref.cli import console
+
+    return console
+
+
+def refresh(
+    feed: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of daily change sets (feed/YYYY-MM-DD/); default CREDREF_FEED_DIR."
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Publication date (default: the latest change set's)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Publish ahead of the last change set, or before the current one."
+        ),
+    ] = False,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Rebuild the whole publication instead of in place."),
+    ] = False,
+    engine: Annotated[
+        str, typer.Option(help="Where the day's difference is computed: duckdb or spark.")
+    ] = "duckdb",
+    spark_master: Annotated[
+        str, typer.Option(help="Spark master for --engine spark, e.g. spark://host:7077.")
+    ] = "local[2]",
+    changes: Annotated[
+        Path | None,
+        typer.Option(help="Apply the difference a spark-submit run wrote (serving.spark_refresh)."),
+    ] = None,
+) -> None:
+    """Apply the feed's new change sets, bring the online store to the domain's today
+    (rewriting only the households whose answer inputs changed), report what changed."""
+    from credref.cli import _fail, _parse_date
+    from features.changeset import ChangeSetError
+    from features.ingest import ExportError
+    from serving.refresh import Recomputation, RefreshRefused
+    from serving.refresh import refresh as run
+    from serving.spark_refresh import StaleChanges
+
+    if engine not in ("duckdb", "spark"):
+        _fail("--engine is duckdb or spark")
+    settings = load_settings()
+    try:
+        report = run(
+            settings.warehouse_path,
+            feed or settings.feed_dir,
+            settings.online_path,
+            settings.id_secret_bytes(),
+            _parse_date(as_of) if as_of else None,
+            force,
+            settings.duckdb_memory_limit,
+            full,
+            Recomputation(engine, spark_master, changes),
+        )
+    except (RefreshRefused, ExportError, ChangeSetError, StaleChanges) as e:
+        _fail(f"{e} (nothing was published)")
+    _print(report)
+
+
+def _print(report) -> None:
+    console = _console()
+    applied = ", ".join(d.isoformat() for d in report.applied) or "none"
+    how = "in place" if report.kind == "incremental" else f"full rebuild ({report.why_full})"
+    console.print(
+        f"change sets applied: {applied}; published {report.publication} as of "
+        f"{report.as_of} {how}: {report.households:,} households, "
+        f"{report.rewritten:,} rewritten"
+    )
+    if report.previous and report.kind == "incremental":
+        table = RichTable(title=f"rewritten since {report.previous}")
+        table.add_column("what")
+        table.add_column("households", justify="right")
+        table.add_row("new in the register", f"{report.added:,}")
+        table.add_row("removed (entered in error)", f"{report.removed:,}")
+        table.add_row("a record learnt", f"{report.records_learnt:,}")
+        table.add_row("status changed", f"{report.status_changed:,}")
+        for name, n in sorted(report.changed_by_reason.items(), key=lambda kv: -kv[1]):
+            table.add_row(f"by reason: {name}", f"{n:,}")
+        console.print(table)
+
+
+def refresh_plan() -> None:
+    """Print what a refresh of the current publication starts from (JSON), for a
+    recomputation on a cluster (``spark-submit serving/spark_refresh.py --plan``)."""
+    from serving.incremental import NotIncremental, plan
+
+    try:
+        print(json.dumps(plan(load_settings().online_path), indent=2))
+    except NotIncremental as e:
+        from credref.cli import _fail
+
+        _fail(str(e))

@@ -1,0 +1,238 @@
+"""The daily refresh of the online store in place: only the households whose answer
+inputs changed are written.
+
+What a publication holds is a function of the warehouse as known on a day K and of the
+as-of date D (:func:`features.pit.publication_sql`); the warehouse keeps every version
+of every record (``features.versions``), so the current publication can be recomputed
+exactly from its ledger line (as of D0, as known at K0). The refresh to day D:
+
+1. computes, in DuckDB, the store's rows as of D as known now and as of D0 as known at
+   K0, and keeps the households that differ: added, removed (a registration entered in
+   error), a different status, feature or anchor, or any record version of the household
+   learnt since K0 (so every change of the fields verification hashes is covered);
+2. hashes those households' personal fields and, in one SQLite write transaction,
+   replaces their rows, deletes the removed and moves the metadata to the new
+   publication. Readers keep the previous publication until the commit (WAL), and a
+   refresh killed before it leaves the previous publication whole; a rerun recomputes
+   the same difference and completes.
+
+The four calendar-derived features are stored as anchors (``features.elapsed``), so the
+calendar alone rewrites only the households whose windows or publicity it closes. A
+publication of another layout or catalogue cannot be refreshed in place: the caller
+rebuilds it (:func:`serving.publish.publish`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from features.catalogue import FEATURES_BY_NAME, catalogue_version
+from features.changeset import knowledge_date
+from features.elapsed import ELAPSED
+from features.pit import publication_sql
+from serving.online import ANCHORS, CURRENT, LAYOUT, STORED_FEATURES
+from serving.publish import publication_meta, record_in_ledger, rows_of
+from serving.verification import FieldHasher
+
+logger = logging.getLogger(__name__)
+
+_COMPARED = ("status", *STORED_FEATURES, *ANCHORS)
+_BATCH_ROWS = 50_000
+
+
+class NotIncremental(RuntimeError):
+    """The current publication cannot be refreshed in place (the reason says why)."""
+
+
+@dataclass
+class Changes:
+    """What one refresh rewrote, against the publication it replaced."""
+
+    publication: str
+    previous: str
+    households: int
+    rewritten: int = 0
+    added: int = 0
+    removed: int = 0
+    status_changed: int = 0
+    records_learnt: int = 0  # households with a record version learnt since the last one
+    by_column: dict[str, int] = field(default_factory=dict)
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def _reason(column: str) -> str:
+    """A changed column's reason code (its feature's, an anchor's feature's), else itself."""
+    name = next((e.name for e in ELAPSED if e.anchor == column), column)
+    feature = FEATURES_BY_NAME.get(name)
+    return (feature.reason if feature else None) or column
+
+
+def _previous(store: sqlite3.Connection, warehouse: duckdb.DuckDBPyConnection) -> dict:
+    meta = dict(store.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("layout") != LAYOUT:
+        raise NotIncremental("the current publication has an older layout")
+    if meta.get("catalogue_version") != catalogue_version():
+        raise NotIncremental("the current publication holds another feature catalogue")
+    if not meta.get("known_through"):
+        raise NotIncremental("the current publication does not say what it knew")
+    known = knowledge_date(warehouse)
+    if known is None or known < date.fromisoformat(meta["known_through"]):
+        raise NotIncremental("the warehouse knows less than the current publication")
+    return meta
+
+
+def diff_sql(as_of: date, before_as_of: date, known_through: date) -> str:
+    """The store's rows of every household whose row differs between the publication of
+    ``before_as_of`` (as known at ``known_through``) and that of ``as_of`` (as known now),
+    with ``changed`` naming what differs (comma-separated); a removed household has no
+    status. Plain SQL that ``features.engines.to_spark_sql`` transpiles for Spark."""
+    cols = ", ".join(f"n.{c}" for c in _COMPARED)
+    differs = ", ".join(f"CASE WHEN n.{c} IS DISTINCT FROM o.{c} THEN '{c}' END" for c in _COMPARED)
+    k = f"DATE '{known_through.isoformat()}'"
+    return f"""
+    WITH n AS ({publication_sql(as_of, identity=False)}),
+    o AS ({publication_sql(before_as_of, known_through, identity=False)}),
+    learnt AS (
+        SELECT uscc FROM households WHERE known_from > {k}
+        UNION SELECT uscc FROM households_history WHERE known_to > {k}
+    ),
+    d AS (
+        SELECT COALESCE(n.uscc, o.uscc) AS uscc, {cols},
+               o.uscc IS NULL AS added,
+               n.uscc IS NULL AS removed,
+               l.uscc IS NOT NULL AS learnt,
+               concat_ws(',', {differs}) AS changed
+        FROM n FULL JOIN o ON o.uscc = n.uscc
+        LEFT JOIN learnt l ON l.uscc = COALESCE(n.uscc, o.uscc)
+    )
+    SELECT d.*, h.name, h.operator_name, h.operator_id_hmac, h.address
+    FROM d LEFT JOIN households h ON h.uscc = d.uscc AND NOT d.removed
+    WHERE d.added OR d.removed OR d.learnt OR d.changed <> ''
+    """
+
+
+#: Runs the difference query (DuckDB dialect) and returns its rows: DuckDB by default,
+#: Spark for a national register (:mod:`serving.spark_refresh`).
+Recompute = Callable[[str], pa.Table]
+
+
+def plan(root: Path) -> dict:
+    """What a refresh of the current publication starts from (for a recomputation run
+    elsewhere, e.g. ``spark-submit serving/spark_refresh.py``)."""
+    path = root / CURRENT
+    if not path.exists():
+        raise NotIncremental("nothing is published yet")
+    store = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        meta = dict(store.execute("SELECT key, value FROM meta").fetchall())
+    finally:
+        store.close()
+    return {k: meta.get(k, "") for k in ("publication", "as_of", "known_through", "layout")}
+
+
+def refresh_in_place(
+    warehouse: duckdb.DuckDBPyConnection,
+    as_of: date,
+    root: Path,
+    secret: bytes,
+    recompute: Recompute | None = None,
+) -> Changes:
+    """Bring the current publication to ``as_of`` by rewriting only what changed."""
+    path = root / CURRENT
+    if not path.exists():
+        raise NotIncremental("nothing is published yet")
+    store = sqlite3.connect(path, isolation_level=None)
+    try:
+        store.execute("PRAGMA busy_timeout = 10000")
+        before = _previous(store, warehouse)
+        sql = diff_sql(
+            as_of, date.fromisoformat(before["as_of"]), date.fromisoformat(before["known_through"])
+        )
+        changed = (recompute or (lambda q: warehouse.sql(q).to_arrow_table()))(sql)
+        changes = _apply(store, warehouse, changed, before, as_of, root, secret)
+    finally:
+        store.close()
+    _checkpoint(path)
+    logger.info(
+        "refreshed %s to %s: %s households rewritten",
+        before["publication"],
+        as_of,
+        changes.rewritten,
+    )
+    return changes
+
+
+def _apply(store, warehouse, changed, before: dict, as_of: date, root: Path, secret: bytes):
+    """One write transaction: changed rows replaced, removed ones deleted, metadata moved."""
+    removed_mask = changed.column("removed").to_pylist()
+    removed = [
+        u for u, r in zip(changed.column("uscc").to_pylist(), removed_mask, strict=True) if r
+    ]
+    kept = changed.filter([not r for r in removed_mask])
+    hasher = FieldHasher(secret)
+    insert = f"INSERT OR REPLACE INTO subjects VALUES ({', '.join('?' * (len(_COMPARED) + 5))})"
+    store.execute("BEGIN IMMEDIATE")
+    try:
+        for batch in kept.to_batches(_BATCH_ROWS):
+            store.executemany(insert, rows_of(batch, hasher))
+        store.executemany("DELETE FROM subjects WHERE uscc = ?", ((u,) for u in removed))
+        households, operating = store.execute(
+            f"SELECT count(*), count({STORED_FEATURES[0]}) FROM subjects"
+        ).fetchone()
+        meta = publication_meta(warehouse, as_of, households=households, operating=operating)
+        record_in_ledger(root, meta)  # before the commit: every answer given can replay
+        store.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+        store.execute("COMMIT")
+    except BaseException:
+        store.execute("ROLLBACK")
+        raise
+    return _summarise(changed.to_pydict(), meta["publication"], before["publication"], households)
+
+
+def _summarise(rows: dict, publication: str, previous: str, households: int) -> Changes:
+    """Counts of what changed; by column and reason only for households in both, and a
+    status change as itself (the features of a household leaving operation all go)."""
+    by_column: Counter[str] = Counter()
+    by_reason: Counter[str] = Counter()
+    for changed, added, removed in zip(
+        rows["changed"], rows["added"], rows["removed"], strict=True
+    ):
+        cols = changed.split(",") if changed else []
+        if added or removed:
+            continue
+        if "status" in cols:  # leaving or re-entering operation changes every feature
+            cols = ["status"]
+        by_column.update(cols)
+        by_reason.update({_reason(c) for c in cols})
+    return Changes(
+        publication=publication,
+        previous=previous,
+        households=households,
+        rewritten=len(rows["uscc"]),
+        added=sum(rows["added"]),
+        removed=sum(rows["removed"]),
+        status_changed=by_column.get("status", 0),
+        records_learnt=sum(rows["learnt"]),
+        by_column=dict(by_column),
+        by_reason=dict(by_reason),
+    )
+
+
+def _checkpoint(path: Path) -> None:
+    """Fold the WAL back into the file once readers have moved on (best effort: a reader
+    still on the previous publication only delays it to the next refresh)."""
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA busy_timeout = 2000")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
