@@ -102,14 +102,28 @@ def _print(report) -> None:
         console.print(table)
 
 
-def refresh_plan() -> None:
+def refresh_plan(
+    tables: Annotated[
+        Path | None,
+        typer.Option(help="Also export the warehouse's tables and history here as Parquet."),
+    ] = None,
+) -> None:
     """Print what a refresh of the current publication starts from (JSON), for a
-    recomputation on a cluster (``spark-submit serving/spark_refresh.py --plan``)."""
+    recomputation on a cluster (``spark-submit serving/spark_refresh.py --plan``); with
+    ``--tables``, also write the record tables the cluster reads."""
+    from credref.cli import _fail, _warehouse_ro
     from serving.incremental import NotIncremental, plan
 
     try:
-        print(json.dumps(plan(load_settings().online_path), indent=2))
+        found = plan(load_settings().online_path)
     except NotIncremental as e:
-        from credref.cli import _fail
-
         _fail(str(e))
+    if tables is not None:
+        from features.engines import export_tables
+
+        con = _warehouse_ro()
+        try:
+            export_tables(con, tables)
+        finally:
+            con.close()
+    print(json.dumps(found, indent=2))

@@ -90,17 +90,29 @@ def _previous(store: sqlite3.Connection, warehouse: duckdb.DuckDBPyConnection) -
     return meta
 
 
-def diff_sql(as_of: date, before_as_of: date, known_through: date) -> str:
+@dataclass(frozen=True)
+class DiffQuery:
     """The store's rows of every household whose row differs between the publication of
     ``before_as_of`` (as known at ``known_through``) and that of ``as_of`` (as known now),
     with ``changed`` naming what differs (comma-separated); a removed household has no
-    status. Plain SQL that ``features.engines.to_spark_sql`` transpiles for Spark."""
+    status. Three parts: the two publications (``new``, ``old``, each a query with its own
+    WITH list) and the difference over relations named ``n`` and ``o`` (``diff``). DuckDB
+    runs :meth:`sql`, one statement; Spark (whose parser cannot hold two nested WITH
+    lists with the same names) registers ``n`` and ``o`` as views and runs ``diff``."""
+
+    new: str
+    old: str
+    diff: str
+
+    def sql(self) -> str:
+        return f"WITH n AS ({self.new}), o AS ({self.old}),{self.diff}"
+
+
+def diff_query(as_of: date, before_as_of: date, known_through: date) -> DiffQuery:
     cols = ", ".join(f"n.{c}" for c in _COMPARED)
     differs = ", ".join(f"CASE WHEN n.{c} IS DISTINCT FROM o.{c} THEN '{c}' END" for c in _COMPARED)
     k = f"DATE '{known_through.isoformat()}'"
-    return f"""
-    WITH n AS ({publication_sql(as_of, identity=False)}),
-    o AS ({publication_sql(before_as_of, known_through, identity=False)}),
+    diff = f"""
     learnt AS (
         SELECT uscc FROM households WHERE known_from > {k}
         UNION SELECT uscc FROM households_history WHERE known_to > {k}
@@ -118,11 +130,16 @@ def diff_sql(as_of: date, before_as_of: date, known_through: date) -> str:
     FROM d LEFT JOIN households h ON h.uscc = d.uscc AND NOT d.removed
     WHERE d.added OR d.removed OR d.learnt OR d.changed <> ''
     """
+    return DiffQuery(
+        publication_sql(as_of, identity=False),
+        publication_sql(before_as_of, known_through, identity=False),
+        diff,
+    )
 
 
-#: Runs the difference query (DuckDB dialect) and returns its rows: DuckDB by default,
+#: Runs the difference query and returns its rows: DuckDB by default,
 #: Spark for a national register (:mod:`serving.spark_refresh`).
-Recompute = Callable[[str], pa.Table]
+Recompute = Callable[[DiffQuery], pa.Table]
 
 
 def plan(root: Path) -> dict:
@@ -154,10 +171,10 @@ def refresh_in_place(
     try:
         store.execute("PRAGMA busy_timeout = 10000")
         before = _previous(store, warehouse)
-        sql = diff_sql(
+        query = diff_query(
             as_of, date.fromisoformat(before["as_of"]), date.fromisoformat(before["known_through"])
         )
-        changed = (recompute or (lambda q: warehouse.sql(q).to_arrow_table()))(sql)
+        changed = (recompute or (lambda q: warehouse.sql(q.sql()).to_arrow_table()))(query)
         changes = _apply(store, warehouse, changed, before, as_of, root, secret)
     finally:
         store.close()

@@ -167,7 +167,7 @@ def _recompute(how: Recomputation, con, warehouse: Path, online: Path, day: date
         from serving.spark_refresh import read_changes
 
         before = plan(online)["publication"]
-        return lambda _sql: read_changes(how.changes, before, day)
+        return lambda _query: read_changes(how.changes, before, day)
     if how.engine == "spark":
         from features.engines import export_tables, spark_session
         from serving.spark_refresh import spark_recompute

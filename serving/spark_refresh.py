@@ -33,20 +33,31 @@ import pyarrow.parquet as pq
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
+    from serving.incremental import DiffQuery
+
 #: Written next to the changed rows: the publication they were computed against.
 MANIFEST = "refresh.json"
 
 
 def spark_recompute(spark: SparkSession, tables: str):
     """A :data:`serving.incremental.Recompute` running the query on ``spark``."""
-    from features.engines import SparkEngine, to_spark_sql
+    from features.engines import SparkEngine
 
     SparkEngine(spark, tables)  # registers every table and its history as a view
 
-    def run(sql: str) -> pa.Table:
-        return spark.sql(to_spark_sql(sql)).toArrow()
+    def run(query: DiffQuery) -> pa.Table:
+        return difference(spark, query).toArrow()
 
     return run
+
+
+def difference(spark: SparkSession, query: DiffQuery):
+    """The day's changed households as a Spark DataFrame (the same SQL, transpiled)."""
+    from features.engines import to_spark_sql
+
+    spark.sql(to_spark_sql(query.new)).createOrReplaceTempView("n")
+    spark.sql(to_spark_sql(query.old)).createOrReplaceTempView("o")
+    return spark.sql(to_spark_sql(f"WITH {query.diff}"))
 
 
 class StaleChanges(ValueError):
@@ -67,7 +78,7 @@ def read_changes(folder: Path, before: str, as_of: date) -> pa.Table:
 def main(argv: list[str] | None = None) -> dict:
     from pyspark.sql import SparkSession
 
-    from serving.incremental import diff_sql
+    from serving.incremental import diff_query
 
     ap = argparse.ArgumentParser(description="credref refresh: the recomputation on Spark")
     ap.add_argument("--tables", required=True, help="folder or URI of <table>.parquet")
@@ -79,16 +90,15 @@ def main(argv: list[str] | None = None) -> dict:
     spark = SparkSession.builder.appName(f"credref refresh {args.as_of}").getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     try:
-        from features.engines import SparkEngine, to_spark_sql
+        from features.engines import SparkEngine
 
         SparkEngine(spark, args.tables)
-        sql = diff_sql(
+        query = diff_query(
             args.as_of,
             date.fromisoformat(plan["as_of"]),
             date.fromisoformat(plan["known_through"]),
         )
-        df = spark.sql(to_spark_sql(sql))
-        df.write.mode("overwrite").parquet(str(args.out / "rows"))
+        difference(spark, query).write.mode("overwrite").parquet(str(args.out / "rows"))
         rows = spark.read.parquet(str(args.out / "rows")).count()
         master = spark.sparkContext.master
     finally:

@@ -246,7 +246,7 @@ _STAGES = {
     # inside the ingest transaction, one table of the change set merged
     "ingest": ("features.merge", "merge", "_reached()"),
     # the day's rows recomputed in DuckDB, nothing written yet
-    "recomputation": ("serving.incremental", "diff_sql", "_reached()"),
+    "recomputation": ("serving.incremental", "diff_query", "_reached()"),
     # inside the store's write transaction, the first rows inserted, not committed
     "publication": ("serving.incremental", "rows_of", "yield from out; _reached()"),
 }
