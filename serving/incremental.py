@@ -25,7 +25,9 @@ rebuilds it (:func:`serving.publish.publish`).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +42,14 @@ from features.changeset import knowledge_date
 from features.elapsed import ELAPSED
 from features.pit import publication_sql
 from serving.online import ANCHORS, CURRENT, LAYOUT, STORED_FEATURES
-from serving.publish import publication_meta, record_in_ledger, rows_of
+from serving.publish import (
+    keep_only_mirror,
+    mirror_path,
+    publication_meta,
+    record_in_ledger,
+    rows_of,
+    write_mirror,
+)
 from serving.verification import FieldHasher
 
 logger = logging.getLogger(__name__)
@@ -156,6 +165,23 @@ def plan(root: Path) -> dict:
     return {k: meta.get(k, "") for k in ("publication", "as_of", "known_through", "layout")}
 
 
+def _duckdb_recompute(warehouse, root: Path, before: dict, new_rows: Path) -> Recompute:
+    """DuckDB's way: the day's rows written to ``new_rows`` (tomorrow's mirror) and
+    compared with the current publication's mirror, or, without one, with the current
+    publication recomputed from the history (as of its day, as known then)."""
+
+    def run(q: DiffQuery) -> pa.Table:
+        write_mirror(warehouse, q.new, new_rows)
+        mirror = mirror_path(root, before["publication"])
+        old = f"SELECT * FROM read_parquet('{mirror.as_posix()}')" if mirror.exists() else q.old
+        if not mirror.exists():
+            logger.info("no mirror of %s: recomputing it from the history", before["publication"])
+        new = f"SELECT * FROM read_parquet('{new_rows.as_posix()}')"
+        return warehouse.sql(DiffQuery(new, old, q.diff).sql()).to_arrow_table()
+
+    return run
+
+
 def refresh_in_place(
     warehouse: duckdb.DuckDBPyConnection,
     as_of: date,
@@ -168,16 +194,23 @@ def refresh_in_place(
     if not path.exists():
         raise NotIncremental("nothing is published yet")
     store = sqlite3.connect(path, isolation_level=None)
+    new_rows = root / f".rows-{uuid.uuid4().hex}.parquet"
     try:
         store.execute("PRAGMA busy_timeout = 10000")
         before = _previous(store, warehouse)
         query = diff_query(
             as_of, date.fromisoformat(before["as_of"]), date.fromisoformat(before["known_through"])
         )
-        changed = (recompute or (lambda q: warehouse.sql(q.sql()).to_arrow_table()))(query)
-        changes = _apply(store, warehouse, changed, before, as_of, root, secret)
+        run = recompute or _duckdb_recompute(warehouse, root, before, new_rows)
+        changes = _apply(store, warehouse, run(query), before, as_of, root, secret)
+        if new_rows.exists():  # committed: the day's rows are the next refresh's mirror
+            os.replace(new_rows, mirror_path(root, changes.publication))
     finally:
         store.close()
+        new_rows.unlink(missing_ok=True)
+    keep_only_mirror(
+        root, changes.publication if mirror_path(root, changes.publication).exists() else None
+    )
     _checkpoint(path)
     logger.info(
         "refreshed %s to %s: %s households rewritten",

@@ -88,9 +88,32 @@ def publish(
         final = _finish(out, tmp, root, meta)
     finally:
         tmp.unlink(missing_ok=True)
+    # the first refresh compares with this instead of recomputing it from the history
+    write_mirror(
+        con, publication_sql(as_of, identity=False), mirror_path(root, meta["publication"])
+    )
+    keep_only_mirror(root, meta["publication"])
     _prune(root)
     logger.info("published %s households (%s operating) as of %s", rows, operating, as_of)
     return {**meta, "file": final.name, "kind": "full"}
+
+
+def mirror_path(root: Path, publication: str) -> Path:
+    """The Parquet copy of a publication's rows (no identity fields): tomorrow's
+    refresh reads it instead of recomputing today's publication from the history."""
+    return root / f"rows-{publication}.parquet"
+
+
+def write_mirror(warehouse: duckdb.DuckDBPyConnection, sql: str, path: Path) -> None:
+    warehouse.execute(f"COPY ({sql}) TO '{path.as_posix()}' (FORMAT parquet, COMPRESSION zstd)")
+
+
+def keep_only_mirror(root: Path, publication: str | None) -> None:
+    """Remove every mirror but ``publication``'s, and any a killed refresh left."""
+    keep = mirror_path(root, publication).name if publication else None
+    for p in [*root.glob("rows-*.parquet"), *root.glob(".rows-*.parquet")]:
+        if p.name != keep:
+            p.unlink(missing_ok=True)
 
 
 def _create(path: Path, schema: pa.Schema) -> sqlite3.Connection:
