@@ -49,11 +49,12 @@ def status_sql(as_of: date) -> str:
     """
 
 
-def population_sql(as_of: date) -> str:
-    """Households registered on or before T and operating on T (see :func:`status_sql`)."""
+def population_sql(as_of: date, status: str | None = None) -> str:
+    """Households registered on or before T and operating on T (see :func:`status_sql`);
+    ``status``: a relation already holding :func:`status_sql`'s rows (a CTE's name)."""
     return f"""
     SELECT uscc, registered_on, org_form, industry, division_code
-    FROM ({status_sql(as_of)}) st
+    FROM {status or f"({status_sql(as_of)})"} st
     WHERE st.status_on = 'operating'
     """
 
@@ -260,13 +261,19 @@ def publication_sql(as_of: date, known_at: date | None = None, identity: bool = 
     parts, select = _features_select(as_of, Policy.LEGAL, online=True)
     stored = [n for n in FEATURE_NAMES if n not in DERIVED] + list(ANCHORS)
     who = "h.name, h.operator_name, h.operator_id_hmac, h.address, " if identity else ""
+    join = "JOIN households h ON h.uscc = st.uscc" if identity else ""
     final = f"""
     SELECT st.uscc, st.status_on AS status, {who}{", ".join(f"f.{n}" for n in stored)}
-    FROM st JOIN households h ON h.uscc = st.uscc
+    FROM st {join}
     LEFT JOIN f ON f.uscc = st.uscc"""
     # no ORDER BY: the SQLite table is keyed by uscc, and sorting 11M wide rows (names
-    # and addresses before hashing) was what ran out of memory under an 8 GB cap
-    return with_sources({**parts, "f": select, "st": status_sql(as_of)}, final, known_at)
+    # and addresses before hashing) was what ran out of memory under an 8 GB cap.
+    # The population is the status query's operating rows: population_sql's own text,
+    # computed once for both (at 11M, a second status pass was what ran out of memory
+    # under the refresh's 3 GB cap).
+    ctes = {"st": status_sql(as_of), **parts, "f": select}
+    ctes["pop"] = population_sql(as_of, status="st")
+    return with_sources(ctes, final, known_at)
 
 
 #: Output columns of feature_sql, in order; checked against the catalogue at import.
