@@ -109,6 +109,18 @@ def test_a_training_run_is_checked_evaluated_and_registered(first_run, store):
     assert (
         store[1].exists() and not Path("mlruns").exists()
     )  # artefacts where we said, not ./mlruns
+    card = Path(client.download_artifacts(r.run_id, "model_card.md")).read_text()
+    headings = [line[3:] for line in card.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "Intended use",
+        "Out-of-scope use",
+        "Factors",
+        "Metrics, with intervals",
+        "Data",
+        "Slices",
+        "Caveats",
+    ]
+    assert "95% CI" in card
 
 
 def test_the_logged_pyfunc_answers_pd_score_class_reasons(first_run, store, config):
