@@ -55,6 +55,14 @@ _PENALTY_PUBLICITY = "市场监督管理行政处罚信息公示规定（市场�
 _ANNUAL_REPORT = "个体工商户年度报告暂行办法；市场主体登记管理条例实施细则"
 _SERIOUS = "市场监督管理严重违法失信名单管理办法（市场监管总局令第44号，2021）"
 
+#: Operator and premises changes count for one and two years (the features' windows).
+_CHANGE_WINDOWS = Guidance(
+    "time",
+    "变更登记满一年、两年后不再计入。",
+    "No longer counted one and two years after the change registration.",
+    "credref 评分规则：变更登记的1年、2年窗口",
+)
+
 REASONS: tuple[Reason, ...] = (
     Reason(
         "R01",
@@ -71,23 +79,13 @@ REASONS: tuple[Reason, ...] = (
         "R02",
         "近期变更经营者",
         "Operator changed recently",
-        Guidance(
-            "time",
-            "变更登记满一年、两年后不再计入。",
-            "No longer counted one and two years after the change registration.",
-            "credref 评分规则：变更登记的1年、2年窗口",
-        ),
+        _CHANGE_WINDOWS,
     ),
     Reason(
         "R03",
         "近期多次变更经营场所",
         "Business premises changed recently",
-        Guidance(
-            "time",
-            "变更登记满一年、两年后不再计入。",
-            "No longer counted one and two years after the change registration.",
-            "credref 评分规则：变更登记的1年、2年窗口",
-        ),
+        _CHANGE_WINDOWS,
     ),
     Reason(
         "R04",

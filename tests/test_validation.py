@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from features.pit import feature_sql
 from training.registry import load_version
-from training.validation import render_html, run_validation
+from training.validation import MODEL_CARD_HEADINGS, render_html, run_validation
 from training.validation_stats import auc_delong, herfindahl
 
 NAME = "credref-reference"
@@ -38,15 +38,7 @@ def test_validation_report_is_logged_and_its_figures_hold(service_home):
     logged = json.loads(Path(folder, "validation.json").read_text())
     assert logged["discriminatory_power"] == json.loads(json.dumps(report["discriminatory_power"]))
     html = Path(folder, "validation.html").read_text(encoding="utf-8")
-    for heading in (
-        "Intended use",
-        "Out-of-scope use",
-        "Factors",
-        "Metrics, with intervals",
-        "Data",
-        "Slices",
-        "Caveats",
-    ):
+    for heading in MODEL_CARD_HEADINGS:
         assert f">{heading}</h2>" in html
     # the development AUC is the statistic on the version's own test rows
     model = load_version(NAME, "1").unwrap_python_model().model

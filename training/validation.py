@@ -31,6 +31,16 @@ from training.validation_stats import (
 )
 
 TEST_ROWS = "evaluation/test_rows.parquet"
+#: The model-card headings (Mitchell et al., 2019) of this report and the training card.
+MODEL_CARD_HEADINGS = (
+    "Intended use",
+    "Out-of-scope use",
+    "Factors",
+    "Metrics, with intervals",
+    "Data",
+    "Slices",
+    "Caveats",
+)
 
 
 @dataclass
