@@ -654,11 +654,13 @@ def monitor(
 def _register_subcommands() -> None:
     from credref.cli_ops import audit_app, keys_app
     from credref.cli_refresh import refresh, refresh_plan
+    from credref.cli_validate import validate
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
     app.command()(refresh)
     app.command("refresh-plan")(refresh_plan)
+    app.command()(validate)
 
 
 _register_subcommands()

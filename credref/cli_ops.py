@@ -187,6 +187,33 @@ def audit_export(
     print(AuditLog(load_settings().audit_path).export_csv(platform, since), end="")
 
 
+@audit_app.command("subject")
+def audit_subject(
+    uscc: Annotated[str, typer.Argument(help="The household's unified social credit code.")],
+    since: Annotated[str, typer.Option(help="From this date (YYYY-MM-DD).")] = "",
+) -> None:
+    """A household's query record, for its own request: which platforms asked about it,
+    when, why, and which kind of answer they got (never what they claimed)."""
+    from stdnum.cn import uscc as s_uscc
+
+    from credref.cli import _parse_date
+    from serving.audit import AuditLog
+
+    if since:
+        _parse_date(since)
+    if not s_uscc.is_valid(uscc):
+        _fail("not a valid unified social credit code")
+    rows = AuditLog(load_settings().audit_path).about(s_uscc.compact(uscc), since)
+    table = RichTable(title=f"{len(rows)} requests about this household")
+    for col in ("at", "platform", "endpoint", "purpose", "answer"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["at"], r["platform"] or "(no key)", r["endpoint"], r["purpose"] or "", r["answer"]
+        )
+    _console().print(table)
+
+
 @audit_app.command("replay")
 def audit_replay(
     request_id: Annotated[str, typer.Argument(help="The request id of an audited answer.")],

@@ -17,10 +17,26 @@ from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
+class Guidance:
+    """What the rules let a household do about a reason, and where they say so.
+
+    ``remedy``: ``act`` (doing something ends it: file, correct, register), ``repair``
+    (credit repair once a minimum period has passed and obligations are met), ``time``
+    (it ends by itself: a window or period runs out), ``never`` (not repairable), or
+    ``none`` (nothing adverse)."""
+
+    remedy: str
+    text_zh: str
+    text_en: str
+    source: str
+
+
+@dataclass(frozen=True)
 class Reason:
     code: str
     text_zh: str
     text_en: str
+    guidance: Guidance
 
 
 @dataclass(frozen=True)
@@ -34,20 +50,125 @@ class Feature:
     reason: str | None = None  # reason code for the adverse direction
 
 
+_REPAIR = "市场监督管理信用修复管理办法（国市监信规〔2021〕3号）"
+_PENALTY_PUBLICITY = "市场监督管理行政处罚信息公示规定（市场监管总局令第45号，2021）"
+_ANNUAL_REPORT = "个体工商户年度报告暂行办法；市场主体登记管理条例实施细则"
+_SERIOUS = "市场监督管理严重违法失信名单管理办法（市场监管总局令第44号，2021）"
+
+#: Operator and premises changes count for one and two years (the features' windows).
+_CHANGE_WINDOWS = Guidance(
+    "time",
+    "变更登记满一年、两年后不再计入。",
+    "No longer counted one and two years after the change registration.",
+    "credref 评分规则：变更登记的1年、2年窗口",
+)
+
 REASONS: tuple[Reason, ...] = (
-    Reason("R01", "登记成立时间较短", "Registered only recently"),
-    Reason("R02", "近期变更经营者", "Operator changed recently"),
-    Reason("R03", "近期多次变更经营场所", "Business premises changed recently"),
-    Reason("R04", "年度报告未按时报送", "Annual report not filed on time"),
-    Reason("R05", "被标记为经营异常状态", "Marked as operating abnormally"),
-    Reason("R06", "公示期内的行政处罚", "Administrative penalties in publicity"),
-    Reason("R07", "公示期内有较重的行政处罚", "A severe administrative penalty in publicity"),
-    Reason("R08", "列入严重违法失信名单", "On the serious illegal and dishonest list"),
-    Reason("R09", "抽查检查发现问题", "Problems found in spot checks"),
+    Reason(
+        "R01",
+        "登记成立时间较短",
+        "Registered only recently",
+        Guidance(
+            "time",
+            "随经营时间增长而减弱，无需办理任何手续。",
+            "Weakens as the business ages; nothing to file.",
+            "credref 评分规则：登记年限",
+        ),
+    ),
+    Reason(
+        "R02",
+        "近期变更经营者",
+        "Operator changed recently",
+        _CHANGE_WINDOWS,
+    ),
+    Reason(
+        "R03",
+        "近期多次变更经营场所",
+        "Business premises changed recently",
+        _CHANGE_WINDOWS,
+    ),
+    Reason(
+        "R04",
+        "年度报告未按时报送",
+        "Annual report not filed on time",
+        Guidance(
+            "act",
+            "每年1月1日至6月30日报送上一年度年报；补报逾期年报后，因未报年报被标记的经营异常状态可申请恢复。",
+            "File each year's report between 1 January and 30 June; once an overdue report "
+            "is filed, a marking for not filing it can be restored on application.",
+            _ANNUAL_REPORT,
+        ),
+    ),
+    Reason(
+        "R05",
+        "被标记为经营异常状态",
+        "Marked as operating abnormally",
+        Guidance(
+            "act",
+            "补报或更正年报、或办理住所（经营场所）变更登记后，可申请恢复正常记载状态；恢复后该记录不再使用。",
+            "File or correct the annual report, or register the new premises, then apply to "
+            "be restored to normal; once restored the marking is no longer used.",
+            f"{_ANNUAL_REPORT}；{_REPAIR}",
+        ),
+    ),
+    Reason(
+        "R06",
+        "公示期内的行政处罚",
+        "Administrative penalties in publicity",
+        Guidance(
+            "repair",
+            "公示满6个月（食品、药品、特种设备领域满1年）且已履行处罚义务、消除不良影响、未再违法的，可申请信用修复，提前停止公示；通报批评或较低罚款公示3个月，其他处罚3年。",
+            "After 6 months of publicity (1 year for food, drugs and special equipment), "
+            "with the penalty's obligations met, harm remedied and no repeat, credit repair "
+            "can be applied for and ends publicity early; otherwise publicity ends after 3 "
+            "months (public criticism, low fines) or 3 years.",
+            f"{_PENALTY_PUBLICITY}；{_REPAIR}",
+        ),
+    ),
+    Reason(
+        "R07",
+        "公示期内有较重的行政处罚",
+        "A severe administrative penalty in publicity",
+        Guidance(
+            "never",
+            "责令停产停业、吊销许可证件或营业执照、限制从业等处罚不予信用修复，公示期满后不再使用。",
+            "Orders to suspend or close, revoked licences or permits and practice bans "
+            "cannot be repaired; the record stops counting when its publicity ends.",
+            f"{_PENALTY_PUBLICITY}；{_REPAIR}",
+        ),
+    ),
+    Reason(
+        "R08",
+        "列入严重违法失信名单",
+        "On the serious illegal and dishonest list",
+        Guidance(
+            "repair",
+            "列入满1年且已履行义务、消除不良影响的，可申请提前移出；否则列入满3年移出。",
+            "Early removal can be applied for after 1 year on the list with obligations met "
+            "and harm remedied; otherwise the listing is removed after 3 years.",
+            f"{_SERIOUS}；{_REPAIR}",
+        ),
+    ),
+    Reason(
+        "R09",
+        "抽查检查发现问题",
+        "Problems found in spot checks",
+        Guidance(
+            "time",
+            "按要求整改；抽查结果公示满3年后不再计入。",
+            "Correct what the check found; a result stops counting 3 years after it was published.",
+            "credref 评分规则：抽查结果的3年窗口（“双随机、一公开”结果公示）",
+        ),
+    ),
 )
 REASONS_BY_CODE = {r.code: r for r in REASONS}
 #: The answer when nothing pushes risk up.
-NO_ADVERSE = Reason("R00", "无不良记录", "No adverse record")
+NO_ADVERSE = Reason(
+    "R00",
+    "无不良记录",
+    "No adverse record",
+    Guidance("none", "无需办理。", "Nothing to do.", ""),
+)
 
 CATEGORIES = {
     "industry": ("A", "C", "E", "F", "G", "H", "I", "L", "M", "O", "P", "R"),

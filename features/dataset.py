@@ -50,6 +50,12 @@ def month_end(year: int, month: int) -> date:
     return date.fromordinal(nxt.toordinal() - 1)
 
 
+def month_end_back(d: date, months: int) -> date:
+    """The end of the month ``months`` before ``d``'s month."""
+    m = d.year * 12 + d.month - 1 - months
+    return month_end(m // 12, m % 12 + 1)
+
+
 def parse_every(every: str) -> int:
     """'3M' -> 3 (months)."""
     m = re.fullmatch(r"\s*(\d+)\s*M\s*", every, flags=re.IGNORECASE)

@@ -230,6 +230,57 @@ class AuditLog:
                 w.writerow(row)
         return out.getvalue()
 
+    def about(self, uscc: str, since: str = "") -> list[dict]:
+        """Every request about one household from ``since``: when, which platform, why,
+        and which kind of answer it got (never a claimed value: none is stored), for
+        answering the household's own request for its query record."""
+        out = []
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT at, platform, endpoint, purpose, subject, outcome FROM audit "
+                "WHERE subject LIKE ? AND at >= ? ORDER BY seq",
+                (f"%{uscc}%", since),
+            ).fetchall()
+        for at, platform, endpoint, purpose, subject, outcome in rows:
+            codes = subject.split(";")
+            if uscc not in codes:
+                continue
+            answer = answer_kind(endpoint, json.loads(outcome), codes.index(uscc))
+            out.append(
+                {
+                    "at": at,
+                    "platform": platform,
+                    "endpoint": endpoint,
+                    "purpose": purpose,
+                    "answer": answer,
+                }
+            )
+        return out
+
+
+def answer_kind(endpoint: str, outcome: dict, position: int = 0) -> str:
+    """What kind of answer an audited request gave about one of its households."""
+    if "error" in outcome:
+        return f"refused: {outcome['error']}"
+    if endpoint == "/v1/verify":
+        if not outcome.get("found"):
+            return "verification: not registered"
+        fields = ", ".join(
+            f"{k} {v}"
+            for k, v in outcome.get("fields", {}).items()
+            if v not in (None, "None", "not_provided")
+        )
+        return f"verification: status {outcome.get('status')}" + (f"; {fields}" if fields else "")
+    if endpoint == "/v1/score":
+        if outcome.get("class"):
+            return f"score: class {outcome['class']}, reasons {outcome.get('reasons', '')}"
+        return f"status only: {outcome.get('status')}"
+    if endpoint == "/v1/score_batch":
+        items = outcome.get("results", "").split(";")
+        item = items[position] if position < len(items) else "?"
+        return f"batch item: {item}"
+    return f"http {outcome.get('http')}"
+
 
 class GroupWriter:
     """Group commit for one process, on its event loop: requests submit rows and await

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -101,10 +101,25 @@ class VerifyResponse(BaseModel):
     fields: FieldVerdicts | None = Field(None, description="Per claimed field; None if not found.")
 
 
+class Guidance(BaseModel):
+    """What the rules let the household do about this reason (versioned with the
+    catalogue)."""
+
+    remedy: Literal["act", "repair", "time", "never", "none"] = Field(
+        description="act: doing something ends it (file, correct, register); repair: "
+        "credit repair after a minimum period, obligations met; time: it ends by itself; "
+        "never: not repairable; none: nothing adverse."
+    )
+    text_zh: str
+    text_en: str
+    source: str = Field(description="The rule it follows (Chinese title).")
+
+
 class Reason(BaseModel):
     code: str
     text_zh: str
     text_en: str
+    guidance: Guidance
 
 
 class ScoreResult(BaseModel):

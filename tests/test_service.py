@@ -16,13 +16,15 @@ import pytest
 from starlette.testclient import TestClient
 from stdnum.cn import uscc as s_uscc
 
-from features.catalogue import FEATURE_NAMES
+from features.catalogue import FEATURE_NAMES, NO_ADVERSE, REASONS
 from serving.audit import AuditLog
 from serving.keys import KeyStore
 from serving.online import describe_current
 from serving.preflight import Incompatible
 from tests.conftest import KNOWN_ID, SERVICE_AS_OF
 from tests.helpers import service_env
+
+REASON_OF = {r.code: r for r in (*REASONS, NO_ADVERSE)}
 
 ALL = ["verify", "score", "score:pd", "batch"]
 UNKNOWN = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit(
@@ -185,6 +187,14 @@ def test_score_equals_the_batch_scoring_function_and_hides_pd_without_its_scope(
         assert 1 <= len(b["reasons"]) <= 4 and all(
             x["text_zh"] and x["text_en"] for x in b["reasons"]
         )
+        for x in b["reasons"]:  # what the household can do, as the catalogue says
+            g = REASON_OF[x["code"]].guidance
+            assert x["guidance"] == {
+                "remedy": g.remedy,
+                "text_zh": g.text_zh,
+                "text_en": g.text_en,
+                "source": g.source,
+            }
         assert b["pd"] == pytest.approx(e.pd, abs=1e-6)
         assert b["model_version"] == "1" and b["as_of"] == str(SERVICE_AS_OF)
     no_pd = client.post(
@@ -384,6 +394,42 @@ def test_every_request_is_audited_with_its_outcome_and_the_chain_verifies(
     assert "text_en" not in ra["outcome"] and "某人" not in json.dumps(rows, ensure_ascii=False)
     report = AuditLog(home / "audit.sqlite").verify()
     assert report.ok and report.rows == len(audit_rows(home))
+
+
+def test_a_households_query_record_lists_who_asked_why_and_what_kind_of_answer(
+    client, keys, home, records
+):
+    from serving.audit import AuditLog
+
+    op = records[records.status_on == "operating"].iloc[7]
+    other = records[records.status_on == "operating"].iloc[8]
+    since = AuditLog(home / "audit.sqlite").about(op.uscc)
+    claim = {"uscc": op.uscc, "purpose": "onboarding", "operator_name": op.operator_name}
+    client.post("/v1/verify", json=claim, headers=H(keys["verify"]))
+    s = client.post(
+        "/v1/score", json={"uscc": op.uscc, "purpose": "risk_reference"}, headers=H(keys["all"])
+    ).json()
+    client.post(
+        "/v1/score_batch",
+        json={"usccs": [other.uscc, op.uscc], "purpose": "periodic_review"},
+        headers=H(keys["all"]),
+    )
+    client.post(
+        "/v1/score", json={"uscc": other.uscc, "purpose": "onboarding"}, headers=H(keys["score"])
+    )
+    rows = AuditLog(home / "audit.sqlite").about(op.uscc)[len(since) :]
+    assert [(r["platform"], r["endpoint"], r["purpose"]) for r in rows] == [
+        ("douyin", "/v1/verify", "onboarding"),
+        ("alipay", "/v1/score", "risk_reference"),
+        ("alipay", "/v1/score_batch", "periodic_review"),
+    ]  # wechat asked about another household only
+    codes = ";".join(x["code"] for x in s["reasons"])
+    assert [r["answer"] for r in rows] == [
+        "verification: status operating; operator_name match",
+        f"score: class {s['risk_class']}, reasons {codes}",
+        f"batch item: {s['risk_class']}",
+    ]
+    assert op.operator_name not in json.dumps(rows, ensure_ascii=False)  # never a claim
 
 
 def test_the_request_fails_closed_when_the_audit_store_cannot_be_written(

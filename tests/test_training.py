@@ -36,6 +36,7 @@ from training.scoring import (
     reason_strings,
 )
 from training.train import TrainConfig, train
+from training.validation import MODEL_CARD_HEADINGS
 
 pytestmark = pytest.mark.slow
 NAME = "credref-test"
@@ -109,6 +110,10 @@ def test_a_training_run_is_checked_evaluated_and_registered(first_run, store):
     assert (
         store[1].exists() and not Path("mlruns").exists()
     )  # artefacts where we said, not ./mlruns
+    card = Path(client.download_artifacts(r.run_id, "model_card.md")).read_text()
+    headings = [line[3:] for line in card.splitlines() if line.startswith("## ")]
+    assert tuple(headings) == MODEL_CARD_HEADINGS
+    assert "95% CI" in card
 
 
 def test_the_logged_pyfunc_answers_pd_score_class_reasons(first_run, store, config):

@@ -19,21 +19,14 @@ REFERENCE_ARTIFACT = "monitoring/reference.parquet"
 # --- gathering the inputs from the warehouse and MLflow -----------------------------------------
 
 
-def _month_end_back(d: date, months: int) -> date:
-    from features.dataset import month_end
-
-    m = d.year * 12 + d.month - 1 - months
-    return month_end(m // 12, m % 12 + 1)
-
-
 def gather(con, as_of: date, reference: pd.DataFrame, matured_count: int = 4) -> MonitorInputs:
     """Features on T and a year before, and the latest matured quarter ends with labels."""
-    from features.dataset import labelable, observed_through
+    from features.dataset import labelable, month_end_back, observed_through
     from features.engines import DuckDBEngine
 
     engine = DuckDBEngine(con)
     through = observed_through(con)
-    previous = _month_end_back(as_of, 12)
+    previous = month_end_back(as_of, 12)
     matured: dict[date, tuple[pd.DataFrame, np.ndarray]] = {}
     d = as_of
     while len(matured) < matured_count and d.year >= 2020:
@@ -43,7 +36,7 @@ def gather(con, as_of: date, reference: pd.DataFrame, matured_count: int = 4) ->
             if not feats.uscc.equals(labels.uscc):
                 raise AssertionError(f"{d}: features and labels cover different households")
             matured[d] = (feats, labels["label"].to_numpy())
-        d = _month_end_back(d, 1)
+        d = month_end_back(d, 1)
     return MonitorInputs(
         as_of=as_of,
         reference=reference,

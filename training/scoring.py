@@ -211,13 +211,30 @@ def _reason_matrix() -> tuple[np.ndarray, list[str]]:
 REASON_MATRIX, REASON_CODES = _reason_matrix()
 
 
-def reason_details(codes: str | list[str]) -> list[dict[str, str]]:
-    """Codes (a list, or joined by ';') with their Chinese and English texts."""
+def _detail(r) -> dict:
+    g = r.guidance
+    return {
+        "code": r.code,
+        "text_zh": r.text_zh,
+        "text_en": r.text_en,
+        "guidance": {
+            "remedy": g.remedy,
+            "text_zh": g.text_zh,
+            "text_en": g.text_en,
+            "source": g.source,
+        },
+    }
+
+
+#: Every reason's details, built once: an answer carries up to four of them.
+_DETAILS = {r.code: _detail(r) for r in (*REASONS, NO_ADVERSE)}
+
+
+def reason_details(codes: str | list[str]) -> list[dict]:
+    """Codes (a list, or joined by ';') with their Chinese and English texts and what the
+    household can do about each (the catalogue's guidance, with its legal source)."""
     items = codes.split(";") if isinstance(codes, str) else codes
-    lookup = {r.code: r for r in (*REASONS, NO_ADVERSE)}
-    return [
-        {"code": c, "text_zh": lookup[c].text_zh, "text_en": lookup[c].text_en} for c in items if c
-    ]
+    return [_DETAILS[c] for c in items if c]
 
 
 def reason_codes(contributions: np.ndarray, max_reasons: int = MAX_REASONS) -> list[list[str]]:

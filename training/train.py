@@ -41,6 +41,7 @@ from training.registry import (
     use_tracking,
 )
 from training.scoring import PointsTable, ScoringModel, encode
+from training.validation_stats import auc_delong
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +319,16 @@ def _write_artefacts(config, f: Fitted, ev: Evaluation, s: Splits, manifest, out
     sample = s.test.X.sample(n=min(3000, len(s.test.X)), random_state=config.seed)
     shap_summary_plot(f.model.contributions(encode(sample)), sample, out / "shap_summary.png")
     (out / "model_card.md").write_text(
-        model_card(config, ev.summary, ev.metrics, ev.classes, ev.slices, s.test, manifest)
+        model_card(
+            config,
+            ev.summary,
+            ev.metrics,
+            ev.classes,
+            ev.slices,
+            s.test,
+            manifest,
+            auc_delong(s.test.y, ev.scored["pd"].to_numpy()),
+        )
     )
 
 
@@ -362,14 +372,9 @@ def _policy_cost(config: TrainConfig, kind: str, test_legal: Split) -> dict:
     return {"test_auc_all_published": auc_all}
 
 
-def model_card(config, summary, m, classes, sl, test_s, manifest) -> str:
-    def table(df: pd.DataFrame) -> str:
-        return (
-            df.to_markdown(index=False, floatfmt=".4f")
-            if hasattr(df, "to_markdown")
-            else df.to_string()
-        )
-
+def model_card(config, summary, m, classes, sl, test_s, manifest, auc_ci: dict) -> str:
+    """The model card, under the model-card headings (Mitchell et al., 2019)."""
+    lo, hi = auc_ci["ci"]
     return f"""# Model card: credref reference score
 
 ## Intended use
@@ -377,39 +382,46 @@ A credit-risk *reference* for payment platforms opening merchant collection code
 individual businesses in the pilot cities: probability of an adverse regulator record
 (penalty above the minor kind, abnormal marking, serious listing, revocation, forced
 deregistration) published in the next 12 months; score 0-1000 (higher = lower risk);
-class A-D; at most four reason codes. Not for any other decision; never the only input.
+class A-D; at most four reason codes, each with what the household can do about it.
+
+## Out-of-scope use
+Any other decision; a decision on this score alone; households outside the register or
+records no longer usable; inferring the underlying records from answers.
+
+## Factors
+City, organisational form, industry and registration age: the slices below. The model
+never reads personal information, and place, industry and form are never given as reasons.
+
+## Metrics, with intervals
+Out-of-time test ({len(test_s.y):,} households on {test_s.dates[0]}): AUC
+{auc_ci["auc"]:.4f} (95% CI {lo:.4f}-{hi:.4f}, DeLong).
+{json.dumps({k: round(v, 4) for k, v in m.items()}, indent=2)}
+
+Oracle AUC on the same rows: {summary["oracle_auc"]}; oracle ratio {summary["oracle_ratio"]}.
+Test AUC by model: {json.dumps({k: round(v, 4) for k, v in summary["test_auc"].items()})}.
+Chosen: **{summary["chosen"]}** ({summary["why"]}). LightGBM with the catalogue's monotone
+constraints; Platt calibration on validation; classes cut at validation PD quantiles
+{"/".join(f"{100 * q:g}" for q in config.class_shares)}%; serious-list households are class D by policy.
+
+Observed adverse-event rate by class:
+{classes.to_string(index=False)}
 
 ## Data
 Training set `{config.dataset}` (catalogue {manifest["catalogue_version"]}, policy
 {manifest["policy"]}, source fingerprint {manifest["source_fingerprint"][:16]}...).
 Out of time: train as-of dates <= {config.train_end}, validation to {config.valid_end},
-test on {test_s.dates[0]} ({len(test_s.y):,} households).
-
-## Model
-Chosen: **{summary["chosen"]}** ({summary["why"]}). LightGBM with the catalogue's monotone
-constraints; Platt calibration on validation; classes cut at validation PD quantiles
-{"/".join(f"{100 * q:g}" for q in config.class_shares)}%; serious-list households are class D by policy.
-
-## Out-of-time test metrics
-{json.dumps({k: round(v, 4) for k, v in m.items()}, indent=2)}
-
-Oracle AUC on the same rows: {summary["oracle_auc"]}; oracle ratio {summary["oracle_ratio"]}.
-Test AUC by model: {json.dumps({k: round(v, 4) for k, v in summary["test_auc"].items()})}.
-
-## Observed adverse-event rate by class
-{classes.to_string(index=False)}
+test on {test_s.dates[0]}. Features use only records published on or before the as-of
+date and usable on it (DOMAIN.md §3): penalties while in publicity and not repaired or
+withdrawn; markings until restored; serious listings until removed; spot checks within 3
+years; report content only when published.
 
 ## Slices
 {sl.to_string(index=False)}
 
-## Legal-use policy
-Features use only records published on or before the as-of date and usable on it
-(DOMAIN.md §3): penalties while in publicity and not repaired or withdrawn; markings
-until restored; serious listings until removed; spot checks within 3 years; report
-content only when published. No personal information is a model input.
-
-## Limitations
+## Caveats
 Trained and evaluated on a synthetic domain with a known risk process; the frailty
 (unobserved heterogeneity) bounds what any model can reach (see the oracle ratio).
-Calibration is fitted on the validation window and can drift; monitor before use.
+Outcomes are published adverse records, not credit defaults. Calibration is fitted on the
+validation window and can drift: monitor (`credref monitor`) and validate
+(`credref validate`) before and during use.
 """

@@ -1,0 +1,219 @@
+"""``credref validate``: the validation report of a registered model version, in the form
+model validators expect (ECB's PD validation reporting, SR 11-7's outcomes analysis),
+with a model card under the model-card headings (Mitchell et al., 2019).
+
+Development: the version's own out-of-time test rows (logged with it at training). Now:
+the latest as-of date whose 12-month outcomes have matured by ``--as-of`` (features and
+labels from the warehouse), the current classes on ``--as-of`` and those a year before.
+The statistics are :mod:`training.validation_stats`; population stability and slices are
+the monitor's (:mod:`training.monitor_metrics`, :mod:`training.evaluate`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from training.evaluate import slice_frame, slice_table
+from training.monitor_metrics import migration, stability
+from training.scoring import CLASSES, ScoringModel
+from training.validation_stats import (
+    auc_change,
+    auc_delong,
+    herfindahl,
+    jeffreys,
+    migration_stability,
+)
+
+TEST_ROWS = "evaluation/test_rows.parquet"
+#: The model-card headings (Mitchell et al., 2019) of this report and the training card.
+MODEL_CARD_HEADINGS = (
+    "Intended use",
+    "Out-of-scope use",
+    "Factors",
+    "Metrics, with intervals",
+    "Data",
+    "Slices",
+    "Caveats",
+)
+
+
+@dataclass
+class ValidationInputs:
+    development: pd.DataFrame  # the version's test rows: features and label
+    matured_as_of: date
+    matured: pd.DataFrame  # features on a matured date
+    matured_labels: np.ndarray
+    as_of: date
+    current: pd.DataFrame  # features on as_of (uscc + features)
+    previous: pd.DataFrame  # features a year before (uscc + features)
+
+
+def _per_class(scored: pd.DataFrame, y: np.ndarray) -> list[dict]:
+    rows = []
+    for c in CLASSES:
+        m = scored.risk_class.to_numpy() == c
+        n, d = int(m.sum()), int(y[m].sum())
+        pd_ = float(scored.pd.to_numpy()[m].mean()) if n else float("nan")
+        p = jeffreys(d, n, pd_) if n else float("nan")
+        rows.append(
+            {
+                "class": c,
+                "n": n,
+                "defaults": d,
+                "pd": pd_,
+                "observed": d / n if n else float("nan"),
+                "jeffreys_p": p,
+                "pd_too_low": bool(n and p < 0.05),
+            }
+        )
+    return rows
+
+
+def build_validation(model: ScoringModel, inputs: ValidationInputs, version: str) -> dict:
+    """Every figure of the report (pure: inputs in, a JSON-ready dict out)."""
+    dev = inputs.development
+    dev_scored = model.score_frame(dev, with_reasons=False)
+    now_scored = model.score_frame(inputs.matured, with_reasons=False)
+    y_dev, y_now = dev["label"].to_numpy(), inputs.matured_labels
+    auc_dev = auc_delong(y_dev, dev_scored.pd.to_numpy())
+    auc_now = auc_delong(y_now, now_scored.pd.to_numpy())
+    cur = model.score_frame(inputs.current, with_reasons=False)
+    prev = model.score_frame(inputs.previous, with_reasons=False)
+    mig = migration(
+        pd.Series(prev.risk_class.to_numpy(), index=inputs.previous.uscc.to_numpy()),
+        pd.Series(cur.risk_class.to_numpy(), index=inputs.current.uscc.to_numpy()),
+    )
+    counts = [int((cur.risk_class == c).sum()) for c in CLASSES]
+    psi = stability(dev_scored["score"], cur["score"])
+    return {
+        "model_version": version,
+        "catalogue_version": model.catalogue_version,
+        "as_of": inputs.as_of.isoformat(),
+        "matured_as_of": inputs.matured_as_of.isoformat(),
+        "discriminatory_power": {
+            "development": auc_dev,
+            "now": auc_now,
+            "change_test": auc_change(auc_dev, auc_now),
+        },
+        "calibration_by_class": _per_class(now_scored, y_now),
+        "concentration": {"counts": dict(zip(CLASSES, counts, strict=True)), **herfindahl(counts)},
+        "migration": {
+            "counts": {r: {c: int(mig.loc[r, c]) for c in mig.columns} for r in mig.index},
+            **migration_stability(mig[list(CLASSES)].to_numpy()),
+        },
+        "population_stability": {"score_psi": psi["psi"], "verdict": psi["verdict"]},
+        "slices": slice_table(slice_frame(inputs.matured, now_scored, y_now)),
+    }
+
+
+# --- the report as HTML, under the model-card headings ----------------------------------
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+            for v in r.values()
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(r: dict) -> str:
+    dp = r["discriminatory_power"]
+    dev, now, test = dp["development"], dp["now"], dp["change_test"]
+    ci = "{:.3f}–{:.3f}".format
+    return f"""<!doctype html><meta charset="utf-8">
+<title>Validation of model version {r["model_version"]}</title>
+<h1>Validation of model version {r["model_version"]} (as of {r["as_of"]})</h1>
+<h2>Intended use</h2><p>A credit-risk reference for payment platforms onboarding and
+reviewing individual businesses (个体工商户) of the pilot cities: a score, class A–D and at
+most four reasons, from records usable under the publicity and credit-repair rules.</p>
+<h2>Out-of-scope use</h2><p>Lending decisions on its own; any use on households outside
+the register or on records no longer usable; inferring the underlying records.</p>
+<h2>Factors</h2><p>City, organisational form and registration age (slices below).</p>
+<h2>Metrics, with intervals</h2>
+<p>AUC at development {dev["auc"]:.4f} (95% CI {ci(*dev["ci"])}, n = {dev["n"]}); now
+{now["auc"]:.4f} (95% CI {ci(*now["ci"])}, n = {now["n"]}, outcomes of
+{r["matured_as_of"]}). Test of the change (ECB): S = {test["statistic"]:.3f}, p =
+{test["p_value"]:.4f} (small: power has fallen).</p>
+<h3>Calibration per class (Jeffreys test)</h3>{_table(r["calibration_by_class"])}
+<h3>Concentration</h3><p>Herfindahl {r["concentration"]["hhi"]:.4f}, normalised
+{r["concentration"]["normalised"]:.4f} over classes {r["concentration"]["counts"]}.</p>
+<h3>Migration stability (a year to {r["as_of"]})</h3><p>stayed
+{r["migration"]["stayed"]:.2%}, moved one class {r["migration"]["moved_one"]:.2%}, moved
+more {r["migration"]["moved_more"]:.2%} of {r["migration"]["households"]} households.</p>
+<h3>Population stability</h3><p>Score PSI against development
+{r["population_stability"]["score_psi"]:.4f} ({r["population_stability"]["verdict"]}).</p>
+<h2>Data</h2><p>Development: the version's out-of-time test rows. Now: features and
+12-month outcomes from the warehouse, catalogue {r["catalogue_version"]}.</p>
+<h2>Slices</h2>{_table(r["slices"])}
+<h2>Caveats</h2><p>Outcomes are the publication of adverse records within 12 months, not
+defaults on credit; the latest matured date is a year behind the as-of date.</p>
+"""
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, indent=2, sort_keys=True, default=float)
+
+
+# --- gathering the inputs and logging the report ------------------------------------------
+
+
+def gather(con, as_of: date, development: pd.DataFrame) -> ValidationInputs:
+    """From the warehouse: the latest quarter end whose outcomes have matured by
+    ``as_of``, its features and labels; the features on ``as_of`` and a year before."""
+    from features.dataset import labelable, month_end_back, observed_through
+    from features.engines import DuckDBEngine
+
+    engine = DuckDBEngine(con)
+    through = min(observed_through(con), as_of)
+    d = month_end_back(as_of, 12)
+    while not (d.month in (3, 6, 9, 12) and labelable(d, 12, through)):
+        d = month_end_back(d, 1)
+    feats = engine.features(d).to_pandas()
+    labels = engine.labels(d).to_pandas()
+    if not feats.uscc.equals(labels.uscc):
+        raise AssertionError(f"{d}: features and labels cover different households")
+    return ValidationInputs(
+        development=development,
+        matured_as_of=d,
+        matured=feats,
+        matured_labels=labels["label"].to_numpy(),
+        as_of=as_of,
+        current=engine.features(as_of).to_pandas(),
+        previous=engine.features(month_end_back(as_of, 12)).to_pandas(),
+    )
+
+
+def run_validation(con, name: str, version: str | None, as_of: date) -> tuple[str, dict]:
+    """Validate registered ``version`` (default: the champion) as of ``as_of``; the
+    report (JSON and HTML) is logged to the version's MLflow run. Returns (version, report)."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    from training.registry import CHAMPION, load_version
+
+    client = MlflowClient()
+    if version is None:
+        version = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    run_id = client.get_model_version(name, version).run_id
+    rows = pd.read_parquet(client.download_artifacts(run_id, TEST_ROWS, tempfile.mkdtemp()))
+    model = load_version(name, version).unwrap_python_model().model
+    report = build_validation(model, gather(con, as_of, rows), version)
+    client.log_text(run_id, to_json(report), f"validation/{as_of}/validation.json")
+    client.log_text(run_id, render_html(report), f"validation/{as_of}/validation.html")
+    return version, report
