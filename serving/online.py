@@ -6,6 +6,8 @@ Embedded default, shared by every worker: one SQLite file in WAL mode,
     <online>/snap-<as-of>-<utc stamp>.sqlite   a full build, then refreshed in place
     <online>/current -> snap-....sqlite        symlink, replaced atomically by a rebuild
     <online>/ledger.jsonl                      every publication ever made
+    <online>/rows-<publication>.parquet        the current publication's rows (no identity
+                                               fields), what the next refresh compares with
 
 A full publication is written to a temporary file, synced, renamed, and only then does
 ``current`` switch to it with one ``rename`` (atomic on POSIX). A daily refresh
