@@ -6,8 +6,10 @@ as-of date D (:func:`features.pit.publication_sql`); the warehouse keeps every v
 of every record (``features.versions``), so the current publication can be recomputed
 exactly from its ledger line (as of D0, as known at K0). The refresh to day D:
 
-1. computes, in DuckDB, the store's rows as of D as known now and as of D0 as known at
-   K0, and keeps the households that differ: added, removed (a registration entered in
+1. computes, in DuckDB, the store's rows as of D as known now (written as Parquet: the
+   next refresh's mirror), compares them with the current publication's rows (its
+   mirror, ``rows-<publication>.parquet``; without one, recomputed as of D0 as known at
+   K0), and keeps the households that differ: added, removed (a registration entered in
    error), a different status, feature or anchor, or any record version of the household
    learnt since K0 (so every change of the fields verification hashes is covered);
 2. hashes those households' personal fields and, in one SQLite write transaction,
