@@ -115,9 +115,13 @@ def under_load(home: Path, model_home: Path, wh: Path, feed: Path, day: Path, ra
     from serving.keys import KeyStore
 
     key = KeyStore(home / "keys.sqlite").create("bench", ["score"], daily_households=10**8)[1]
-    with OnlineStore(home / "online").current() as snap:
-        frame = snap.frame()
-    operating = frame[frame.status == "operating"].uscc.tolist()
+    with OnlineStore(home / "online").current() as snap:  # codes only: 11M rows are many
+        operating = [
+            r[0]
+            for r in snap._con.execute(
+                "SELECT uscc FROM subjects WHERE status = 'operating' LIMIT 200000"
+            )
+        ]
     random.Random(0).shuffle(operating)
     bodies = [{"uscc": u, "purpose": "onboarding"} for u in operating[:50_000]]
     headers = {"Authorization": f"Bearer {key}"}
@@ -172,6 +176,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=500)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/out/refresh.json")
     ap.add_argument("--one-day", type=Path, help=argparse.SUPPRESS)  # the loaded refresh
+    ap.add_argument("--under-load-only", action="store_true", help="only the last, loaded day")
     args = ap.parse_args()
     home = args.home.resolve()
     if args.one_day:
@@ -180,6 +185,11 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     wh, days = prepare(args.export, home, args.start)
     days = days[: args.days]
+    if args.under_load_only:  # resume: the store already holds the days before the last
+        loaded = under_load(home, args.model_home, wh, home / "feed", days[-1], args.rate)
+        (args.out.parent / "refresh_under_load.json").write_text(json.dumps(loaded, indent=2))
+        print(json.dumps(loaded), flush=True)
+        return
     online, feed = home / "online", home / "feed"
     shutil.rmtree(online, ignore_errors=True)
     shutil.rmtree(feed, ignore_errors=True)

@@ -40,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.catalogue import FEATURE_NAMES
-from features.elapsed import ANCHORS, DERIVED, derive
+from features.elapsed import ANCHORS, CALENDAR, DERIVED, ELAPSED, derive
 
 CURRENT = "current"
 #: Full builds kept besides the current one, for readers still finishing a request.
@@ -134,14 +134,22 @@ class Snapshot:
         return out
 
     def frame(self) -> pd.DataFrame:
-        """Every household: uscc, status and (operating ones) the catalogue's features."""
+        """Every household: uscc, status and (operating ones) the catalogue's features,
+        column by column (at 11M, one object per household would not fit in memory)."""
+        cols = ("uscc", "status", *STORED_FEATURES, *ANCHORS)
         with self._lock:
-            rows = self._con.execute(f"{self._select.split(' WHERE ')[0]} ORDER BY uscc")
-            subjects = [self._subject(r) for r in rows]
-        return pd.DataFrame(
-            [{"uscc": s.uscc, "status": s.status, **(s.features or {})} for s in subjects],
-            columns=["uscc", "status", *FEATURE_NAMES],
-        )
+            df = pd.read_sql(f"SELECT {', '.join(cols)} FROM subjects ORDER BY uscc", self._con)
+        operating = (df["status"] == "operating") & df[STORED_FEATURES[0]].notna()
+        for e in ELAPSED:
+            anchors = [_anchor(a if isinstance(a, str) else None) for a in df[e.anchor]]
+            df[e.name] = [
+                e.value(a, self.day) if op else None
+                for a, op in zip(anchors, operating, strict=True)
+            ]
+        df[CALENDAR.name] = [CALENDAR.value(self.day) if op else None for op in operating]
+        for n in STORED_FEATURES:
+            df[n] = df[n].where(operating)
+        return df[["uscc", "status", *FEATURE_NAMES]]
 
     def close(self) -> None:
         """End the read transaction (the connection goes back to its store)."""
