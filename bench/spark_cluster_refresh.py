@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench/out/spark_cluster"
 MASTER, UI = "spark://127.0.0.1:7077", "http://127.0.0.1:18080/json/"
 SECRET = "bench-secret"
