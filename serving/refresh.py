@@ -84,10 +84,6 @@ def _current_as_of(online: Path) -> tuple[str | None, date | None]:
     return meta["publication"], date.fromisoformat(meta["as_of"])
 
 
-def _current_name(online: Path) -> str | None:
-    return _current_as_of(online)[0]
-
-
 def choose_date(given: date | None, last: date | None, current: date | None, force: bool) -> date:
     """The publication date: ``given``, else the last change set's; refusals named."""
     day = given or last
@@ -138,13 +134,14 @@ def refresh(
     con.execute("SET preserve_insertion_order = false")
     try:
         if full or previous is None:
-            return _full(con, day, online, secret, applied, "asked" if full else "first")
+            why = "asked" if full else "first"
+            return _full(con, day, online, secret, applied, why, previous)
         try:
             recompute = _recompute(how or Recomputation(), con, warehouse, online, day)
             c = refresh_in_place(con, day, online, secret, recompute)
         except NotIncremental as why:
             logger.warning("full rebuild: %s", why)
-            return _full(con, day, online, secret, applied, str(why))
+            return _full(con, day, online, secret, applied, str(why), previous)
     finally:
         con.close()
     return RefreshReport(
@@ -180,8 +177,7 @@ def _recompute(how: Recomputation, con, warehouse: Path, online: Path, day: date
     return None
 
 
-def _full(con, day: date, online: Path, secret: bytes, applied: list[date], why: str):
-    previous = _current_name(online)
+def _full(con, day: date, online: Path, secret: bytes, applied: list[date], why: str, previous):
     meta = publish(con, day, online, secret)
     n = int(meta["households"])
     return RefreshReport(
