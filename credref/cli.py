@@ -390,6 +390,10 @@ def promote(
         console.print(
             f"version {result.version} is now the champion (test AUC {result.challenger_auc:.4f})"
         )
+        if (settings.online_path / "current").exists():  # households whose class it moves
+            from credref.cli_refresh import derive_and_print_events
+
+            derive_and_print_events(settings)
         return
     console.print(f"[red]refused[/red] version {result.version}:")
     for r in result.reasons:

@@ -31,25 +31,30 @@ def _fail(message: str) -> None:
 def keys_create(
     platform: Annotated[str, typer.Option(help="Platform name, e.g. alipay.")],
     scopes: Annotated[
-        str, typer.Option(help="Comma-separated: verify,score[,score:pd,batch,metrics].")
+        str,
+        typer.Option(help="Comma-separated: verify,score[,score:pd,batch,watch,metrics]."),
     ],
     daily_households: Annotated[
         int,
         typer.Option(help="Distinct households this key may verify per day (serving.limits)."),
     ] = 20_000,
+    watch_cap: Annotated[
+        int, typer.Option(help="Households this key may watch at once (serving.watch).")
+    ] = 100_000,
 ) -> None:
     """Create a key; the secret is printed once and never stored."""
     from serving.keys import KeyRefused, KeyStore
 
     try:
         key, secret = KeyStore(load_settings().keys_path).create(
-            platform, [s.strip() for s in scopes.split(",")], daily_households
+            platform, [s.strip() for s in scopes.split(",")], daily_households, watch_cap
         )
     except KeyRefused as e:
         _fail(str(e))
     _console().print(
         f"key {key.key_id} for {key.platform} ({','.join(sorted(key.scopes))}, "
-        f"{key.daily_households:,} households a day); keep it now, it is not shown again:"
+        f"{key.daily_households:,} households a day, {key.watch_cap:,} watches); keep it "
+        "now, it is not shown again:"
     )
     print(secret)
 
@@ -60,7 +65,7 @@ def keys_list() -> None:
     from serving.keys import KeyStore
 
     table = RichTable(title="platform keys")
-    for col in ("key id", "platform", "scopes", "households/day", "created", "revoked"):
+    for col in ("key id", "platform", "scopes", "households/day", "watches", "created", "revoked"):
         table.add_column(col)
     for k in KeyStore(load_settings().keys_path).list():
         table.add_row(
@@ -68,6 +73,7 @@ def keys_list() -> None:
             k.platform,
             ",".join(sorted(k.scopes)),
             f"{k.daily_households:,}",
+            f"{k.watch_cap:,}",
             k.created_at,
             k.revoked_at or "",
         )

@@ -78,6 +78,31 @@ def refresh(
     except (RefreshRefused, ExportError, ChangeSetError, StaleChanges) as e:
         _fail(f"{e} (nothing was published)")
     _print(report)
+    derive_and_print_events(settings)
+
+
+def derive_and_print_events(settings) -> None:
+    """The watching platforms' events for the current publication and champion (after a
+    refresh or a promotion; a rerun adds none twice). Without watches, nothing to do."""
+    from serving.events import derive_current
+    from serving.model_store import ModelUnavailable, load_served_model, use_store
+
+    if not settings.watch_path.exists():
+        return
+    use_store(settings.bentoml_path)
+    try:
+        served = load_served_model(settings.tracking_uri, settings.registered_model)
+    except ModelUnavailable as e:
+        _console().print(f"[yellow]no change-feed events derived[/yellow]: {e}")
+        return
+    found = derive_current(settings.watch_path, settings.online_path, served)
+    if found.skipped:
+        _console().print("change feed: events already derived for this publication and model")
+        return
+    kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(found.by_kind.items())) or "none"
+    _console().print(
+        f"change feed: {found.watched:,} watched households, {found.events:,} events ({kinds})"
+    )
 
 
 def _print(report) -> None:

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     limits_db: Path | None = Field(
         None, description="Verification guessing-limit state (default: <home>/limits.sqlite)."
     )
+    watch_db: Path | None = Field(
+        None, description="Watch lists and change-feed events (default: <home>/watch.sqlite)."
+    )
     body_timeout_s: float = Field(
         10.0, gt=0, le=60, description="Time a request body may take to arrive before a 408."
     )
@@ -140,6 +143,7 @@ class Settings(BaseSettings):
     keys_path: ClassVar[Any] = _under_home("keys_db", "keys.sqlite")
     audit_path: ClassVar[Any] = _under_home("audit_db", "audit.sqlite")
     limits_path: ClassVar[Any] = _under_home("limits_db", "limits.sqlite")
+    watch_path: ClassVar[Any] = _under_home("watch_db", "watch.sqlite")
     online_path: ClassVar[Any] = _under_home("online_dir", "online")
     bentoml_path: ClassVar[Any] = _under_home("bentoml_home", "bentoml")
 

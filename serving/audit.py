@@ -275,10 +275,17 @@ def answer_kind(endpoint: str, outcome: dict, position: int = 0) -> str:
         if outcome.get("class"):
             return f"score: class {outcome['class']}, reasons {outcome.get('reasons', '')}"
         return f"status only: {outcome.get('status')}"
-    if endpoint == "/v1/score_batch":
-        items = outcome.get("results", "").split(";")
+    listed = {  # routes naming several households: one item per household, in order
+        "/v1/score_batch": ("results", "batch item"),
+        "/v1/watch": ("results", "watch"),
+        "DELETE /v1/watch": ("results", "unwatch"),
+        "GET /v1/changes": ("events", "change-feed event"),
+    }
+    if endpoint in listed:
+        field_name, label = listed[endpoint]
+        items = outcome.get(field_name, "").split(";")
         item = items[position] if position < len(items) else "?"
-        return f"batch item: {item}"
+        return f"{label}: {item}"
     return f"http {outcome.get('http')}"
 
 

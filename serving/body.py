@@ -20,11 +20,13 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 
 MAX_DEPTH = 4  # the deepest valid body is 2 (an object holding a list of strings)
 MAX_NUMBER_CHARS = 32  # no request field is a number; this only keeps int() bounded
+MAX_QUERY_BYTES = 512  # a GET's query holds a cursor or a code, and a page size
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = bytes.maketrans(b"", b"")
@@ -105,6 +107,23 @@ def parse_object(raw: bytes) -> dict:
     if not isinstance(parsed, dict):
         raise BodyRefused(400, "invalid_json", "the body must be a JSON object")
     return parsed
+
+
+def parse_query(raw: bytes) -> dict:
+    """A GET's query string as fields (strings), or :class:`BodyRefused`: at most
+    :data:`MAX_QUERY_BYTES`, UTF-8 after percent-decoding, no parameter named twice."""
+    if len(raw) > MAX_QUERY_BYTES:
+        raise BodyRefused(400, "invalid_request", f"the query exceeds {MAX_QUERY_BYTES} bytes")
+    try:
+        pairs = parse_qsl(
+            raw.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise BodyRefused(400, "invalid_request", "the query string is not valid") from None
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise BodyRefused(400, "invalid_request", "a query parameter is named twice")
+    return out
 
 
 def validate(parsed: dict, model: type[BaseModel]) -> BaseModel:

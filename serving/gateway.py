@@ -10,10 +10,11 @@ class) in :class:`Exchange`, which the gate audits.
 Order of checks, each with its JSON error (``{"request_id", "error": {"code",
 "message"}}``): key present (401 ``missing_key``) and valid (401 ``invalid_key``); failed
 authentications per client address limited (429 ``too_many_failures``); a known route
-(404 ``unknown_route``); key may use the route (403 ``scope_not_granted``); per-key rate
-(429 ``rate_limited``); POST only (405); ``application/json`` (415
-``unsupported_media_type``); body size (413 ``body_too_large``) and arrival time (408
-``body_timeout``); one UTF-8 JSON object of bounded depth and numbers (400
+(404 ``unknown_route``) and method (405 ``method_not_allowed``: :data:`ROUTES`); key may
+use the route (403 ``scope_not_granted``); per-key rate (429 ``rate_limited``); for a GET,
+its query string (:func:`serving.body.parse_query`), else ``application/json`` (415
+``unsupported_media_type``), body size (413 ``body_too_large``) and arrival time (408
+``body_timeout``), one UTF-8 JSON object of bounded depth and numbers (400
 ``invalid_json`` / ``body_too_deep``); known fields only (400 ``unknown_field``); each
 field valid (400 ``invalid_request``, naming the field, never its value). The endpoint
 then has ``answer_timeout_s`` to answer (else 503 ``answer_timeout``).
@@ -42,10 +43,27 @@ from typing import Any
 from pydantic import BaseModel
 
 from serving.audit import AuditLog, AuditRecord, AuditUnavailable, GroupWriter
-from serving.body import BodyRefused, canonical, check_content_type, parse_object, validate
+from serving.body import (
+    BodyRefused,
+    canonical,
+    check_content_type,
+    parse_object,
+    parse_query,
+    validate,
+)
 from serving.keys import ApiKey, KeyStore
 from serving.metrics import exposition, metrics, route_label
-from serving.schemas import BatchRequest, Purpose, ScoreRequest, VerifyRequest, valid_uscc
+from serving.schemas import (
+    BatchRequest,
+    ChangesQuery,
+    Purpose,
+    ScoreRequest,
+    UnwatchRequest,
+    VerifyRequest,
+    WatchListQuery,
+    WatchRequest,
+    valid_uscc,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +77,7 @@ PROBES = frozenset({"/livez", "/readyz", "/healthz"})
 #: refuses more than this in all (431), though a reverse proxy should refuse it sooner.
 MAX_HEADER_BYTES = 16 * 1024
 STATE_KEY = "credref"
-PURPOSES = frozenset(p.value for p in Purpose)
+PURPOSES = frozenset({*(p.value for p in Purpose), "merchant_monitoring"})
 _JSON = (b"content-type", b"application/json")
 
 
@@ -67,13 +85,34 @@ _JSON = (b"content-type", b"application/json")
 class Route:
     scopes: tuple[str, ...]
     body: type[BaseModel]
+    #: The BentoML endpoint that answers (its routes are POST only): the public path for a
+    #: POST, an internal path for the other methods, which clients cannot call directly.
+    target: str
+    query: bool = False  # the request's fields come from the query string (GET)
+    purpose: str | None = None  # the purpose of a route that takes none
+
+    def label(self, method: str, path: str) -> str:
+        """The route as audit rows and metrics name it: its path, with the method if not POST."""
+        return path if method == "POST" else f"{method} {path}"
 
 
+_MONITORING = "merchant_monitoring"
 ROUTES = {
-    "/v1/verify": Route(("verify",), VerifyRequest),
-    "/v1/score": Route(("score",), ScoreRequest),
-    "/v1/score_batch": Route(("score", "batch"), BatchRequest),
+    ("POST", "/v1/verify"): Route(("verify",), VerifyRequest, "/v1/verify"),
+    ("POST", "/v1/score"): Route(("score",), ScoreRequest, "/v1/score"),
+    ("POST", "/v1/score_batch"): Route(("score", "batch"), BatchRequest, "/v1/score_batch"),
+    ("POST", "/v1/watch"): Route(("watch",), WatchRequest, "/v1/watch"),
+    ("DELETE", "/v1/watch"): Route(
+        ("watch",), UnwatchRequest, "/v1/watch/remove", purpose=_MONITORING
+    ),
+    ("GET", "/v1/watch"): Route(
+        ("watch",), WatchListQuery, "/v1/watch/list", query=True, purpose=_MONITORING
+    ),
+    ("GET", "/v1/changes"): Route(
+        ("watch",), ChangesQuery, "/v1/changes/read", query=True, purpose=_MONITORING
+    ),
 }
+PATHS = frozenset(path for _, path in ROUTES)
 
 
 @dataclass
@@ -248,31 +287,50 @@ class Gateway:
                 raise Refusal(403, "scope_not_granted", "this key lacks the scope 'metrics'")
             text, content_type = exposition()
             raise Served(text, content_type.encode())
-        route = ROUTES.get(path)
-        if route is None:
-            raise Refusal(404, "unknown_route", "no such route; see /docs.json")
+        route = self._route(scope)
+        ex.endpoint = route.label(scope["method"], path)
         missing = [s for s in route.scopes if s not in key.scopes]
         if missing:
             raise Refusal(403, "scope_not_granted", f"this key lacks the scope(s) {missing}")
         if not self.rate.allow(key.key_id):
             raise Refusal(429, "rate_limited", "request rate above this key's limit")
-        if scope["method"] != "POST":
-            raise Refusal(405, "method_not_allowed", "use POST")
-        check_content_type(scope["headers"])
-        parsed = parse_object(await self._read_body(scope, receive))
+        if route.query:
+            parsed = parse_query(scope.get("query_string", b""))
+        else:
+            check_content_type(scope["headers"])
+            parsed = parse_object(await self._read_body(scope, receive))
         ex.subject = _subject(parsed)
-        purpose = parsed.get("purpose")
+        purpose = parsed.get("purpose", route.purpose)
         ex.purpose = purpose if isinstance(purpose, str) and purpose in PURPOSES else None
         ex.body = validate(parsed, route.body)
-        ex.purpose = str(getattr(ex.body, "purpose", ex.purpose))
-        return self._canonical_request(scope, canonical(ex.body))
+        ex.purpose = str(getattr(ex.body, "purpose", None) or route.purpose or ex.purpose)
+        return self._canonical_request(scope, route.target, canonical(ex.body))
 
-    def _canonical_request(self, scope: Scope, body: bytes) -> tuple:
-        """The request BentoML sees: credref's JSON of the validated body, no client
-        headers but the host."""
+    @staticmethod
+    def _route(scope: Scope) -> Route:
+        path, method = scope["path"], scope["method"]
+        if path not in PATHS:
+            raise Refusal(404, "unknown_route", "no such route; see /docs.json")
+        route = ROUTES.get((method, path))
+        if route is None:
+            allowed = ", ".join(sorted(m for m, p in ROUTES if p == path))
+            raise Refusal(405, "method_not_allowed", f"use {allowed}")
+        return route
+
+    def _canonical_request(self, scope: Scope, target: str, body: bytes) -> tuple:
+        """The request BentoML sees: a POST of credref's JSON of the validated request to
+        the route's endpoint, no client headers but the host, no query string."""
         headers = [(k, v) for k, v in scope["headers"] if k == b"host"]
         headers += [_JSON, (b"content-length", str(len(body)).encode())]
-        return {**scope, "headers": headers}, replay(body)
+        forwarded = {
+            **scope,
+            "method": "POST",
+            "path": target,
+            "raw_path": target.encode(),
+            "query_string": b"",
+            "headers": headers,
+        }
+        return forwarded, replay(body)
 
     def _count_failure(self, client: str) -> None:
         if not self.failures.allow(client):

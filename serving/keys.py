@@ -18,11 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 #: verify: field verification; score: score, class, reasons; score:pd: also the PD;
-#: batch: the batch endpoint; metrics: read /metrics (for the operator's scraper).
-SCOPES = ("verify", "score", "score:pd", "batch", "metrics")
+#: batch: the batch endpoint; watch: the watch list and the change feed (merchant
+#: monitoring); metrics: read /metrics (for the operator's scraper).
+SCOPES = ("verify", "score", "score:pd", "batch", "watch", "metrics")
 #: Distinct households a key may verify per day unless set at creation: above a large
 #: platform's daily onboarding, far below a walk of the register (serving.limits).
 DEFAULT_DAILY_HOUSEHOLDS = 20_000
+#: Households a key may watch unless set at creation (serving.watch).
+DEFAULT_WATCH_CAP = 100_000
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -32,9 +35,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
     scopes      TEXT NOT NULL,
     created_at  TEXT NOT NULL,
     revoked_at  TEXT,
-    daily_households INTEGER NOT NULL DEFAULT 20000
+    daily_households INTEGER NOT NULL DEFAULT 20000,
+    watch_cap   INTEGER NOT NULL DEFAULT 100000
 )"""
-_COLUMNS = "key_id, platform, key_hash, scopes, created_at, revoked_at, daily_households"
+_COLUMNS = "key_id, platform, key_hash, scopes, created_at, revoked_at, daily_households, watch_cap"
 
 
 class KeyRefused(ValueError):
@@ -49,10 +53,15 @@ class ApiKey:
     created_at: str
     revoked_at: str | None
     daily_households: int = DEFAULT_DAILY_HOUSEHOLDS
+    watch_cap: int = DEFAULT_WATCH_CAP
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+def _key(row: tuple) -> ApiKey:
+    return ApiKey(row[0], row[1], frozenset(row[3].split(",")), row[4], row[5], row[6], row[7])
 
 
 def _hash(secret: str) -> str:
@@ -77,17 +86,24 @@ class KeyStore:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(_DDL)
             columns = {r[1] for r in con.execute("PRAGMA table_info(api_keys)")}
-            if "daily_households" not in columns:  # a store made before the budget existed
-                con.execute(
-                    "ALTER TABLE api_keys ADD COLUMN daily_households INTEGER NOT NULL "
-                    f"DEFAULT {DEFAULT_DAILY_HOUSEHOLDS}"
-                )
+            for name, default in (  # a store made before the budget or the cap existed
+                ("daily_households", DEFAULT_DAILY_HOUSEHOLDS),
+                ("watch_cap", DEFAULT_WATCH_CAP),
+            ):
+                if name not in columns:
+                    con.execute(
+                        f"ALTER TABLE api_keys ADD COLUMN {name} INTEGER NOT NULL DEFAULT {default}"
+                    )
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)
 
     def create(
-        self, platform: str, scopes: list[str], daily_households: int = DEFAULT_DAILY_HOUSEHOLDS
+        self,
+        platform: str,
+        scopes: list[str],
+        daily_households: int = DEFAULT_DAILY_HOUSEHOLDS,
+        watch_cap: int = DEFAULT_WATCH_CAP,
     ) -> tuple[ApiKey, str]:
         """Create a key; returns it and the secret, which is never stored or shown again."""
         if not platform or not platform.replace("-", "").replace("_", "").isalnum():
@@ -99,12 +115,14 @@ class KeyStore:
             )
         if daily_households < 1:
             raise KeyRefused("the daily household budget must be at least 1")
+        if watch_cap < 0:
+            raise KeyRefused("the watch cap must be at least 0")
         key_id = secrets.token_hex(6)
         secret = f"crk_{key_id}_{secrets.token_urlsafe(32)}"
         created = _now()
         with self._connect() as con:
             con.execute(
-                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
                 (
                     key_id,
                     platform,
@@ -112,9 +130,12 @@ class KeyStore:
                     ",".join(sorted(set(scopes))),
                     created,
                     daily_households,
+                    watch_cap,
                 ),
             )
-        key = ApiKey(key_id, platform, frozenset(scopes), created, None, daily_households)
+        key = ApiKey(
+            key_id, platform, frozenset(scopes), created, None, daily_households, watch_cap
+        )
         return key, secret
 
     def authenticate(self, secret: str | None) -> ApiKey | None:
@@ -142,14 +163,14 @@ class KeyStore:
                     self._known[digest] = row
         if row is None or not hmac.compare_digest(row[2], digest) or row[5] is not None:
             return None
-        return ApiKey(row[0], row[1], frozenset(row[3].split(",")), row[4], row[5], row[6])
+        return _key(row)
 
     def list(self) -> list[ApiKey]:
         with self._connect() as con:
             rows = con.execute(
                 f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, key_id"
             ).fetchall()
-        return [ApiKey(r[0], r[1], frozenset(r[3].split(",")), r[4], r[5], r[6]) for r in rows]
+        return [_key(r) for r in rows]
 
     def revoke(self, key_id: str) -> None:
         """Revoke at once: the next request with that key is refused."""

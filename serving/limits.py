@@ -45,6 +45,7 @@ audited and counted on ``/metrics`` long before.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -71,6 +72,11 @@ _DDL = (
     """CREATE TABLE IF NOT EXISTS key_day (
         key_id TEXT NOT NULL, day TEXT NOT NULL, households INTEGER NOT NULL,
         PRIMARY KEY (key_id, day))""",
+    # The last verification with a match, per platform and household: what a platform
+    # must have before it may watch the household (serving.watch).
+    """CREATE TABLE IF NOT EXISTS matches (
+        platform TEXT NOT NULL, subject TEXT NOT NULL, at REAL NOT NULL,
+        PRIMARY KEY (platform, subject))""",
 )
 
 
@@ -196,6 +202,7 @@ class VerifyLimits:
         if self._purged_day == day:
             return
         con.execute("DELETE FROM guesses WHERE at < ?", (now - YEAR_S - 86400,))
+        con.execute("DELETE FROM matches WHERE at < ?", (now - YEAR_S,))
         con.execute("DELETE FROM key_households WHERE day < ?", (day,))
         con.execute("DELETE FROM key_day WHERE day < ?", (day,))
         con.execute("DELETE FROM platform_day WHERE day < ?", (day,))
@@ -281,6 +288,11 @@ class VerifyLimits:
         matched: dict[str, bool],
         pool_use: dict[str, bool],
     ) -> None:
+        if any(matched.get(f, False) for f in ask.fields):
+            con.execute(
+                "INSERT INTO matches VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET at = excluded.at",
+                (ask.platform, ask.subject, now),
+            )
         misses = [f for f in ask.fields if not matched.get(f, False)]
         if not misses:
             return
@@ -292,6 +304,24 @@ class VerifyLimits:
             "INSERT INTO platform_day VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET guesses = guesses + ?",
             (ask.platform, day, len(misses), len(misses)),
         )
+
+    def matched_since(self, platform: str, subjects: list[str], days: float) -> set[str]:
+        """Which of ``subjects`` the platform verified with a match in the last ``days``."""
+        since = self.clock() - days * 86400
+        try:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT subject FROM matches WHERE platform = ? AND at >= ? "
+                    "AND subject IN (SELECT value FROM json_each(?))",
+                    (platform, since, json.dumps(subjects)),
+                )
+                .fetchall()
+            )
+        except (OSError, sqlite3.Error) as e:
+            self._con = None
+            raise LimitsUnavailable(f"limits store cannot be read: {type(e).__name__}") from e
+        return {r[0] for r in rows}
 
     def close(self) -> None:
         if self._con is not None:

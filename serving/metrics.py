@@ -17,11 +17,23 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-ROUTE_LABELS = frozenset({"/v1/verify", "/v1/score", "/v1/score_batch", "/docs.json", "/metrics"})
+ROUTE_LABELS = frozenset(
+    {
+        "/v1/verify",
+        "/v1/score",
+        "/v1/score_batch",
+        "/v1/watch",
+        "/v1/changes",
+        "/docs.json",
+        "/metrics",
+    }
+)
 UNKNOWN_ROUTE = "unknown"
 
 
 def route_label(path: str) -> str:
+    """The path if it is a route's (the gate adds the method for GET and DELETE), else
+    ``unknown``."""
     return path if path in ROUTE_LABELS else UNKNOWN_ROUTE
 
 

@@ -53,6 +53,7 @@ LAYOUT = "2"
 STORED_FEATURES = tuple(n for n in FEATURE_NAMES if n not in DERIVED)
 IDENTITY_HASHES = ("name_h", "operator_h", "address_h", "id_h")
 COLUMNS = ("uscc", "status", *IDENTITY_HASHES, *STORED_FEATURES, *ANCHORS)
+_CHUNK = 100_000  # codes per query when reading given households
 
 
 class NoSnapshot(RuntimeError):
@@ -133,12 +134,25 @@ class Snapshot:
                     out[uscc] = self._subject(row)
         return out
 
-    def frame(self) -> pd.DataFrame:
-        """Every household: uscc, status and (operating ones) the catalogue's features,
-        column by column (at 11M, one object per household would not fit in memory)."""
-        cols = ("uscc", "status", *STORED_FEATURES, *ANCHORS)
+    def frame(self, usccs: list[str] | None = None) -> pd.DataFrame:
+        """Every household (or those of ``usccs`` found): uscc, status and (operating ones)
+        the catalogue's features, column by column (at 11M, one object per household
+        would not fit in memory)."""
+        cols = ", ".join(("uscc", "status", *STORED_FEATURES, *ANCHORS))
         with self._lock:
-            df = pd.read_sql(f"SELECT {', '.join(cols)} FROM subjects ORDER BY uscc", self._con)
+            if usccs is None:
+                df = pd.read_sql(f"SELECT {cols} FROM subjects ORDER BY uscc", self._con)
+            else:  # a JSON array: the reader may not write, not even a temporary table
+                parts = [
+                    pd.read_sql(
+                        f"SELECT {cols} FROM subjects WHERE uscc IN "
+                        "(SELECT value FROM json_each(?)) ORDER BY uscc",
+                        self._con,
+                        params=(json.dumps(usccs[i : i + _CHUNK]),),
+                    )
+                    for i in range(0, max(len(usccs), 1), _CHUNK)
+                ]
+                df = pd.concat(parts, ignore_index=True).sort_values("uscc", ignore_index=True)
         operating = (df["status"] == "operating") & df[STORED_FEATURES[0]].notna()
         for e in ELAPSED:
             anchors = [_anchor(a if isinstance(a, str) else None) for a in df[e.anchor]]

@@ -11,22 +11,26 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from serving.gateway import ROUTES
 from serving.schemas import ErrorResponse
 
 ERRORS = {
     "400": "invalid_json (not one UTF-8 JSON object), body_too_deep, unknown_field (counted, "
-    "never named), or invalid_request (each wrong field named, never its value)",
+    "never named), invalid_request (each wrong field named, never its value), or "
+    "invalid_cursor (/v1/changes: not a cursor issued to this platform)",
     "401": "missing_key or invalid_key",
     "403": "scope_not_granted: the key may not use this route",
     "404": "not_found: no household under this code on the as-of date (/v1/score); unknown_route",
-    "405": "method_not_allowed: use POST",
+    "405": "method_not_allowed: the route takes other methods",
     "408": "body_timeout: the body did not arrive in time",
     "413": "body_too_large",
     "415": "unsupported_media_type: send Content-Type: application/json, no content coding",
     "431": "headers_too_large",
     "429": "rate_limited or too_many_failures; on /v1/verify also verify_guess_limit, "
     "platform_guess_limit, household_budget_exhausted (see Retry-After and serving.limits)",
-    "503": "audit_unavailable, limits_unavailable, answer_timeout or snapshot_stale: not "
+    "410": "cursor_expired (/v1/changes): events after the cursor were deleted (90 days are "
+    "kept); start again without a cursor",
+    "503": "audit_unavailable, watch_unavailable, limits_unavailable, answer_timeout or snapshot_stale: not "
     "answered; retry",
 }
 _REF = "#/components/schemas/{model}"
@@ -40,6 +44,7 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
     for name, sub in error_schema.pop("$defs", {}).items():
         schemas[name] = sub
     schemas["ErrorResponse"] = error_schema
+    _public_methods(doc)
     doc["components"]["securitySchemes"] = {
         "apiKey": {"type": "http", "scheme": "bearer", "description": "crk_... platform key"}
     }
@@ -61,3 +66,24 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
                 }
             op["responses"] = responses
     return doc
+
+
+def _public_methods(doc: dict[str, Any]) -> None:
+    """BentoML documents every endpoint as a POST to its own path; the routes that clients
+    call with GET or DELETE (the gate forwards them to internal paths) move to their
+    public method and path, a GET's fields becoming query parameters."""
+    paths = doc.get("paths", {})
+    for (method, path), route in ROUTES.items():
+        if route.target == path:
+            continue
+        op = paths.pop(route.target, {}).get("post")
+        if op is None:
+            continue
+        if route.query:
+            op.pop("requestBody", None)
+            schema = route.body.model_json_schema()
+            op["parameters"] = [
+                {"name": name, "in": "query", "required": False, "schema": prop}
+                for name, prop in schema["properties"].items()
+            ]
+        paths.setdefault(path, {})[method.lower()] = op

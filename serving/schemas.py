@@ -82,6 +82,38 @@ class BatchRequest(_Request):
     purpose: Purpose
 
 
+class WatchRequest(_Request):
+    usccs: list[str] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"Up to {MAX_BATCH} codes to watch (or renew), each verified by this "
+        "platform with a match in the last 30 days.",
+    )
+    purpose: Literal["merchant_monitoring"]
+
+
+class UnwatchRequest(_Request):
+    usccs: list[str] = Field(
+        min_length=1, max_length=MAX_BATCH, description=f"Up to {MAX_BATCH} codes to stop watching."
+    )
+
+
+class WatchListQuery(_Request):
+    """Query parameters of ``GET /v1/watch``."""
+
+    after: str = Field("", max_length=40, description="Page after this code (from next_after).")
+    limit: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH)
+
+
+class ChangesQuery(_Request):
+    """Query parameters of ``GET /v1/changes``."""
+
+    after: str = Field(
+        "", max_length=64, description="The cursor a previous call returned (none: the start)."
+    )
+    limit: int = Field(100, ge=1, le=MAX_BATCH)
+
+
 Status = StrEnum("Status", {s.upper(): s for s in STATUSES})  # type: ignore[misc]
 
 
@@ -146,6 +178,63 @@ class BatchResponse(BaseModel):
     results: list[ScoreResult]
 
 
+class WatchResult(BaseModel):
+    uscc: str
+    watched: bool
+    expires_on: str | None = Field(None, description="The watch ends on this day unless renewed.")
+    error: ErrorBody | None = Field(None, description="Why this code is not watched.")
+
+
+class WatchResponse(BaseModel):
+    request_id: str
+    results: list[WatchResult]
+
+
+class WatchedCode(BaseModel):
+    uscc: str
+    expires_on: str
+
+
+class WatchListResponse(BaseModel):
+    request_id: str
+    count: int = Field(description="Households this platform watches now.")
+    usccs: list[WatchedCode]
+    next_after: str | None = Field(None, description="Pass as `after` for the next page.")
+
+
+EventKind = Literal[
+    "status_changed",
+    "abnormal_marked",
+    "abnormal_restored",
+    "serious_listed",
+    "serious_removed",
+    "penalty_in_publicity",
+    "class_changed",
+    "model_changed",
+]
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(description="Unique and stable: a repeated event has the same id.")
+    uscc: str
+    kind: EventKind
+    publication: str = Field(description="The publication (as-of day) it was found in.")
+    model_version: str
+    from_: str | None = Field(None, alias="from", description="Class or status before.")
+    to: str | None = Field(None, description="Class or status after.")
+    reasons: list[Reason] | None = Field(None, description="Class events: the new reasons.")
+    reason: Reason | None = Field(None, description="Marking, listing and penalty events.")
+
+
+class ChangesResponse(BaseModel):
+    request_id: str
+    events: list[Event]
+    next: str = Field(description="The cursor to pass as `after` next time.")
+    more: bool = Field(description="Whether more events follow at once.")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -158,5 +247,6 @@ class ErrorResponse(BaseModel):
 
 
 ScoreResult.model_rebuild()
+WatchResult.model_rebuild()
 ScoreResponse.model_rebuild()
 BatchResponse.model_rebuild()

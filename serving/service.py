@@ -2,7 +2,8 @@
 
     bentoml serve serving.service:ReferenceService     (or: credref serve)
 
-Routes: ``POST /v1/verify``, ``POST /v1/score``, ``POST /v1/score_batch``; BentoML's own
+Routes: ``POST /v1/verify``, ``POST /v1/score``, ``POST /v1/score_batch``, and merchant
+monitoring's ``/v1/watch`` and ``/v1/changes`` (:mod:`serving.monitoring`); BentoML's own
 ``/livez``, ``/readyz`` (ready once the model and the published snapshot are loaded and
 agree), ``/metrics``, and the OpenAPI document at ``/docs.json``. Keys, scopes, limits,
 request validation and the audit row of every request are the gate's work
@@ -25,19 +26,23 @@ from typing import Any
 
 import bentoml
 import numpy as np
-from starlette.responses import JSONResponse
 
 from credref.settings import Settings, load_settings
 from features.codes import compact, uscc_problem
 from serving.audit import AuditLog
-from serving.gateway import STATE_KEY, Exchange, Gateway
+from serving.gateway import Exchange, Gateway
 from serving.keys import KeyStore
 from serving.limits import Ask, LimitReached, LimitsUnavailable, VerifyLimits
 from serving.metrics import metrics
 from serving.model_store import load_served_model, use_store
+from serving.monitoring import MonitoringRoutes
 from serving.online import OnlineStore, Snapshot
 from serving.openapi import document as openapi_document
 from serving.preflight import check_compatible
+from serving.replies import echo as _echo
+from serving.replies import error as _error
+from serving.replies import exchange as _exchange
+from serving.replies import reply as _json
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -48,6 +53,7 @@ from serving.schemas import (
     VerifyResponse,
 )
 from serving.verification import FieldHasher, claimed_fields, judge
+from serving.watch import Cursors, WatchStore
 from training.scoring import encode_row, reason_details
 
 logger = logging.getLogger(__name__)
@@ -57,44 +63,8 @@ MAX_BODY_BYTES = 256 * 1024  # a full batch of 1,000 codes is about 25 KB
 _settings = load_settings()  # for the decorator's arguments only
 
 
-def _exchange(ctx: bentoml.Context) -> Exchange:
-    ex = ctx.request.scope.get("state", {}).get(STATE_KEY)
-    if not isinstance(ex, Exchange):  # only reachable if the gate were bypassed
-        raise RuntimeError("request did not pass the gateway")
-    return ex
-
-
-def _error(
-    ctx: bentoml.Context,
-    ex: Exchange,
-    status: int,
-    code: str,
-    message: str,
-    details: list | None = None,
-    retry_after_s: int | None = None,
-) -> Any:
-    ex.outcome = {"error": code}
-    ctx.response.status_code = status  # BentoML applies the context's status to the reply
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
-    headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
-    return JSONResponse({"request_id": ex.request_id, "error": error}, status, headers=headers)
-
-
 def _codes(item: dict) -> str:
     return ";".join(r["code"] for r in item["reasons"])
-
-
-def _echo(value: str) -> str:
-    """A refused batch item's code as sent, if it is short printable ASCII (else blank)."""
-    return value if len(value) <= 40 and value.isascii() and value.isprintable() else ""
-
-
-def _json(model: Any) -> Any:
-    # Typed Any: the endpoints' annotations name the body for the OpenAPI document, while
-    # the reply is a ready JSONResponse (fields left out rather than null).
-    return JSONResponse(model.model_dump(mode="json", exclude_none=True))
 
 
 @bentoml.service(
@@ -112,13 +82,15 @@ def _json(model: Any) -> Any:
     # No trace exporter is configured, so per-request spans would be built and dropped.
     tracing={"excluded_urls": ".*"},
 )
-class ReferenceService:
+class ReferenceService(MonitoringRoutes):
     def __init__(self) -> None:
         s = load_settings()
         use_store(s.bentoml_path)
         self.served = load_served_model(s.tracking_uri, s.registered_model)
         self.store = OnlineStore(s.online_path)
         self.limits = VerifyLimits(s.limits_path, timeout_s=s.audit_timeout_s)
+        self.watches = WatchStore(s.watch_path, timeout_s=s.audit_timeout_s)
+        self.cursors = Cursors(s.id_secret_bytes())
         self._today = s.domain_today  # the domain's clock (CREDREF_TODAY, else the calendar)
         self._max_age = s.max_snapshot_age_days
         self._checked: tuple[str, str] | None = None

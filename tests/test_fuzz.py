@@ -32,7 +32,7 @@ EXAMPLES = int(os.environ.get("CREDREF_FUZZ_EXAMPLES", "40"))  # bench/fuzz.py r
 @pytest.fixture(scope="module")
 def server(service_home, tmp_path_factory):
     _, key = KeyStore(service_home / "keys.sqlite").create(
-        "fuzz", ["verify", "score", "score:pd", "batch"]
+        "fuzz", ["verify", "score", "score:pd", "batch", "watch"]
     )
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
     # Limits high: schemathesis also replays requests without the key and expects a 401,
@@ -81,7 +81,15 @@ def _status_classes(audit: Path, after_seq: int) -> dict[str, int]:
 def _operations(url: str, auth: dict):
     loaded = schemathesis.openapi.from_url(f"{url}/docs.json", headers=auth)
     ops = [r.ok() for r in loaded.include(path_regex="^/v1/").get_all_operations()]
-    assert {op.path for op in ops} == {"/v1/verify", "/v1/score", "/v1/score_batch"}
+    assert {(op.method.upper(), op.path) for op in ops} == {
+        ("POST", "/v1/verify"),
+        ("POST", "/v1/score"),
+        ("POST", "/v1/score_batch"),
+        ("POST", "/v1/watch"),
+        ("DELETE", "/v1/watch"),
+        ("GET", "/v1/watch"),
+        ("GET", "/v1/changes"),
+    }
     return ops
 
 

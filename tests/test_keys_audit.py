@@ -46,7 +46,7 @@ def test_bad_scopes_and_platform_names_are_clear_errors(keys):
         keys.create("douyin", [])
     with pytest.raises(KeyRefused, match="platform name"):
         keys.create("x'; DROP TABLE api_keys;--", ["score"])
-    assert set(SCOPES) == {"verify", "score", "score:pd", "batch", "metrics"}
+    assert set(SCOPES) == {"verify", "score", "score:pd", "batch", "watch", "metrics"}
     with pytest.raises(KeyRefused, match="at least 1"):
         keys.create("douyin", ["verify"], daily_households=0)
 

@@ -1,0 +1,182 @@
+"""Merchant monitoring's endpoints: the watch list and the change feed (scope ``watch``).
+
+    POST   /v1/watch     watch (or renew) up to 1,000 households verified with a match
+    DELETE /v1/watch     stop watching them
+    GET    /v1/watch     how many are watched, and a page of them
+    GET    /v1/changes   this platform's events after a cursor
+
+Mixed into :class:`serving.service.ReferenceService`, whose ``__init__`` opens what these
+use: ``watches`` (:class:`serving.watch.WatchStore`), ``cursors``, ``limits`` (the last
+match per household), ``served`` (the model, for a new watch's first answer) and the
+current publication. The gate has already authenticated, checked the scope and validated
+the request (GET and DELETE reach these as POSTs to internal routes,
+:data:`serving.gateway.ROUTES`); every call is audited there, with the codes named.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date
+from typing import Any
+
+import bentoml
+from starlette.responses import Response
+
+from features.codes import compact, uscc_problem
+from serving.events import baseline
+from serving.limits import LimitsUnavailable, VerifyLimits
+from serving.model_store import ServedModel
+from serving.online import Snapshot
+from serving.replies import echo, error, exchange, reply
+from serving.schemas import (
+    ChangesQuery,
+    ChangesResponse,
+    UnwatchRequest,
+    WatchedCode,
+    WatchListQuery,
+    WatchListResponse,
+    WatchRequest,
+    WatchResponse,
+    WatchResult,
+)
+from serving.watch import MATCH_WINDOW_DAYS, CursorExpired, CursorInvalid, Cursors, WatchStore
+
+_UNAVAILABLE = ("watch_unavailable", "the watch store cannot be used now; retry")
+
+
+def _valid(usccs: list[str]) -> tuple[list[str], dict[int, str]]:
+    """The codes in compact form ('' where invalid), and each invalid one's problem."""
+    problems = {i: p for i, u in enumerate(usccs) if (p := uscc_problem(u, household=True))}
+    return [compact(u) if i not in problems else "" for i, u in enumerate(usccs)], problems
+
+
+def _refused(uscc: str, code: str, message: str) -> WatchResult:
+    return WatchResult(uscc=uscc, watched=False, error={"code": code, "message": message})  # type: ignore[arg-type]
+
+
+class MonitoringRoutes:
+    watches: WatchStore
+    cursors: Cursors
+    limits: VerifyLimits
+    served: ServedModel
+    _today: Any  # the domain's clock
+
+    def _current(self, ctx: bentoml.Context, ex: Any) -> Any: ...  # ReferenceService's
+
+    @bentoml.api(route="/v1/watch")
+    async def watch(self, body: WatchRequest, /, ctx: bentoml.Context) -> WatchResponse:
+        """Watch (or renew for 400 days) households this platform verified with a match in
+        the last 30 days; each item is answered on its own."""
+        ex = exchange(ctx)
+        req = ex.body if isinstance(ex.body, WatchRequest) else body
+        key = ex.key
+        assert key is not None  # the gate authenticated the request
+        snap = self._current(ctx, ex)
+        if not isinstance(snap, Snapshot):
+            return snap
+        codes, problems = _valid(req.usccs)
+        valid = [c for c in codes if c]
+        try:
+            with snap:
+                matched = self.limits.matched_since(key.platform, valid, MATCH_WINDOW_DAYS)
+                done = self.watches.watch(
+                    key.platform, key.key_id, valid, self._today(), matched, key.watch_cap
+                )
+                new = [c for c, r in done.items() if isinstance(r, str)]
+                baseline(self.watches, snap, new, self.served.model, self.served.version)
+        except LimitsUnavailable:
+            return error(
+                ctx, ex, 503, "limits_unavailable", "past matches cannot be checked; retry"
+            )
+        except (sqlite3.Error, OSError):
+            return error(ctx, ex, 503, *_UNAVAILABLE)
+        results = []
+        for i, (sent, code) in enumerate(zip(req.usccs, codes, strict=True)):
+            got = done.get(code) if code else None
+            if i in problems:
+                results.append(_refused(echo(sent), "invalid_uscc", problems[i]))
+            elif isinstance(got, str):
+                results.append(WatchResult(uscc=code, watched=True, expires_on=got))
+            else:
+                assert got is not None
+                results.append(_refused(code, got.code, got.message))
+        ex.outcome = {
+            "results": ";".join("watched" if r.watched else r.error.code for r in results)  # type: ignore[union-attr]
+        }
+        return reply(WatchResponse(request_id=ex.request_id, results=results))
+
+    @bentoml.api(route="/v1/watch/remove")
+    async def unwatch(self, body: UnwatchRequest, /, ctx: bentoml.Context) -> WatchResponse:
+        """Stop watching (``DELETE /v1/watch``): no events for these households from now."""
+        ex = exchange(ctx)
+        req = ex.body if isinstance(ex.body, UnwatchRequest) else body
+        assert ex.key is not None
+        codes, problems = _valid(req.usccs)
+        try:
+            gone = self.watches.unwatch(ex.key.platform, [c for c in codes if c])
+        except (sqlite3.Error, OSError):
+            return error(ctx, ex, 503, *_UNAVAILABLE)
+        results = [
+            _refused(echo(sent), "invalid_uscc", problems[i])
+            if i in problems
+            else WatchResult(uscc=code, watched=False)
+            for i, (sent, code) in enumerate(zip(req.usccs, codes, strict=True))
+        ]
+        ex.outcome = {
+            "results": ";".join(
+                "invalid_uscc" if not c else "unwatched" if c in gone else "not_watched"
+                for c in codes
+            )
+        }
+        return reply(WatchResponse(request_id=ex.request_id, results=results))
+
+    @bentoml.api(route="/v1/watch/list")
+    async def watch_list(self, body: WatchListQuery, /, ctx: bentoml.Context) -> WatchListResponse:
+        """``GET /v1/watch?after=CODE&limit=N``: the count of this platform's live watches
+        and a page of them in code order (never another platform's)."""
+        ex = exchange(ctx)
+        req = ex.body if isinstance(ex.body, WatchListQuery) else body
+        assert ex.key is not None
+        today: date = self._today()
+        try:
+            count, page = self.watches.listing(ex.key.platform, today, req.after, req.limit)
+        except (sqlite3.Error, OSError):
+            return error(ctx, ex, 503, *_UNAVAILABLE)
+        ex.outcome = {"count": count, "page": len(page)}
+        return reply(
+            WatchListResponse(
+                request_id=ex.request_id,
+                count=count,
+                usccs=[WatchedCode(uscc=c, expires_on=e) for c, e in page],
+                next_after=page[-1][0] if len(page) == req.limit else None,
+            )
+        )
+
+    @bentoml.api(route="/v1/changes/read")
+    async def changes(self, body: ChangesQuery, /, ctx: bentoml.Context) -> ChangesResponse:
+        """``GET /v1/changes?after=CURSOR&limit=N``: this platform's events after the
+        cursor, oldest first; pass ``next`` back as ``after``. The same cursor always
+        gives the same events (at least once: an event's id is its identity)."""
+        ex = exchange(ctx)
+        req = ex.body if isinstance(ex.body, ChangesQuery) else body
+        assert ex.key is not None
+        platform = ex.key.platform
+        try:
+            page = self.watches.page(platform, self.cursors.decode(platform, req.after), req.limit)
+        except CursorInvalid as e:
+            return error(ctx, ex, 400, "invalid_cursor", str(e))
+        except CursorExpired as e:
+            return error(ctx, ex, 410, "cursor_expired", str(e))
+        except (sqlite3.Error, OSError):
+            return error(ctx, ex, 503, *_UNAVAILABLE)
+        # who learnt what about which household, for the household's query record
+        ex.subject = ";".join(code for _, code, _, _ in page.events) or None
+        ex.outcome = {"events": ";".join(kind for _, _, kind, _ in page.events)}
+        # The events are stored as the JSON they are given in: spliced, not re-encoded.
+        events = ",".join(f'{{"id":"{i}",{b[1:]}' for i, _, _, b in page.events)
+        text = (
+            f'{{"request_id":"{ex.request_id}","events":[{events}],'
+            f'"next":"{self.cursors.encode(platform, page.last_id)}",'
+            f'"more":{"true" if page.more else "false"}}}'
+        )
+        return Response(text, media_type="application/json")  # type: ignore[return-value]

@@ -1,0 +1,47 @@
+"""What every endpoint shares: the gate's exchange of a request, JSON replies and errors
+(each error with its stable code, and the code noted for the audit row)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bentoml
+from starlette.responses import JSONResponse
+
+from serving.gateway import STATE_KEY, Exchange
+
+
+def exchange(ctx: bentoml.Context) -> Exchange:
+    ex = ctx.request.scope.get("state", {}).get(STATE_KEY)
+    if not isinstance(ex, Exchange):  # only reachable if the gate were bypassed
+        raise RuntimeError("request did not pass the gateway")
+    return ex
+
+
+def error(
+    ctx: bentoml.Context,
+    ex: Exchange,
+    status: int,
+    code: str,
+    message: str,
+    details: list | None = None,
+    retry_after_s: int | None = None,
+) -> Any:
+    ex.outcome = {"error": code}
+    ctx.response.status_code = status  # BentoML applies the context's status to the reply
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
+    return JSONResponse({"request_id": ex.request_id, "error": body}, status, headers=headers)
+
+
+def echo(value: str) -> str:
+    """A refused item's code as sent, if it is short printable ASCII (else blank)."""
+    return value if len(value) <= 40 and value.isascii() and value.isprintable() else ""
+
+
+def reply(model: Any) -> Any:
+    # Typed Any: the endpoints' annotations name the body for the OpenAPI document, while
+    # the reply is a ready JSONResponse (fields left out rather than null).
+    return JSONResponse(model.model_dump(mode="json", exclude_none=True, by_alias=True))
