@@ -26,13 +26,13 @@ env: $(STAMP) ## Create the virtual environment from requirements.lock
 # The demo keeps all its state under $(DEMO_DIR); each run starts from scratch.
 # The generated domain ends on DEMO_TODAY: that is the demo's clock (CREDREF_TODAY).
 DEMO_TODAY := 2026-09-30
-DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb CREDREF_TODAY=$(DEMO_TODAY) CREDREF_ANALYST=demo-analyst
+DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb CREDREF_TODAY=$(DEMO_TODAY) CREDREF_ANALYST=demo-analyst CREDREF_FEED_DIR=$(DEMO_DIR)/export/feed
 CREDREF := $(DEMO_ENV) $(VENV)/bin/credref
 
 .PHONY: demo
-demo: $(STAMP) ## Generate 100k households, ingest, build datasets, train, promote, publish, serve and call it
+demo: $(STAMP) ## Generate 100k households, ingest, build datasets, train, promote, publish, serve, call it, watch, refresh a day, read the change feed
 	rm -rf $(DEMO_DIR)
-	$(CREDREF) generate --households $(DEMO_HOUSEHOLDS) --seed 7 --history --out $(DEMO_DIR)/export
+	$(CREDREF) generate --households $(DEMO_HOUSEHOLDS) --seed 7 --history --feed-days 1 --out $(DEMO_DIR)/export
 	$(CREDREF) ingest $(DEMO_DIR)/export
 	$(CREDREF) summary
 	$(CREDREF) dataset --out $(DEMO_DIR)/dataset --truth $(DEMO_DIR)/export/truth

@@ -62,7 +62,7 @@ def main() -> None:
         ).fetchall()
     )
     con.close()
-    _, key = KeyStore(settings.keys_path).create("demo-platform", ["verify", "score"])
+    _, key = KeyStore(settings.keys_path).create("demo-platform", ["verify", "score", "watch"])
     port = launch.free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = settings.home / "service.log"
@@ -100,9 +100,31 @@ def main() -> None:
             f"as of {sb['as_of']}, model version {sb['model_version']}; a batch call with this "
             f"key is refused: HTTP {refused.status_code} {refused.json()['error']['code']}"
         )
+        if settings.feed_dir and settings.feed_dir.is_dir():
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
+                demo_monitoring(c, settings)
     finally:
         launch.stop(proc)
     console.print("service stopped; every call above is in the audit log (`credref audit verify`)")
+
+
+def demo_monitoring(c: httpx.Client, settings) -> None:
+    """The platform watches merchants it verified, the day's refresh runs, and the
+    platform reads what changed from its change feed."""
+    from serving.demo_feed import merchants_named_in_feed, print_events, run_refresh
+
+    merchants = merchants_named_in_feed(settings, limit=40)
+    for uscc, operator_name in merchants.items():
+        c.post("/v1/verify", json={"uscc": uscc, "operator_name": operator_name}).raise_for_status()
+    w = c.post("/v1/watch", json={"usccs": list(merchants), "purpose": "merchant_monitoring"})
+    w.raise_for_status()
+    watched = sum(r["watched"] for r in w.json()["results"])
+    listed = c.get("/v1/watch").json()["count"]
+    console.print(f"the platform watches {watched} merchants it verified (GET /v1/watch: {listed})")
+    run_refresh(console)
+    r = c.get("/v1/changes", params={"limit": 1000})
+    r.raise_for_status()
+    print_events(console, r.json()["events"])
 
 
 if __name__ == "__main__":
