@@ -91,17 +91,23 @@ class _Conn:
         return status
 
 
-def _raw(url: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+def _raw(url: str, path: str, body: dict | str, headers: dict[str, str]) -> bytes:
+    """A POST of a JSON body, or (``body`` a string) a GET with that query string."""
     host = urlsplit(url).netloc
-    head = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    if isinstance(body, str):
+        head = [f"GET {path}?{body} HTTP/1.1", f"Host: {host}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        return ("\r\n".join(head) + "\r\n\r\n").encode()
+    raw = json.dumps(body).encode()
+    head = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(raw)}"]
     head += ["Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + raw
 
 
 async def _run(
     url: str,
     path: str,
-    bodies: Sequence[dict],
+    bodies: Sequence[dict | str],
     headers: dict[str, str],
     rate: float,
     duration_s: float,
@@ -115,7 +121,7 @@ async def _run(
         pool.put_nowait(_Conn(r, w))
         await asyncio.sleep(0.005)
     res = Result(rate, duration_s)
-    raws = [_raw(url, path, json.dumps(b).encode(), headers) for b in bodies]
+    raws = [_raw(url, path, b, headers) for b in bodies]
     cycle = itertools.cycle(raws)
 
     async def one(raw: bytes, due: float) -> None:
@@ -162,7 +168,7 @@ async def _run(
 def run(
     url: str,
     path: str,
-    bodies: Sequence[dict],
+    bodies: Sequence[dict | str],
     headers: dict[str, str],
     rate: float,
     duration_s: float,

@@ -5,7 +5,9 @@ three households from the published snapshot -- one with a clean record, one mar
 abnormal, one with usable penalties -- and, over HTTP, verifies each (claiming the
 registered operator name, so the answer is ``match``; the claim is read from the
 warehouse here only because this demo plays the merchant) and scores each. The answers
-are printed as a table; then the service is stopped.
+are printed as a table. Then merchant monitoring: the platform verifies and watches
+merchants the next change set names, the day's ``credref refresh`` runs while the service
+answers, and the platform reads its change feed. Then the service is stopped.
 
     python -m serving.demo
 """
@@ -113,7 +115,7 @@ def demo_monitoring(c: httpx.Client, settings) -> None:
     platform reads what changed from its change feed."""
     from serving.demo_feed import merchants_named_in_feed, print_events, run_refresh
 
-    merchants = merchants_named_in_feed(settings, limit=40)
+    merchants = merchants_named_in_feed(settings, per_table=4)
     for uscc, operator_name in merchants.items():
         c.post("/v1/verify", json={"uscc": uscc, "operator_name": operator_name}).raise_for_status()
     w = c.post("/v1/watch", json={"usccs": list(merchants), "purpose": "merchant_monitoring"})

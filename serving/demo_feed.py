@@ -20,26 +20,26 @@ def _pending_days(feed: Path, published: str) -> list[Path]:
     return [d for d in sorted(feed.iterdir()) if d.is_dir() and d.name > published]
 
 
-def merchants_named_in_feed(settings, limit: int) -> dict[str, str]:
-    """Operating households that the next change set names (a penalty, a marking...),
-    with their operator names: merchants whose answers the next refresh may move. The
-    names come from the warehouse only because this demo plays the merchants too."""
+def merchants_named_in_feed(settings, per_table: int) -> dict[str, str]:
+    """Operating households that the next change set names, up to ``per_table`` from
+    each of its record tables (penalties, markings, registration changes...): merchants
+    whose answers the next refresh may move. The operator names come from the warehouse
+    only because this demo plays the merchants too."""
+    chosen: set[str] = set()
     with OnlineStore(settings.online_path).current() as snap:
-        published = snap.as_of
-        codes: set[str] = set()
-        for day in _pending_days(settings.feed_dir, published)[:1]:
-            for table, path in read_changeset(day).rows.items():
-                columns = pq.read_schema(path).names
-                if table != "households" and "uscc" in columns:
-                    codes |= set(pq.read_table(path, columns=["uscc"]).column(0).to_pylist())
-        frame = snap.frame(sorted(codes))
-    chosen = sorted(frame[frame.status == "operating"].uscc)[:limit]
+        for day in _pending_days(settings.feed_dir, snap.as_of)[:1]:
+            for table, path in sorted(read_changeset(day).rows.items()):
+                if table == "households" or "uscc" not in pq.read_schema(path).names:
+                    continue
+                codes = sorted(set(pq.read_table(path, columns=["uscc"]).column(0).to_pylist()))
+                frame = snap.frame(codes)
+                chosen |= set(sorted(frame[frame.status == "operating"].uscc)[:per_table])
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     try:
         rows = con.execute(
             "SELECT uscc, any_value(operator_name) FROM households "
             "WHERE list_contains(?, uscc) GROUP BY uscc",
-            [chosen],
+            [sorted(chosen)],
         ).fetchall()
     finally:
         con.close()
