@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.catalogue import FEATURE_NAMES
+from features.elapsed import CALENDAR, ELAPSED
 from serving.model_store import ServedModel
-from serving.online import OnlineStore, Snapshot
+from serving.online import STORED_FEATURES, OnlineStore, Snapshot
+from serving.publish import mirror_path
 from serving.watch import Answer, WatchStore
 from training.scoring import ScoringModel, reason_details
 
@@ -30,6 +36,9 @@ from training.scoring import ScoringModel, reason_details
 #: revoked licences, bans, fines from 100,000 yuan: features.pit._severity) rather than R06.
 SEVERE = 3
 NOT_REGISTERED = "not_registered"  # a record withdrawn as entered in error
+#: From this many households, reading the Parquet mirror (a scan of the whole register)
+#: is quicker than looking each up in SQLite (a watch request's 1,000 are not).
+MIRROR_FROM = 20_000
 
 Detail = dict | None
 Rule = Callable[[Answer, Answer | None], Detail]
@@ -103,36 +112,124 @@ def events_between(old: Answer, new: Answer | None) -> list[tuple[str, dict]]:
 # --- answers from a publication ----------------------------------------------------------
 
 
+#: An answer table's columns: the code, then the :class:`Answer` fields, typed.
+ANSWER_SCHEMA = pa.schema(
+    [
+        ("uscc", pa.string()),
+        ("status", pa.string()),
+        ("risk_class", pa.string()),
+        ("abnormal", pa.int64()),
+        ("serious", pa.int64()),
+        ("penalties", pa.int64()),
+        ("severity", pa.int64()),
+        ("model_version", pa.string()),
+    ]
+)
+FIELDS = Answer._fields
+
+
 def answers(
     snap: Snapshot, codes: list[str], model: ScoringModel, version: str
-) -> tuple[dict[str, Answer], pd.DataFrame]:
-    """Each found code's answer in this publication, and the operating ones' features
-    (to explain a class change)."""
-    df = snap.frame(codes).set_index("uscc")
-    operating = df[(df["status"] == "operating") & df["penalties_3y"].notna()]
-    feats = operating[list(FEATURE_NAMES)]
-    classes = (
-        model.score_frame(feats, with_reasons=False)["risk_class"]
-        if len(feats)
-        else pd.Series(dtype=object)
+) -> tuple[pa.Table, pd.DataFrame]:
+    """Each found code's answer in this publication, as an Arrow table of
+    :data:`ANSWER_SCHEMA` (a million are compared each day: columns, not objects), and
+    the operating ones' features, by code (to explain a class change)."""
+    df = watched_frame(snap, codes)
+    op = ((df["status"] == "operating") & df["penalties_3y"].notna()).to_numpy()
+    feats = df.loc[op, ["uscc", *FEATURE_NAMES]].set_index("uscc")
+    cls = np.full(len(df), None, dtype=object)
+    if op.any():
+        cls[op] = model.score_frame(feats, with_reasons=False)["risk_class"].to_numpy()
+
+    def number(name: str) -> np.ndarray:
+        return pd.to_numeric(df[name], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+
+    def when_operating(values: np.ndarray) -> pa.Array:
+        return pa.array(values.astype(np.int64), mask=~op)
+
+    abnormal = (number("abnormal_now_report") > 0) | (number("abnormal_now_unreachable") > 0)
+    columns = [
+        pa.array(df["uscc"].to_numpy(dtype=object), pa.string()),
+        pa.array(df["status"].to_numpy(dtype=object), pa.string()),
+        pa.array(cls, pa.string()),
+        when_operating(abnormal),
+        when_operating(number("serious_listed") > 0),
+        when_operating(number("penalties_3y")),
+        when_operating(number("penalty_max_severity")),
+        pa.array([version] * len(df), pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=ANSWER_SCHEMA), feats
+
+
+def answer_table(found: dict[str, Answer]) -> pa.Table:
+    """Answers given as objects, as an answer table (for a source other than a
+    publication: tests, tools)."""
+    rows = [{"uscc": c, **a._asdict()} for c, a in found.items()]
+    return pa.Table.from_pylist(rows, schema=ANSWER_SCHEMA)
+
+
+_COMPARE = """
+WITH n AS (
+    SELECT w.uscc, coalesce(a.status, $gone) AS status, a.risk_class, a.abnormal, a.serious,
+           a.penalties, a.severity, coalesce(a.model_version, $version) AS model_version
+    FROM watched w LEFT JOIN now a ON a.uscc = w.uscc
+)
+SELECT n.*, b.uscc IS NOT NULL AS known, {old}
+FROM n LEFT JOIN before b ON b.uscc = n.uscc
+WHERE b.uscc IS NULL OR {differs}
+ORDER BY n.uscc
+"""
+
+
+def compare(codes: list[str], now: pa.Table, before: pa.Table, version: str) -> list[tuple]:
+    """The watched codes whose answer is new (no last one) or differs from the last one:
+    (code, known, the answer now, the last one or None). A code missing from ``now`` is
+    a record withdrawn (:data:`NOT_REGISTERED`)."""
+    sql = _COMPARE.format(
+        old=", ".join(f"b.{f} AS old_{f}" for f in FIELDS),
+        differs=" OR ".join(f"n.{f} IS DISTINCT FROM b.{f}" for f in FIELDS),
     )
-    out: dict[str, Answer] = {}
-    for code, status in df["status"].items():
-        out[str(code)] = Answer(str(status), None, None, None, None, None, version)
-    abnormal = (feats["abnormal_now_report"] > 0) | (feats["abnormal_now_unreachable"] > 0)
-    for code, cls, ab, se, pen, sev in zip(
-        feats.index,
-        classes,
-        abnormal,
-        feats["serious_listed"],
-        feats["penalties_3y"],
-        feats["penalty_max_severity"],
-        strict=True,
-    ):
-        out[str(code)] = Answer(
-            "operating", str(cls), int(ab), int(se > 0), int(pen), int(sev), version
+    con = duckdb.connect()
+    try:
+        con.register("watched", pa.table({"uscc": pa.array(codes, pa.string())}))
+        con.register("now", now)
+        con.register("before", before)
+        rows = con.execute(sql, {"gone": NOT_REGISTERED, "version": version}).fetchall()
+    finally:
+        con.close()
+    k = len(FIELDS)
+    return [
+        (r[0], r[k + 1], Answer(*r[1 : k + 1]), Answer(*r[k + 2 :]) if r[k + 1] else None)
+        for r in rows
+    ]
+
+
+def watched_frame(snap: Snapshot, codes: list[str]) -> pd.DataFrame:
+    """What :meth:`Snapshot.frame` gives for ``codes``, read from the publication's
+    Parquet mirror when it has one (columnar: a million households in a second or two,
+    where SQLite's rows take ten), its calendar features rendered by the same definitions
+    (:mod:`features.elapsed`) as SQL for the publication's day."""
+    mirror = mirror_path(snap.path.parent, snap.name)
+    if len(codes) < MIRROR_FROM or not mirror.exists():
+        return snap.frame(codes)
+    day = f"DATE '{snap.as_of}'"
+    exprs = {n: f"m.{n}" for n in STORED_FEATURES}
+    exprs |= {e.name: replace(e, anchor_sql=f"m.{e.anchor}").sql(day) for e in ELAPSED}
+    exprs[CALENDAR.name] = CALENDAR.sql(day)
+    operating = f"m.status = 'operating' AND m.{STORED_FEATURES[0]} IS NOT NULL"
+    # features only for households operating that day, as Snapshot.frame gives them
+    columns = ", ".join(f"CASE WHEN {operating} THEN {x} END AS {n}" for n, x in exprs.items())
+    con = duckdb.connect()
+    try:
+        con.register("watched", pa.table({"uscc": pa.array(codes, pa.string())}))
+        query = (
+            f"SELECT m.uscc, m.status, {columns} FROM read_parquet('{mirror.as_posix()}') m "
+            "SEMI JOIN watched w ON m.uscc = w.uscc"
         )
-    return out, feats
+        df = con.sql(query).to_arrow_table().to_pandas()  # in no particular order
+    finally:
+        con.close()
+    return df[["uscc", "status", *FEATURE_NAMES]]
 
 
 @dataclass(frozen=True)
@@ -149,7 +246,7 @@ def derive_events(
     """Compare every watched household's answer now with the last one, and write each
     watching platform its events (one transaction)."""
 
-    def read(codes: list[str]) -> tuple[dict[str, Answer], Explain]:
+    def read(codes: list[str]) -> tuple[pa.Table, Explain]:
         now, feats = answers(snap, codes, model, version)
         return now, lambda found: _explain_class_changes(found, feats, model)
 
@@ -165,33 +262,28 @@ def derive(
     day: date,
     derived_for: str,
     version: str,
-    read: Callable[[list[str]], tuple[dict[str, Answer], Explain]],
+    read: Callable[[list[str]], tuple[pa.Table, Explain]],
 ) -> EventReport:
     """The event step over any source of answers: ``read(codes)`` gives each code's
-    answer on ``day`` and a function adding reasons to class events."""
+    answer on ``day`` (an answer table, as :func:`answers` makes) and a function adding
+    reasons to class events."""
     if store.derived_for() == derived_for:
         return EventReport(0, 0, {}, skipped=True)
-    watchers = store.watchers(day)
-    codes = sorted({code for _, code in watchers})
-    now, explain = read(codes)
-    found = changes(store.states(codes), now, codes)
+    codes = store.watched(day)
+    with ThreadPoolExecutor(1) as pool:  # SQLite's read overlaps the scoring
+        last = pool.submit(store.states)
+        now, explain = read(codes)
+        before = last.result()
+    differ = compare(codes, now, before, version)
+    found = {code: events_between(old, new) for code, known, new, old in differ if known}
     explain(found)
-    rows = fan_out(found, watchers, day.isoformat(), version)
-    for code in codes:  # a watched record withdrawn: told once, then kept as such
-        now.setdefault(code, Answer(NOT_REGISTERED, None, None, None, None, None, version))
-    store.record(rows, now, set(codes), derived_for, day)
+    rows = fan_out(found, store.watchers(day, found), day.isoformat(), version)
+    # changed answers, and the first of households newly watched (recorded, nothing told)
+    store.record(rows, {code: new for code, _, new, _ in differ}, derived_for, day)
     by_kind: dict[str, int] = {}
     for row in rows:
         by_kind[row[2]] = by_kind.get(row[2], 0) + 1
     return EventReport(len(codes), len(rows), by_kind)
-
-
-def changes(
-    before: dict[str, Answer], now: dict[str, Answer], codes: list[str]
-) -> dict[str, list[tuple[str, dict]]]:
-    """Each code's events from its last answer to now (a code with no last answer, just
-    watched, has none: its first answer is only recorded)."""
-    return {c: events_between(before[c], now.get(c)) for c in codes if c in before}
 
 
 def fan_out(
@@ -201,9 +293,10 @@ def fan_out(
     version: str,
 ) -> list[tuple[str, str, str, str, str]]:
     """One row (platform, code, kind, as_of, JSON) per event and platform watching it."""
-    platforms: dict[str, list[str]] = {}
+    platforms: dict[str, list[str]] = {c: [] for c in found}
     for platform, code in watchers:
-        platforms.setdefault(code, []).append(platform)
+        if code in platforms:
+            platforms[code].append(platform)
     rows = []
     for code in sorted(found):
         for kind, detail in found[code]:
@@ -241,11 +334,11 @@ def _body(code: str, kind: str, as_of: str, version: str, detail: dict) -> str:
 
 def baseline(store: WatchStore, snap: Snapshot, codes: list[str], model, version: str) -> None:
     """The first answer of newly watched codes, from the publication they were watched on."""
-    known = store.states(codes)
+    known = set(store.states(codes).column("uscc").to_pylist())
     missing = [c for c in codes if c not in known]
     if missing:
         now, _ = answers(snap, missing, model, version)
-        store.baseline(now)
+        store.baseline({r.pop("uscc"): Answer(**r) for r in now.to_pylist()})
 
 
 def derive_current(watch_path: Path, online_path: Path, served: ServedModel) -> EventReport:

@@ -38,6 +38,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+import pyarrow as pa
+
 from serving.sqlite_lock import begin_immediate
 
 #: A watch needs a verification with a match this recently (days, by the wall clock).
@@ -269,17 +271,31 @@ class WatchStore:
 
     # --- the refresh's side (serving.events) -------------------------------------------
 
-    def watchers(self, day: date) -> list[tuple[str, str]]:
-        """Every live (platform, code) on ``day``: watched on or before it, not expired."""
+    def watched(self, day: date) -> list[str]:
+        """Every household some platform watches on ``day`` (watched on or before it, not
+        expired), in code order."""
+        d = day.isoformat()
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT DISTINCT subject FROM watches WHERE watched_on <= ? AND expires_on > ? "
+                "ORDER BY subject",
+                (d, d),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def watchers(self, day: date, codes: Iterable[str]) -> list[tuple[str, str]]:
+        """The platforms watching each of ``codes`` on ``day``, as (platform, code)."""
         d = day.isoformat()
         with self._connect() as con:
             return con.execute(
-                "SELECT platform, subject FROM watches WHERE watched_on <= ? AND expires_on > ?",
-                (d, d),
+                "SELECT platform, subject FROM watches WHERE watched_on <= ? AND expires_on > ? "
+                "AND subject IN (SELECT value FROM json_each(?))",
+                (d, d, json.dumps(list(codes))),
             ).fetchall()
 
-    def states(self, codes: Iterable[str] | None = None) -> dict[str, Answer]:
-        """The answer events were last derived from, per code (all codes if None)."""
+    def states(self, codes: Iterable[str] | None = None) -> pa.Table:
+        """The answer events were last derived from, per code (all codes if None): an
+        Arrow table of the code and the :class:`Answer` fields."""
         with self._connect() as con:
             if codes is None:
                 rows = con.execute("SELECT * FROM subject_state").fetchall()
@@ -288,7 +304,12 @@ class WatchStore:
                     "SELECT * FROM subject_state WHERE subject IN (SELECT value FROM json_each(?))",
                     (json.dumps(list(codes)),),
                 ).fetchall()
-        return {r[0]: Answer(*r[1:]) for r in rows}
+        columns = list(zip(*rows, strict=True)) if rows else [()] * (len(Answer._fields) + 1)
+        types = (pa.string(), pa.string(), pa.string(), *[pa.int64()] * 4, pa.string())
+        names = ("uscc", *Answer._fields)
+        return pa.table(
+            {n: pa.array(list(c), t) for n, c, t in zip(names, columns, types, strict=True)}
+        )
 
     def baseline(self, answers: dict[str, Answer]) -> None:
         """Record a first answer for codes that have none (a household newly watched), so
@@ -312,13 +333,13 @@ class WatchStore:
     def record(
         self,
         events: list[tuple[str, str, str, str, str]],
-        states: dict[str, Answer],
-        watched: set[str],
+        changed: dict[str, Answer],
         derived_for: str,
         today: date,
     ) -> None:
         """In one transaction: append events (platform, code, kind, as_of, JSON body),
-        set the new states, forget households no longer watched, delete old events."""
+        set the answers that changed, forget households no longer watched, delete old
+        events and expired watches."""
         con = self._write()
         try:
             con.executemany(
@@ -327,12 +348,7 @@ class WatchStore:
             )
             con.executemany(
                 "INSERT OR REPLACE INTO subject_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(s, *a) for s, a in states.items()],
-            )
-            known = [r[0] for r in con.execute("SELECT subject FROM subject_state")]
-            con.executemany(
-                "DELETE FROM subject_state WHERE subject = ?",
-                [(s,) for s in known if s not in watched],
+                [(s, *a) for s, a in changed.items()],
             )
             con.execute(
                 "INSERT INTO meta VALUES ('derived_for', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
@@ -340,6 +356,9 @@ class WatchStore:
             )
             self._expire_events(con, today)
             self._drop_expired(con, today)
+            con.execute(
+                "DELETE FROM subject_state WHERE subject NOT IN (SELECT subject FROM watches)"
+            )
             con.execute("COMMIT")
         finally:
             _close(con)

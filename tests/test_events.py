@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.events import derive
-from serving.watch import WATCH_DAYS, Answer, Cursors, CursorExpired, WatchStore
+from serving.events import answer_table, derive
+from serving.watch import WATCH_DAYS, Answer, CursorExpired, Cursors, WatchStore
 
 PLATFORMS = ("alipay", "wechat", "douyin")
 CODES = tuple(f"9244030000000000{i:02d}" for i in range(6))
@@ -41,6 +41,10 @@ day_plan = st.fixed_dictionaries(
         "unwatch": st.sets(st.tuples(st.sampled_from(PLATFORMS), st.sampled_from(CODES))),
     }
 )
+
+
+def _no(found) -> None:
+    """No reasons to add (these answers come without features)."""
 
 
 def expected_kinds(old: Answer, new: Answer) -> list[str]:
@@ -78,7 +82,7 @@ def _run(store: WatchStore, plans: list[dict]) -> dict[str, list[tuple]]:
         for p, c in sorted(watched):
             if c in last:
                 expected[p] += [(day.isoformat(), c, k) for k in expected_kinds(last[c], now[c])]
-        derive(store, day, f"day-{i}|{V1}", V1, lambda codes, now=now: (now, lambda f: None))
+        derive(store, day, f"day-{i}|{V1}", V1, lambda codes, now=now: (answer_table(now), _no))
         last = {c: now[c] for _, c in watched}
     return expected
 
@@ -121,14 +125,14 @@ def test_the_rules_ignore_a_first_answer_and_households_never_watched(tmp_path):
     store = WatchStore(tmp_path / "watch.sqlite")
     a = Answer("operating", "A", 0, 0, 0, 0, V1)
     store.watch("alipay", "k", [CODES[0]], START, {CODES[0]}, cap=10)
-    derive(store, START, "d0", V1, lambda codes: ({c: a for c in codes}, lambda f: None))
+    derive(store, START, "d0", V1, lambda codes: (answer_table({c: a for c in codes}), _no))
     moved = a._replace(risk_class="D", abnormal=1)
     derive(
         store,
         START + timedelta(days=1),
         "d1",
         V1,
-        lambda codes: ({c: moved for c in [*codes, CODES[1]]}, lambda f: None),
+        lambda codes: (answer_table({c: moved for c in [*codes, CODES[1]]}), _no),
     )
     page = store.page("alipay", 0, 100)
     assert [(code, kind) for _, code, kind, _ in page.events] == [
@@ -145,7 +149,7 @@ def test_expired_watches_stop_events_and_old_events_expire_with_their_cursors(tm
 
     def day(i: int, ans: Answer) -> None:
         d = START + timedelta(days=i)
-        derive(store, d, f"d{i}", V1, lambda codes: ({c: ans for c in codes}, lambda f: None))
+        derive(store, d, f"d{i}", V1, lambda codes: (answer_table({c: ans for c in codes}), _no))
 
     store.watch("alipay", "k", [CODES[0]], START, {CODES[0]}, cap=10)
     day(0, a)

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from serving.audit import AuditLog
 from serving.keys import KeyStore
-from serving.watch import WATCH_DAYS, WatchStore
+from serving.watch import WATCH_DAYS, Answer, WatchStore
 from tests.helpers import SERVICE_AS_OF, service_env
 
 ALL = ["verify", "score", "watch"]
@@ -174,7 +174,8 @@ def test_the_change_feed_gives_a_platform_its_events_from_any_cursor_and_after_a
         _verify(client, keys["a"], h)
     assert _watch(client, keys["a"], [h.uscc for h in mine]) == ["watched"] * 3
     store = WatchStore(home / "watch.sqlite")
-    states = store.states([h.uscc for h in mine])
+    rows = store.states([h.uscc for h in mine]).to_pylist()
+    states = {r.pop("uscc"): Answer(**r) for r in rows}
     con = sqlite3.connect(home / "watch.sqlite")
     with con:  # as if yesterday's answers had been these
         flip = {"A": "D", "B": "D", "C": "A", "D": "A"}

@@ -60,8 +60,13 @@ def _touched(days) -> list[str]:
 
 
 def test_a_month_of_events_equals_an_independent_diff_of_the_daily_publications(
-    living_domain, tmp_path, service_home
+    living_domain, tmp_path, service_home, monkeypatch
 ):
+    """The event step reads the watched households from the Parquet mirror here (as it
+    does at scale); the expected answers come from the SQLite store's rows."""
+    import serving.events
+
+    monkeypatch.setattr(serving.events, "MIRROR_FROM", 0)
     wh, online, days = _start(living_domain, tmp_path)
     days = days[:DAYS]
     model = _champion(service_home)
@@ -100,6 +105,11 @@ def test_a_month_of_events_equals_an_independent_diff_of_the_daily_publications(
         with OnlineStore(online).current() as snap:
             derive_events(store, snap, model, VERSION)
             now = _answers(snap.frame(), model)
+            sample = sorted(now)[::7]
+            fast = serving.events.watched_frame(snap, sample)
+            pd.testing.assert_frame_equal(
+                fast.sort_values("uscc", ignore_index=True), snap.frame(sample), check_dtype=False
+            )
         for p, c in sorted(watched):
             if c in last:
                 expected[p] += [(day.isoformat(), c, k) for k in expected_kinds(last[c], now[c])]
