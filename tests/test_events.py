@@ -39,6 +39,7 @@ day_plan = st.fixed_dictionaries(
         "answers": st.dictionaries(st.sampled_from(CODES), answer, min_size=len(CODES)),
         "watch": st.sets(st.tuples(st.sampled_from(PLATFORMS), st.sampled_from(CODES))),
         "unwatch": st.sets(st.tuples(st.sampled_from(PLATFORMS), st.sampled_from(CODES))),
+        "model": st.sampled_from(("1", "2")),  # a promotion now and then
     }
 )
 
@@ -60,7 +61,8 @@ def expected_kinds(old: Answer, new: Answer) -> list[str]:
     if both and new.penalties > old.penalties:
         out.append("penalty_in_publicity")
     if both and old.risk_class != new.risk_class:
-        out.append("class_changed")
+        new_model = old.model_version != new.model_version
+        out.append("model_changed" if new_model else "class_changed")
     return out
 
 
@@ -78,11 +80,12 @@ def _run(store: WatchStore, plans: list[dict]) -> dict[str, list[tuple]]:
         for p, c in sorted(plan["unwatch"]):
             store.unwatch(p, [c])
         watched = (watched | plan["watch"]) - plan["unwatch"]
-        now = plan["answers"]
+        v = plan["model"]
+        now = {c: a._replace(model_version=v) for c, a in plan["answers"].items()}
         for p, c in sorted(watched):
             if c in last:
                 expected[p] += [(day.isoformat(), c, k) for k in expected_kinds(last[c], now[c])]
-        derive(store, day, f"day-{i}|{V1}", V1, lambda codes, now=now: (answer_table(now), _no))
+        derive(store, day, f"day-{i}|{v}", v, lambda codes, now=now: (answer_table(now), _no))
         last = {c: now[c] for _, c in watched}
     return expected
 
