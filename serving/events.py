@@ -41,34 +41,37 @@ NOT_REGISTERED = "not_registered"  # a record withdrawn as entered in error
 MIRROR_FROM = 20_000
 
 Detail = dict | None
-Rule = Callable[[Answer, Answer | None], Detail]
+#: A rule: the event's detail from one answer to the next, or None for no event.
+Rule = Callable[[Answer, Answer], Detail]
 
 
-def _status_changed(old: Answer, new: Answer | None) -> Detail:
-    to = new.status if new is not None else NOT_REGISTERED
-    return {"from": old.status, "to": to} if to != old.status else None
+def _status_changed(old: Answer, new: Answer) -> Detail:
+    return {"from": old.status, "to": new.status} if new.status != old.status else None
 
 
-def _class_changed(old: Answer, new: Answer | None) -> Detail:
-    if new is None or old.risk_class is None or new.risk_class is None:
-        return None  # entering or leaving operation is a status event
-    if old.risk_class == new.risk_class or old.model_version != new.model_version:
+def _class_moved(old: Answer, new: Answer) -> bool:
+    # entering or leaving operation is a status event, not a class event
+    return None not in (old.risk_class, new.risk_class) and old.risk_class != new.risk_class
+
+
+def _class_changed(old: Answer, new: Answer) -> Detail:
+    if not _class_moved(old, new) or old.model_version != new.model_version:
         return None
     return {"from": old.risk_class, "to": new.risk_class}
 
 
-def _model_changed(old: Answer, new: Answer | None) -> Detail:
+def _model_changed(old: Answer, new: Answer) -> Detail:
     """A new champion moved the household's class (told only when the class moves)."""
-    if new is None or old.risk_class is None or new.risk_class is None:
-        return None
-    if old.risk_class == new.risk_class or old.model_version == new.model_version:
+    if not _class_moved(old, new) or old.model_version == new.model_version:
         return None
     return {"from": old.risk_class, "to": new.risk_class}
 
 
 def _flag(name: str, to: int, reason: str | None) -> Rule:
-    def rule(old: Answer, new: Answer | None) -> Detail:
-        before, after = getattr(old, name), None if new is None else getattr(new, name)
+    """A flag turning to ``to`` (marked, listed: 1; restored, removed: 0)."""
+
+    def rule(old: Answer, new: Answer) -> Detail:
+        before, after = getattr(old, name), getattr(new, name)
         if before is None or after is None or before == after or after != to:
             return None
         return {"reason": reason_details([reason])[0]} if reason else {}
@@ -76,10 +79,9 @@ def _flag(name: str, to: int, reason: str | None) -> Rule:
     return rule
 
 
-def _penalty_in_publicity(old: Answer, new: Answer | None) -> Detail:
-    if new is None or old.penalties is None or new.penalties is None:
-        return None
-    if new.penalties <= old.penalties:
+def _penalty_in_publicity(old: Answer, new: Answer) -> Detail:
+    """One more penalty in publicity, told by its reason code only."""
+    if old.penalties is None or new.penalties is None or new.penalties <= old.penalties:
         return None
     severe = (new.severity or 0) >= SEVERE and (new.severity or 0) > (old.severity or 0)
     return {"reason": reason_details(["R07" if severe else "R06"])[0]}
@@ -99,7 +101,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
 CLASS_KINDS = ("class_changed", "model_changed")
 
 
-def events_between(old: Answer, new: Answer | None) -> list[tuple[str, dict]]:
+def events_between(old: Answer, new: Answer) -> list[tuple[str, dict]]:
     """The (kind, detail) events from one answer to the next."""
     out = []
     for kind, rule in RULES:

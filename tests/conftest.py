@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 
@@ -130,3 +131,16 @@ def living_warehouse(living_domain, tmp_path_factory) -> Path:
     for day in sorted((living_domain / "feed").iterdir()):
         ingest(day, path, progress=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def served_env(service_home):
+    """The served home's CREDREF_* settings in the environment, for a module that runs
+    the service in process; the environment is restored after the module."""
+    from tests.helpers import service_env
+
+    saved = dict(os.environ)
+    os.environ.update(service_env(service_home))
+    yield service_home
+    os.environ.clear()
+    os.environ.update(saved)

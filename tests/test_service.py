@@ -22,7 +22,6 @@ from serving.keys import KeyStore
 from serving.online import describe_current
 from serving.preflight import Incompatible
 from tests.conftest import KNOWN_ID, SERVICE_AS_OF
-from tests.helpers import service_env
 
 REASON_OF = {r.code: r for r in (*REASONS, NO_ADVERSE)}
 
@@ -33,12 +32,8 @@ UNKNOWN = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit(
 
 
 @pytest.fixture(scope="module")
-def home(service_home):
-    saved = dict(os.environ)
-    os.environ.update(service_env(service_home))
-    yield service_home
-    os.environ.clear()
-    os.environ.update(saved)
+def home(served_env):
+    return served_env
 
 
 @pytest.fixture(scope="module")

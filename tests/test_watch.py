@@ -5,7 +5,6 @@ change feed read page by page and after a restart, and the audit of every call."
 from __future__ import annotations
 
 import importlib
-import os
 import sqlite3
 from datetime import timedelta
 
@@ -16,18 +15,14 @@ from starlette.testclient import TestClient
 from serving.audit import AuditLog
 from serving.keys import KeyStore
 from serving.watch import WATCH_DAYS, Answer, WatchStore
-from tests.helpers import SERVICE_AS_OF, service_env
+from tests.helpers import SERVICE_AS_OF
 
 ALL = ["verify", "score", "watch"]
 
 
 @pytest.fixture(scope="module")
-def home(service_home):
-    saved = dict(os.environ)
-    os.environ.update(service_env(service_home))
-    yield service_home
-    os.environ.clear()
-    os.environ.update(saved)
+def home(served_env):
+    return served_env
 
 
 def _client(home):
