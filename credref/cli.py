@@ -408,7 +408,9 @@ def _impact(settings, version: str | None):
 
     if not (settings.online_path / "current").exists():
         return None
-    found = run_impact(settings.registered_model, version, settings.online_path)
+    found = run_impact(
+        settings.registered_model, version, settings.online_path, settings.watch_path
+    )
     if found is not None:
         current, challenger, im = found
         console.print(
@@ -416,6 +418,10 @@ def _impact(settings, version: str | None):
             f"{im.changed_share:.2%} of {im.households:,} published households change class "
             f"(logged to MLflow: impact/impact.html)"
         )
+        for platform, w in im.watched_by_platform.items():
+            console.print(
+                f"  {platform}: {w['changed']:,} of its {w['watched']:,} watched households"
+            )
     return found
 
 

@@ -63,7 +63,7 @@ class Timing:
 def score_table(model: ScoringModel, features: pa.Table | pd.DataFrame, timing: Timing) -> pa.Table:
     """Score one batch of feature rows (Arrow table or pandas frame) into SCHEMA."""
     df = features.to_pandas() if isinstance(features, pa.Table) else features
-    X = encode(df)
+    X = encode(df, model.spec)
     t0 = time.perf_counter()
     r = model.score_array(X, with_reasons=False)
     t1 = time.perf_counter()

@@ -232,7 +232,8 @@ class ReferenceService(MonitoringRoutes):
         operating = [u for u in dict.fromkeys(found) if found[u].features is not None]
         scored: dict[str, dict] = {}
         if operating:
-            X = np.asarray([encode_row(found[u].features) for u in operating])  # type: ignore[arg-type]
+            spec = self.served.model.spec
+            X = np.asarray([encode_row(found[u].features, spec) for u in operating])  # type: ignore[arg-type]
             r = self.served.model.score_array(X)
             for i, u in enumerate(operating):
                 scored[u] = {

@@ -8,7 +8,7 @@ The same feature SQL (transpiled by sqlglot) and the same scoring function as
     # package the code
     zip -r credref.zip credref features training serving
     spark-submit --master yarn --deploy-mode cluster \\
-        --py-files credref.zip --files model/booster.txt,model/scoring.json,model/points.json \\
+        --py-files credref.zip --files model/booster.txt,model/scoring.json,model/points.json,model/spec.json \\
         --conf spark.executor.instances=40 --conf spark.executor.cores=4 \\
         --conf spark.executor.memory=8g --conf spark.sql.shuffle.partitions=1600 \\
         --conf spark.sql.session.timeZone=UTC \\

@@ -283,6 +283,19 @@ class WatchStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def by_platform(self, day: date) -> dict[str, set[str]]:
+        """Each platform's live watched codes on ``day`` (for the impact of a challenger)."""
+        d = day.isoformat()
+        out: dict[str, set[str]] = {}
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT platform, subject FROM watches WHERE watched_on <= ? AND expires_on > ?",
+                (d, d),
+            )
+            for platform, code in rows:
+                out.setdefault(platform, set()).add(code)
+        return out
+
     def watchers(self, day: date, codes: Iterable[str]) -> list[tuple[str, str]]:
         """The platforms watching each of ``codes`` on ``day``, as (platform, code)."""
         d = day.isoformat()

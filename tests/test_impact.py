@@ -54,6 +54,23 @@ def _challenger(client: MlflowClient, scale: float, tmp) -> str:
     return version
 
 
+WATCHED = {"alipay": slice(0, 300), "wechat": slice(200, 260)}  # rows of the population
+
+
+def _watching(path, people, online):
+    """A watch store where two platforms watch some of the published households."""
+    from serving.online import OnlineStore
+    from serving.watch import WatchStore
+
+    store = WatchStore(path)
+    with OnlineStore(online).current() as snap:
+        day = snap.day
+    for platform, rows in WATCHED.items():
+        codes = list(people.uscc.iloc[rows])
+        store.watch(platform, f"key-{platform}", codes, day, set(codes), cap=10_000)
+    return path
+
+
 def test_the_same_model_changes_nothing(service_home, store):
     model = load_version(NAME, "1").unwrap_python_model().model
     people = population(service_home / "online")
@@ -74,8 +91,23 @@ def test_a_large_move_is_refused_without_a_reason_and_recorded_with_one(
     v2 = _challenger(
         client, 0.4, tmp_path / "b"
     )  # lower cuts: many households move to worse classes
-    current, challenger, im = run_impact(NAME, v2, service_home / "online")
+    people = population(service_home / "online")
+    watch = _watching(tmp_path / "watch.sqlite", people, service_home / "online")
+    current, challenger, im = run_impact(NAME, v2, service_home / "online", watch)
     assert (current, challenger) == (champion, v2)
+    # by hand: each platform's watched households whose class the switch moves
+    a = load_version(NAME, champion).unwrap_python_model().model.score_frame(people)
+    b = load_version(NAME, v2).unwrap_python_model().model.score_frame(people)
+    moved = set(people.uscc[(a.risk_class != b.risk_class).to_numpy()])
+    for platform, codes in WATCHED.items():
+        mine = set(people.uscc.iloc[codes])
+        want = {"watched": len(mine), "changed": len(mine & moved)}
+        assert im.watched_by_platform[platform] == want, platform
+    assert (
+        0
+        < im.watched_by_platform["alipay"]["changed"]
+        < im.watched_by_platform["alipay"]["watched"]
+    )
     assert (
         0.2 < im.changed_share <= 1
         and sum(map(sum, (r.values() for r in im.migration.values()))) == im.households

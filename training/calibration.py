@@ -9,6 +9,7 @@ import pandas as pd
 
 from features.catalogue import catalogue_version
 from training.scoring import PointsTable, ScoreScale, ScoringModel, encode
+from training.spec import CREDREF, ModelSpec
 
 #: Cumulative shares of validation households at the class cuts A|B, B|C, C|D (40% A,
 #: 30% B, 20% C, 10% D) unless the training config says otherwise.
@@ -30,10 +31,13 @@ def make_scoring_model(
     points: PointsTable | None = None,
     class_shares: tuple[float, float, float] = DEFAULT_CLASS_SHARES,
     scale: ScoreScale | None = None,
+    spec: ModelSpec = CREDREF,
+    catalogue: str | None = None,
 ) -> ScoringModel:
-    """Calibrate on validation and fix the class thresholds there."""
+    """Calibrate on validation and fix the class thresholds there (``catalogue``: the
+    catalogue's version, credref's by default)."""
     margin = (
-        points.margin(encode(valid_X))
+        points.margin(encode(valid_X, spec))
         if points is not None
         else booster.predict(valid_X, raw_score=True)
     )
@@ -41,5 +45,13 @@ def make_scoring_model(
     pd_valid = 1.0 / (1.0 + np.exp(-(a * margin + b)))
     q_ab, q_bc, q_cd = (float(np.quantile(pd_valid, q)) for q in class_shares)
     return ScoringModel(
-        booster, kind, a, b, (q_ab, q_bc, q_cd), scale or ScoreScale(), points, catalogue_version()
+        booster,
+        kind,
+        a,
+        b,
+        (q_ab, q_bc, q_cd),
+        scale or ScoreScale(),
+        points,
+        catalogue or catalogue_version(),
+        spec,
     )

@@ -8,8 +8,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.catalogue import FEATURE_NAMES, FEATURES_BY_NAME
 from training.scoring import PointsTable, encode
+from training.spec import CREDREF, ModelSpec
 
 SHAP_TOL = 1e-6
 POINTS_TOL = 1e-9
@@ -43,7 +43,12 @@ class CheckReport:
 
 
 def monotonicity_violations(
-    booster: lgb.Booster, X: pd.DataFrame, n_rows: int = 300, n_grid: int = 30, seed: int = 0
+    booster: lgb.Booster,
+    X: pd.DataFrame,
+    n_rows: int = 300,
+    n_grid: int = 30,
+    seed: int = 0,
+    spec: ModelSpec = CREDREF,
 ) -> dict[str, int]:
     """Sweep each constrained feature over a grid on sampled rows (rows with missing values
     in other features included) and count rows whose raw margin moves the wrong way."""
@@ -52,8 +57,7 @@ def monotonicity_violations(
         drop=True
     )
     out = {}
-    for name in FEATURE_NAMES:
-        sign = FEATURES_BY_NAME[name].monotone
+    for name, sign in zip(spec.features, spec.monotone, strict=True):
         if sign == 0:
             continue
         col = X[name].to_numpy(dtype=float)
@@ -75,15 +79,20 @@ def shap_additivity_error(booster: lgb.Booster, X: pd.DataFrame) -> float:
 
 
 def points_error(points: PointsTable, booster: lgb.Booster, X: pd.DataFrame) -> float:
-    return float(np.abs(points.margin(encode(X)) - booster.predict(X, raw_score=True)).max())
+    margin = points.margin(encode(X, points.spec))
+    return float(np.abs(margin - booster.predict(X, raw_score=True)).max())
 
 
 def run_checks(
-    booster: lgb.Booster, X: pd.DataFrame, points: PointsTable | None, seed: int = 0
+    booster: lgb.Booster,
+    X: pd.DataFrame,
+    points: PointsTable | None,
+    seed: int = 0,
+    spec: ModelSpec = CREDREF,
 ) -> CheckReport:
     sample = X.sample(n=min(len(X), 5000), random_state=seed)
     return CheckReport(
-        monotonicity_violations=monotonicity_violations(booster, X, seed=seed),
+        monotonicity_violations=monotonicity_violations(booster, X, seed=seed, spec=spec),
         shap_additivity_max_error=shap_additivity_error(booster, sample),
         points_max_error=points_error(points, booster, sample) if points is not None else None,
     )

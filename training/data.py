@@ -16,19 +16,20 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features.catalogue import CATEGORIES, FEATURE_NAMES, FEATURES_BY_NAME
 from features.dataset import LABEL_COLUMN, ORACLE_COLUMN
+from training.spec import CREDREF, ModelSpec
 
 
-def model_matrix(df: pd.DataFrame) -> pd.DataFrame:
-    """The catalogue's features as the model sees them (float64 or fixed categoricals)."""
-    missing = [f for f in FEATURE_NAMES if f not in df.columns]
+def model_matrix(df: pd.DataFrame, spec: ModelSpec = CREDREF) -> pd.DataFrame:
+    """The spec's features as the model sees them (float64 or fixed categoricals)."""
+    missing = [f for f in spec.features if f not in df.columns]
     if missing:
         raise ValueError(f"input lacks catalogue features: {missing}")
     out = {}
-    for name in FEATURE_NAMES:
-        if FEATURES_BY_NAME[name].value_type == "category":
-            out[name] = pd.Categorical(df[name].astype("string"), categories=list(CATEGORIES[name]))
+    for name in spec.features:
+        if name in spec.categories:
+            cats = list(spec.categories[name])
+            out[name] = pd.Categorical(df[name].astype("string"), categories=cats)
         else:
             out[name] = pd.to_numeric(df[name], errors="raise").astype("float64")
     return pd.DataFrame(out, index=df.index)

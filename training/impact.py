@@ -5,7 +5,9 @@ latest publication that are operating. The report is what the switch would do to
 - the class migration matrix (champion class by challenger class);
 - the share of households changing class, overall and by city;
 - the score shift (mean and quantiles of challenger minus champion);
-- how often the first reason changes, and each model's top reasons.
+- how often the first reason changes, and each model's top reasons;
+- for each platform with a watch list (:mod:`serving.watch`), how many of its watched
+  households would change class: what its change feed would tell it at the switch.
 It is written as JSON and HTML (with the migration heat map) and logged to the
 challenger's MLflow run. The promotion gate reads the share changing class.
 """
@@ -13,6 +15,7 @@ challenger's MLflow run. The promotion gate reads the share changing class.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -36,6 +39,8 @@ class Impact:
     score_shift: dict[str, float]
     first_reason_changed_share: float
     top_reasons: dict[str, dict[str, int]]  # model -> reason code -> households
+    #: platform -> {"watched": operating households it watches, "changed": how many move}
+    watched_by_platform: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -52,8 +57,26 @@ def population(online: Path) -> pd.DataFrame:
     return df.drop(columns="status").reset_index(drop=True)
 
 
-def impact(features: pd.DataFrame, champion: ScoringModel, challenger: ScoringModel) -> Impact:
-    """Score ``features`` (catalogue columns, one row per household) with both models."""
+def watched_codes(online: Path, watch: Path | None) -> dict[str, set[str]]:
+    """Each platform's watched codes on the publication's day (none without a store)."""
+    if watch is None or not watch.exists():
+        return {}
+    from serving.online import OnlineStore
+    from serving.watch import WatchStore
+
+    with OnlineStore(online).current() as snap:
+        day = snap.day
+    return WatchStore(watch).by_platform(day)
+
+
+def impact(
+    features: pd.DataFrame,
+    champion: ScoringModel,
+    challenger: ScoringModel,
+    watched: dict[str, set[str]] | None = None,
+) -> Impact:
+    """Score ``features`` (catalogue columns and ``uscc``, one row per household) with both
+    models; ``watched``: each platform's watched codes."""
     X = features[list(FEATURE_NAMES)]
     a, b = champion.score_frame(X), challenger.score_frame(X)
     changed = a["risk_class"].to_numpy() != b["risk_class"].to_numpy()
@@ -65,6 +88,11 @@ def impact(features: pd.DataFrame, champion: ScoringModel, challenger: ScoringMo
     shift = b["score"].to_numpy(float) - a["score"].to_numpy(float)
     first_a = a["reasons"].str.split(";").str[0]
     first_b = b["reasons"].str.split(";").str[0]
+    codes = features["uscc"].to_numpy() if "uscc" in features else np.array([], dtype=object)
+    per_platform = {}
+    for platform, mine in sorted((watched or {}).items()):
+        rows = np.isin(codes, list(mine))
+        per_platform[platform] = {"watched": int(rows.sum()), "changed": int(changed[rows].sum())}
     return Impact(
         households=len(X),
         changed_share=float(changed.mean()) if len(X) else 0.0,
@@ -81,6 +109,7 @@ def impact(features: pd.DataFrame, champion: ScoringModel, challenger: ScoringMo
             "champion": {str(k): int(v) for k, v in first_a.value_counts().head(5).items()},
             "challenger": {str(k): int(v) for k, v in first_b.value_counts().head(5).items()},
         },
+        watched_by_platform=per_platform,
     )
 
 
@@ -112,6 +141,15 @@ def render_html(im: Impact, title: str) -> str:
         for city, share in im.changed_share_by_city.items()
     )
     s = im.score_shift
+    watched = "".join(
+        f"<tr><td>{p}</td><td>{w['watched']:,}</td><td>{w['changed']:,}</td></tr>"
+        for p, w in im.watched_by_platform.items()
+    )
+    if watched:
+        watched = (
+            "<h2>Watched households changing class, by platform</h2><table><tr>"
+            f"<th>platform</th><th>watched</th><th>changing class</th></tr>{watched}</table>"
+        )
     return f"""<!doctype html><meta charset="utf-8"><title>{title}</title>
 <h1>{title}</h1>
 <p>{im.households:,} operating households of the latest publication;
@@ -121,10 +159,13 @@ def render_html(im: Impact, title: str) -> str:
 median {s["p50"]:.0f}, 95% {s["p95"]:.0f}.</p>
 <img alt="class migration" src="data:image/png;base64,{_heatmap_png(im)}">
 <h2>Share changing class, by city</h2><table><tr><th>city</th><th>share</th></tr>{rows}</table>
+{watched}
 """
 
 
-def run_impact(name: str, version: str | None, online: Path) -> tuple[str, str, Impact] | None:
+def run_impact(
+    name: str, version: str | None, online: Path, watch: Path | None = None
+) -> tuple[str, str, Impact] | None:
     """Impact of registered ``version`` (default: the newest) against the champion on
     the population of the online store's current publication, logged to the version's MLflow run. None when there is
     no champion other than it (nothing would change hands)."""
@@ -145,7 +186,7 @@ def run_impact(name: str, version: str | None, online: Path) -> tuple[str, str, 
     def model(v: str) -> ScoringModel:
         return load_version(name, v).unwrap_python_model().model
 
-    im = impact(population(online), model(current), model(version))
+    im = impact(population(online), model(current), model(version), watched_codes(online, watch))
     run_id = client.get_model_version(name, version).run_id
     title = f"Impact of version {version} against champion {current}"
     client.log_text(run_id, im.to_json(), "impact/impact.json")

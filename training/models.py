@@ -11,13 +11,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.catalogue import CATEGORIES, FEATURE_NAMES, FEATURES_BY_NAME
 from training.data import Split
 from training.scoring import PointsTable
+from training.spec import CREDREF, ModelSpec
 
 KINDS = ("monotone", "additive", "unconstrained")
-MONOTONE = [FEATURES_BY_NAME[n].monotone for n in FEATURE_NAMES]
-CATEGORICAL = [n for n in FEATURE_NAMES if FEATURES_BY_NAME[n].value_type == "category"]
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -34,15 +32,15 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
-def lgb_params(kind: str, params: dict, seed: int) -> dict:
+def lgb_params(kind: str, params: dict, seed: int, spec: ModelSpec = CREDREF) -> dict:
     if kind not in KINDS:
         raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
     p = {**DEFAULT_PARAMS, **params, "seed": seed}
     if kind in ("monotone", "additive"):
-        p["monotone_constraints"] = MONOTONE
+        p["monotone_constraints"] = list(spec.monotone)
         p["monotone_constraints_method"] = "intermediate"
     if kind == "additive":
-        p["interaction_constraints"] = [[i] for i in range(len(FEATURE_NAMES))]
+        p["interaction_constraints"] = [[i] for i in range(len(spec.features))]
     return p
 
 
@@ -55,12 +53,15 @@ def fit_booster(
     rounds: int = 2000,
     patience: int = 100,
     callbacks: list | None = None,
+    spec: ModelSpec = CREDREF,
 ) -> lgb.Booster:
     """Fit with early stopping on the (later) validation snapshots (``callbacks``: more
-    LightGBM callbacks, e.g. a tuning trial's pruning)."""
-    p = lgb_params(kind, params, seed)
-    dtrain = lgb.Dataset(train.X, train.y, categorical_feature=CATEGORICAL, free_raw_data=False)
-    dvalid = lgb.Dataset(valid.X, valid.y, reference=dtrain, categorical_feature=CATEGORICAL)
+    LightGBM callbacks, e.g. a tuning trial's pruning), under ``spec``'s monotone
+    directions and categoricals (its matrix: :func:`training.data.model_matrix`)."""
+    p = lgb_params(kind, params, seed, spec)
+    cats = spec.categorical
+    dtrain = lgb.Dataset(train.X, train.y, categorical_feature=cats, free_raw_data=False)
+    dvalid = lgb.Dataset(valid.X, valid.y, reference=dtrain, categorical_feature=cats)
     return lgb.train(
         p,
         dtrain,
@@ -84,7 +85,9 @@ def _split_features(node: dict, acc: dict[int, set]) -> None:
         _split_features(node["right_child"], acc)
 
 
-def points_table(booster: lgb.Booster, template: pd.DataFrame) -> PointsTable:
+def points_table(
+    booster: lgb.Booster, template: pd.DataFrame, spec: ModelSpec = CREDREF
+) -> PointsTable:
     """Build the exact points table of an additive booster.
 
     Args:
@@ -103,17 +106,17 @@ def points_table(booster: lgb.Booster, template: pd.DataFrame) -> PointsTable:
 
     def contrib(name: str, values: list) -> np.ndarray:
         frame = pd.concat([template.iloc[[0]]] * len(values), ignore_index=True)
-        if name in CATEGORICAL:
-            frame[name] = pd.Categorical(values, categories=list(CATEGORIES[name]))
+        if name in spec.categories:
+            frame[name] = pd.Categorical(values, categories=list(spec.categories[name]))
         else:
             frame[name] = np.asarray(values, dtype=float)
         return booster.predict(frame, pred_contrib=True)
 
     numeric, categorical = {}, {}
     base = None
-    for j, name in enumerate(FEATURE_NAMES):
-        if name in CATEGORICAL:
-            cats = list(CATEGORIES[name])
+    for j, name in enumerate(spec.features):
+        if name in spec.categories:
+            cats = list(spec.categories[name])
             c = contrib(name, [*cats, None])
             categorical[name] = {
                 "points": dict(zip(cats, c[:-1, j].tolist(), strict=True)),
@@ -126,7 +129,7 @@ def points_table(booster: lgb.Booster, template: pd.DataFrame) -> PointsTable:
             numeric[name] = {"thresholds": th, "points": c[:-1, j].tolist(), "nan": float(c[-1, j])}
         base = float(c[0, -1])
     assert base is not None
-    return PointsTable(base, numeric, categorical)
+    return PointsTable(base, numeric, categorical, spec)
 
 
 # --- the industry's baseline -------------------------------------------------------------
@@ -138,9 +141,10 @@ class WoEScorecard:
     ``__init__`` only stores parameters; fitted attributes end in ``_``.
     """
 
-    def __init__(self, max_n_bins: int = 8, C: float = 1.0):
+    def __init__(self, max_n_bins: int = 8, C: float = 1.0, spec: ModelSpec = CREDREF):
         self.max_n_bins = max_n_bins
         self.C = C
+        self.spec = spec
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> WoEScorecard:
         from optbinning import BinningProcess
@@ -149,10 +153,11 @@ class WoEScorecard:
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         Xo = X.copy()
-        for c in CATEGORICAL:
+        cats = self.spec.categorical
+        for c in cats:
             Xo[c] = Xo[c].astype("object")
         self.binning_ = BinningProcess(
-            list(X.columns), categorical_variables=CATEGORICAL, max_n_bins=self.max_n_bins
+            list(X.columns), categorical_variables=cats, max_n_bins=self.max_n_bins
         ).fit(Xo, y)
         self.logit_ = LogisticRegression(C=self.C, max_iter=1000).fit(
             self.binning_.transform(Xo), y
@@ -165,6 +170,6 @@ class WoEScorecard:
         if not hasattr(self, "logit_"):
             raise NotFittedError("WoEScorecard is not fitted; call fit first")
         Xo = X.copy()
-        for c in CATEGORICAL:
+        for c in self.spec.categorical:
             Xo[c] = Xo[c].astype("object")
         return self.logit_.predict_proba(self.binning_.transform(Xo))[:, 1]

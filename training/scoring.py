@@ -33,53 +33,46 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.catalogue import (
-    CATEGORIES,
-    FEATURE_NAMES,
-    FEATURES_BY_NAME,
-    NO_ADVERSE,
-    REASONS,
-)
+from features.catalogue import NO_ADVERSE, REASONS
+from training.spec import CREDREF, ModelSpec
 
 CLASSES = ("A", "B", "C", "D")
 MAX_REASONS = 4
-OVERRIDE_FEATURE, OVERRIDE_REASON = "serious_listed", "R08"
 _FEW_ROWS = 8  # up to this many rows, points are looked up in plain Python
 
 
 # --- the encoded matrix: every scoring path's input -----------------------------------
 
-#: category -> its code (position in the catalogue's categories), as LightGBM numbers them.
-CATEGORY_CODES = {n: {c: float(i) for i, c in enumerate(cs)} for n, cs in CATEGORIES.items()}
 
-
-def encode(df: pd.DataFrame) -> np.ndarray:
+def encode(df: pd.DataFrame, spec: ModelSpec = CREDREF) -> np.ndarray:
     """The catalogue's features as one float matrix: categories by code, NaN if missing.
 
     The fast form every scoring path uses (batch, pyfunc, online); equal, as LightGBM
     input, to :func:`model_matrix` (a pandas categorical enters LightGBM as its code).
     An unknown category counts as missing, as it does in the categorical.
     """
-    missing = [f for f in FEATURE_NAMES if f not in df.columns]
+    missing = [f for f in spec.features if f not in df.columns]
     if missing:
         raise ValueError(f"input lacks catalogue features: {missing}")
-    out = np.empty((len(df), len(FEATURE_NAMES)))
-    for j, name in enumerate(FEATURE_NAMES):
+    codes = spec.category_codes
+    out = np.empty((len(df), len(spec.features)))
+    for j, name in enumerate(spec.features):
         col = df[name]
-        if name in CATEGORY_CODES:
-            out[:, j] = col.astype("object").map(CATEGORY_CODES[name]).to_numpy(dtype=float)
+        if name in codes:
+            out[:, j] = col.astype("object").map(codes[name]).to_numpy(dtype=float)
         else:
             out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=float, na_value=np.nan)
     return out
 
 
-def encode_row(row: dict) -> list[float]:
+def encode_row(row: dict, spec: ModelSpec = CREDREF) -> list[float]:
     """One household's features (a mapping) as a row of :func:`encode`, without pandas."""
     out = []
-    for name in FEATURE_NAMES:
+    codes = spec.category_codes
+    for name in spec.features:
         v = row[name]
-        if name in CATEGORY_CODES:
-            out.append(CATEGORY_CODES[name].get(v, math.nan))
+        if name in codes:
+            out.append(codes[name].get(v, math.nan))
         else:
             out.append(math.nan if v is None else float(v))
     return out
@@ -102,11 +95,12 @@ class PointsTable:
     base: float
     numeric: dict[str, dict]  # name -> {"thresholds": [...], "points": [...], "nan": float}
     categorical: dict[str, dict]  # name -> {"points": {category: float}, "nan": float}
+    spec: ModelSpec = field(default=CREDREF, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Lookup arrays per feature, in catalogue order, for the encoded matrix.
+        # Lookup arrays per feature, in the spec's order, for the encoded matrix.
         self._lookups: list[tuple[np.ndarray | None, np.ndarray, float]] = []
-        for name in FEATURE_NAMES:
+        for name in self.spec.features:
             if name in self.numeric:
                 spec = self.numeric[name]
                 th = np.asarray(spec["thresholds"], float)
@@ -114,7 +108,8 @@ class PointsTable:
             else:  # categorical: points indexed by the category's code
                 spec = self.categorical[name]
                 th = None
-                pts = np.asarray([spec["points"].get(c, spec["nan"]) for c in CATEGORIES[name]])
+                cats = self.spec.categories[name]
+                pts = np.asarray([spec["points"].get(c, spec["nan"]) for c in cats])
             self._lookups.append((th, pts, float(spec["nan"])))
         self._py_lookups = [
             (None if th is None else th.tolist(), pts.tolist(), nan)
@@ -125,9 +120,9 @@ class PointsTable:
         """Per-feature points for an encoded matrix (see :func:`training.data.encode`)."""
         if X.shape[0] <= _FEW_ROWS:
             return np.asarray([self._row_points(row) for row in X.tolist()]).reshape(
-                X.shape[0], len(FEATURE_NAMES)
+                X.shape[0], len(self.spec.features)
             )
-        out = np.empty((X.shape[0], len(FEATURE_NAMES)))
+        out = np.empty((X.shape[0], len(self.spec.features)))
         for j, (th, pts, nan) in enumerate(self._lookups):
             x = X[:, j]
             missing = np.isnan(x)
@@ -160,9 +155,9 @@ class PointsTable:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> PointsTable:
+    def from_json(cls, text: str, spec: ModelSpec = CREDREF) -> PointsTable:
         d = json.loads(text)
-        return cls(d["base"], d["numeric"], d["categorical"])
+        return cls(d["base"], d["numeric"], d["categorical"], spec)
 
     def as_frame(self, factor: float = 1.0) -> pd.DataFrame:
         """Readable table: feature, bin, points (times ``factor``, e.g. into score points)."""
@@ -198,19 +193,6 @@ class ScoreScale:
         return np.clip(np.rint(raw), 0, 1000).astype(int)
 
 
-def _reason_matrix() -> tuple[np.ndarray, list[str]]:
-    codes = [r.code for r in REASONS]
-    m = np.zeros((len(FEATURE_NAMES), len(codes)))
-    for i, name in enumerate(FEATURE_NAMES):
-        code = FEATURES_BY_NAME[name].reason
-        if code is not None:
-            m[i, codes.index(code)] = 1.0
-    return m, codes
-
-
-REASON_MATRIX, REASON_CODES = _reason_matrix()
-
-
 def _detail(r) -> dict:
     g = r.guidance
     return {
@@ -237,35 +219,39 @@ def reason_details(codes: str | list[str]) -> list[dict]:
     return [_DETAILS[c] for c in items if c]
 
 
-def reason_codes(contributions: np.ndarray, max_reasons: int = MAX_REASONS) -> list[list[str]]:
+def reason_codes(
+    contributions: np.ndarray, max_reasons: int = MAX_REASONS, spec: ModelSpec = CREDREF
+) -> list[list[str]]:
     """Top adverse reason codes per row from per-feature contributions to the margin.
 
     The readable, row-by-row definition; scoring uses :func:`reason_strings`, which a test
     holds equal to it."""
-    by_reason = contributions[:, : len(FEATURE_NAMES)] @ REASON_MATRIX
+    by_reason = contributions[:, : len(spec.features)] @ spec.reason_matrix
     order = np.argsort(-by_reason, axis=1, kind="stable")
     out = []
     for row, idx in zip(by_reason, order, strict=True):
-        codes = [REASON_CODES[k] for k in idx[:max_reasons] if row[k] > 1e-9]
-        out.append(codes or [NO_ADVERSE.code])
+        codes = [spec.reasons[k] for k in idx[:max_reasons] if row[k] > 1e-9]
+        out.append(codes or [spec.no_adverse])
     return out
 
 
-def reason_strings(contributions: np.ndarray, serious: np.ndarray) -> np.ndarray:
+def reason_strings(
+    contributions: np.ndarray, serious: np.ndarray, spec: ModelSpec = CREDREF
+) -> np.ndarray:
     """Reason codes joined by ';' per row, with the serious-list override: the same answer
     as :func:`reason_codes` plus the override, vectorised.
 
     The top codes of a row are few (at most four of nine), so rows are keyed by their
     code combination and each distinct combination is spelled out once.
     """
-    by_reason = contributions[:, : len(FEATURE_NAMES)] @ REASON_MATRIX
+    by_reason = contributions[:, : len(spec.features)] @ spec.reason_matrix
     order = np.argsort(-by_reason, axis=1, kind="stable")[:, :MAX_REASONS]
     present = np.take_along_axis(by_reason, order, axis=1) > 1e-9
-    none = len(REASON_CODES)
+    none = len(spec.reasons)
     idx = np.where(present, order, none)
     if len(idx) <= 8:  # an online request: spelling each row costs less than grouping
         return np.asarray(
-            [_label(row, s) for row, s in zip(idx.tolist(), serious.tolist(), strict=True)],
+            [_label(row, s, spec) for row, s in zip(idx.tolist(), serious.tolist(), strict=True)],
             dtype=object,
         )
     key = np.zeros(len(idx), dtype=np.int64)
@@ -280,19 +266,18 @@ def reason_strings(contributions: np.ndarray, serious: np.ndarray) -> np.ndarray
         for _ in range(idx.shape[1]):
             rest, i = divmod(rest, none + 1)
             picked.append(i)
-        labels.append(_label(picked[::-1], bool(is_serious)))
+        labels.append(_label(picked[::-1], bool(is_serious), spec))
     return np.asarray(labels, dtype=object)[inverse.reshape(-1)]
 
 
-def _label(idx: list[int], serious: bool) -> str:
-    """The reason string of one row from its top reason indices (``len(REASON_CODES)``
-    marks "no further adverse reason"), with the serious-list override."""
-    codes = [REASON_CODES[i] for i in idx if i != len(REASON_CODES)] or [NO_ADVERSE.code]
-    if serious:
-        codes = [
-            OVERRIDE_REASON,
-            *[c for c in codes if c not in (OVERRIDE_REASON, NO_ADVERSE.code)],
-        ][:MAX_REASONS]
+def _label(idx: list[int], serious: bool, spec: ModelSpec) -> str:
+    """The reason string of one row from its top reason indices (``len(spec.reasons)``
+    marks "no further adverse reason"), with the policy override's reason first."""
+    none = len(spec.reasons)
+    codes = [spec.reasons[i] for i in idx if i != none] or [spec.no_adverse]
+    if serious and spec.override_reason is not None:
+        first = spec.override_reason
+        codes = [first, *[c for c in codes if c not in (first, spec.no_adverse)]][:MAX_REASONS]
     return ";".join(codes)
 
 
@@ -308,13 +293,17 @@ class ScoringModel:
     scale: ScoreScale
     points: PointsTable | None
     catalogue_version: str
-    #: The encoded matrix's columns, and the one whose positive value forces class D.
-    feature_names: tuple[str, ...] = tuple(FEATURE_NAMES)
-    override_feature: str = OVERRIDE_FEATURE
-    _override_col: int = field(init=False, repr=False)
+    #: The catalogue it was trained on: the encoded matrix's columns, the reasons, the
+    #: feature whose positive value forces class D.
+    spec: ModelSpec = CREDREF
 
-    def __post_init__(self) -> None:
-        self._override_col = self.feature_names.index(self.override_feature)
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.spec.features
+
+    def _serious(self, X: np.ndarray) -> np.ndarray:
+        col = self.spec.override_col
+        return np.zeros(len(X), dtype=bool) if col is None else X[:, col] > 0
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """Raw margin for an encoded matrix (:func:`encode`)."""
@@ -326,7 +315,7 @@ class ScoringModel:
         """Per-feature contributions to the margin (no bias column)."""
         if self.points is not None:
             return self.points.contributions(X)
-        return self.booster.predict(X, pred_contrib=True)[:, : len(FEATURE_NAMES)]
+        return self.booster.predict(X, pred_contrib=True)[:, : len(self.spec.features)]
 
     def pd_from_margin(self, m: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(self.calib_a * m + self.calib_b)))
@@ -341,7 +330,7 @@ class ScoringModel:
 
         The one scoring function behind batch scoring, the pyfunc and the online service.
         """
-        serious = X[:, self._override_col] > 0
+        serious = self._serious(X)
         if with_reasons:  # one pass gives both: the margin is the contributions' sum
             margin, contrib = self.explain(X)
         else:
@@ -354,7 +343,7 @@ class ScoringModel:
             "override": np.where(serious, "serious_list", ""),
         }
         if contrib is not None:
-            out["reasons"] = reason_strings(contrib, serious)
+            out["reasons"] = reason_strings(contrib, serious, self.spec)
         return out
 
     def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -366,15 +355,16 @@ class ScoringModel:
             c = self.points.contributions(X)
             return self.points.base + c.sum(axis=1), c
         full = self.booster.predict(X, pred_contrib=True)
-        return full.sum(axis=1), full[:, : len(FEATURE_NAMES)]
+        return full.sum(axis=1), full[:, : len(self.spec.features)]
 
     def reasons(self, X: np.ndarray) -> np.ndarray:
         """Reason codes (joined by ';') per row; R08 first for a serious-list household."""
-        return reason_strings(self.contributions(X), X[:, self._override_col] > 0)
+        return reason_strings(self.contributions(X), self._serious(X), self.spec)
 
     def score_frame(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
         """PD, score, class and reasons for rows holding the catalogue's features."""
-        return pd.DataFrame(self.score_array(encode(features), with_reasons), index=features.index)
+        X = encode(features, self.spec)
+        return pd.DataFrame(self.score_array(X, with_reasons), index=features.index)
 
     # --- persistence: plain files, so an artefact is readable without Python pickles ---
 
@@ -387,12 +377,11 @@ class ScoringModel:
             "class_thresholds": list(self.class_thresholds),
             "scale": asdict(self.scale),
             "catalogue_version": self.catalogue_version,
-            "features": list(self.feature_names),
-            "override_feature": self.override_feature,
         }
         out = {
             "booster.txt": self.booster.model_to_string(),
             "scoring.json": json.dumps(meta, indent=2),
+            "spec.json": self.spec.to_json(),
         }
         if self.points is not None:
             out["points.json"] = self.points.to_json()
@@ -407,6 +396,9 @@ class ScoringModel:
     def from_files(cls, files: dict[str, str]) -> ScoringModel:
         """Rebuild from :meth:`files` (e.g. shipped to Spark tasks with no shared disk)."""
         meta = json.loads(files["scoring.json"])
+        # an artefact made before specs were stored was trained on credref's catalogue
+        spec = ModelSpec.from_json(files["spec.json"]) if "spec.json" in files else CREDREF
+        points = files.get("points.json")
         return cls(
             booster=lgb.Booster(model_str=files["booster.txt"]),
             kind=meta["kind"],
@@ -418,13 +410,12 @@ class ScoringModel:
                 meta["class_thresholds"][2],
             ),
             scale=ScoreScale(**meta["scale"]),
-            points=PointsTable.from_json(files["points.json"]) if "points.json" in files else None,
+            points=PointsTable.from_json(points, spec) if points is not None else None,
             catalogue_version=meta["catalogue_version"],
-            feature_names=tuple(meta.get("features", FEATURE_NAMES)),
-            override_feature=meta.get("override_feature", OVERRIDE_FEATURE),
+            spec=spec,
         )
 
     @classmethod
     def load(cls, folder: Path) -> ScoringModel:
-        names = ("booster.txt", "scoring.json", "points.json")
+        names = ("booster.txt", "scoring.json", "points.json", "spec.json")
         return cls.from_files({n: (folder / n).read_text() for n in names if (folder / n).exists()})

@@ -317,7 +317,8 @@ def _write_artefacts(config, f: Fitted, ev: Evaluation, s: Splits, manifest, out
         out / "score_by_city.png",
     )
     sample = s.test.X.sample(n=min(3000, len(s.test.X)), random_state=config.seed)
-    shap_summary_plot(f.model.contributions(encode(sample)), sample, out / "shap_summary.png")
+    contributions = f.model.contributions(encode(sample, f.model.spec))
+    shap_summary_plot(contributions, sample, out / "shap_summary.png")
     (out / "model_card.md").write_text(
         model_card(
             config,
