@@ -2,7 +2,8 @@
 screenshot, and fail on any console error.
 
 Chromium and ChromeDriver from the Debian packages (``apt-get install chromium
-chromium-driver``), driven headless by Selenium: the page's console log is read after it
+chromium-driver``, and a CJK font such as ``fonts-wqy-zenhei`` so the Chinese texts render),
+driven headless by Selenium: the page's console log is read after it
 has loaded, and any message at the error level (``console.error``, an uncaught exception,
 a resource that failed to load) is an error. The reports are made on
 the demo's state (``make demo`` first): ``credref monitor``, ``credref validate`` on the
@@ -72,7 +73,8 @@ def shoot(driver, html: Path, png: Path) -> dict:
         lambda d: d.execute_script("return document.readyState") == "complete"
     )
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(int(height) + 100, 12000))
+    # the window's size includes the browser's frame: leave room below the page's end
+    driver.set_window_size(1280, min(int(height) + 400, 12000))
     driver.save_screenshot(str(png))
     log = driver.get_log("browser")  # console messages and uncaught errors of the page
     return {
@@ -103,11 +105,16 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=ROOT / "var/demo")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/out/reports")
     ap.add_argument("--browser", default=shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--again", action="store_true", help="shoot the reports of the last run again")
     args = ap.parse_args()
     if not Path(args.browser).exists():
         raise SystemExit("no Chromium: apt-get install chromium")
     args.out.mkdir(parents=True, exist_ok=True)
-    reports = make_reports(args.home.resolve())
+    if args.again:
+        last = json.loads((args.out / "reports.json").read_text())
+        reports = {name: Path(r["html"]) for name, r in last.items()}
+    else:
+        reports = make_reports(args.home.resolve())
     driver = browser(args.browser)
     try:
         results = {
