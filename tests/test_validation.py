@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from features.pit import feature_sql
+from features.pit import feature_sql, label_sql
+from training.monitor_metrics import stability
 from training.registry import load_version
 from training.validation import MODEL_CARD_HEADINGS, render_html, run_validation
 from training.validation_stats import auc_delong, herfindahl
@@ -25,10 +26,24 @@ NAME = "credref-reference"
 def test_validation_report_is_logged_and_its_figures_hold(service_home):
     mlflow.set_tracking_uri(f"sqlite:///{service_home / 'mlflow.db'}")
     as_of = date(2026, 6, 30)
+    run = MlflowClient().get_model_version(NAME, "1").run_id
+    if "test_as_of" not in MlflowClient().get_run(run).data.params:  # as `credref train` logs
+        MlflowClient().log_param(run, "test_as_of", "2025-03-31")
+    dev_month = date.fromisoformat(MlflowClient().get_run(run).data.params["test_as_of"]).month
+    like_day = max(  # the latest month end up to as_of in development's month
+        pd.Timestamp(y, dev_month, 1) + pd.offsets.MonthEnd(0)
+        for y in (2025, 2026)
+        if pd.Timestamp(y, dev_month, 1) + pd.offsets.MonthEnd(0) <= pd.Timestamp(as_of)
+    ).date()
     con = duckdb.connect(str(service_home / "warehouse.duckdb"), read_only=True)
     try:
         version, report = run_validation(con, NAME, None, as_of)
         current = con.sql(feature_sql(as_of)).df()
+        quarter = report["discriminatory_power"]["by_quarter"][1]
+        quarter_day = date.fromisoformat(quarter["as_of"])
+        q_feats = con.sql(feature_sql(quarter_day)).df()
+        q_labels = con.sql(label_sql(quarter_day, 12)).df()
+        like = con.sql(feature_sql(like_day)).df()
     finally:
         con.close()
     assert version == "1" and report["matured_as_of"] <= "2025-06-30"
@@ -59,4 +74,16 @@ def test_validation_report_is_logged_and_its_figures_hold(service_home):
         == report["discriminatory_power"]["now"]["n"]
     )
     assert np.isfinite(report["population_stability"]["score_psi"])
+    # the PSI is taken on the latest day of development's calendar month
+    assert report["population_stability"]["against"] == like_day.isoformat()
+    like_scores = model.score_frame(like, with_reasons=False)["score"]
+    want = stability(scored["score"], like_scores)["psi"]
+    assert report["population_stability"]["score_psi"] == want
+    # the power by season: four matured quarter ends, each the statistic on its own rows
+    days = [q["as_of"] for q in report["discriminatory_power"]["by_quarter"]]
+    assert len(days) == 4 and days == sorted(days) and days[-1] == report["matured_as_of"]
+    by_hand = auc_delong(
+        q_labels.label.to_numpy(), model.score_frame(q_feats, with_reasons=False).pd
+    )
+    assert quarter["auc"] == by_hand["auc"] and quarter["n"] == by_hand["n"]
     assert "Validation of model version 1" in render_html(report)

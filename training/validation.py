@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -52,6 +52,13 @@ class ValidationInputs:
     as_of: date
     current: pd.DataFrame  # features on as_of (uscc + features)
     previous: pd.DataFrame  # features a year before (uscc + features)
+    #: The population on the latest day, up to as_of, of development's calendar month:
+    #: what the PSI compares with (features follow the reporting calendar, so a June
+    #: development sample against a September population would measure the calendar).
+    like_month_as_of: date | None = None
+    like_month: pd.DataFrame | None = None
+    #: The last four matured quarter ends: (features, labels) each, for the AUC by season.
+    quarters: dict[date, tuple[pd.DataFrame, np.ndarray]] = field(default_factory=dict)
 
 
 def _per_class(scored: pd.DataFrame, y: np.ndarray) -> list[dict]:
@@ -90,7 +97,13 @@ def build_validation(model: ScoringModel, inputs: ValidationInputs, version: str
         pd.Series(cur.risk_class.to_numpy(), index=inputs.current.uscc.to_numpy()),
     )
     counts = [int((cur.risk_class == c).sum()) for c in CLASSES]
-    psi = stability(dev_scored["score"], cur["score"])
+    like = inputs.like_month if inputs.like_month is not None else inputs.current
+    like_as_of = inputs.like_month_as_of or inputs.as_of
+    psi = stability(dev_scored["score"], model.score_frame(like, with_reasons=False)["score"])
+    by_quarter = [
+        {"as_of": d.isoformat(), **auc_delong(y, model.score_frame(f, with_reasons=False).pd)}
+        for d, (f, y) in sorted(inputs.quarters.items())
+    ]
     return {
         "model_version": version,
         "catalogue_version": model.catalogue_version,
@@ -100,6 +113,7 @@ def build_validation(model: ScoringModel, inputs: ValidationInputs, version: str
             "development": auc_dev,
             "now": auc_now,
             "change_test": auc_change(auc_dev, auc_now),
+            "by_quarter": by_quarter,
         },
         "calibration_by_class": _per_class(now_scored, y_now),
         "concentration": {"counts": dict(zip(CLASSES, counts, strict=True)), **herfindahl(counts)},
@@ -107,7 +121,11 @@ def build_validation(model: ScoringModel, inputs: ValidationInputs, version: str
             "counts": {r: {c: int(mig.loc[r, c]) for c in mig.columns} for r in mig.index},
             **migration_stability(mig[list(CLASSES)].to_numpy()),
         },
-        "population_stability": {"score_psi": psi["psi"], "verdict": psi["verdict"]},
+        "population_stability": {
+            "score_psi": psi["psi"],
+            "verdict": psi["verdict"],
+            "against": like_as_of.isoformat(),
+        },
         "slices": slice_table(slice_frame(inputs.matured, now_scored, y_now)),
     }
 
@@ -120,15 +138,17 @@ def _table(rows: list[dict]) -> str:
         return "<p>(none)</p>"
     head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
     body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-            for v in r.values()
-        )
-        + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r.values()) + "</tr>" for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)) and all(isinstance(x, float) for x in v):
+        return "–".join(f"{x:.3f}" for x in v)  # an interval
+    return html.escape(str(v))
 
 
 def render_html(r: dict) -> str:
@@ -149,6 +169,7 @@ the register or on records no longer usable; inferring the underlying records.</
 {now["auc"]:.4f} (95% CI {ci(*now["ci"])}, n = {now["n"]}, outcomes of
 {r["matured_as_of"]}). Test of the change (ECB): S = {test["statistic"]:.3f}, p =
 {test["p_value"]:.4f} (small: power has fallen).</p>
+<h3>Discriminatory power by quarter end (the last four matured)</h3>{_table(dp["by_quarter"])}
 <h3>Calibration per class (Jeffreys test)</h3>{_table(r["calibration_by_class"])}
 <h3>Concentration</h3><p>Herfindahl {r["concentration"]["hhi"]:.4f}, normalised
 {r["concentration"]["normalised"]:.4f} over classes {r["concentration"]["counts"]}.</p>
@@ -156,12 +177,15 @@ the register or on records no longer usable; inferring the underlying records.</
 {r["migration"]["stayed"]:.2%}, moved one class {r["migration"]["moved_one"]:.2%}, moved
 more {r["migration"]["moved_more"]:.2%} of {r["migration"]["households"]} households.</p>
 <h3>Population stability</h3><p>Score PSI against development
-{r["population_stability"]["score_psi"]:.4f} ({r["population_stability"]["verdict"]}).</p>
+{r["population_stability"]["score_psi"]:.4f} ({r["population_stability"]["verdict"]}),
+on the population of {r["population_stability"]["against"]}: the latest day of
+development's calendar month (features follow the reporting calendar).</p>
 <h2>Data</h2><p>Development: the version's out-of-time test rows. Now: features and
 12-month outcomes from the warehouse, catalogue {r["catalogue_version"]}.</p>
 <h2>Slices</h2>{_table(r["slices"])}
 <h2>Caveats</h2><p>Outcomes are the publication of adverse records within 12 months, not
-defaults on credit; the latest matured date is a year behind the as-of date.</p>
+defaults on credit; the latest matured date is a year behind the as-of date. The power
+depends on the season: compare the quarter ends above before reading one figure.</p>
 """
 
 
@@ -172,9 +196,12 @@ def to_json(report: dict) -> str:
 # --- gathering the inputs and logging the report ------------------------------------------
 
 
-def gather(con, as_of: date, development: pd.DataFrame) -> ValidationInputs:
-    """From the warehouse: the latest quarter end whose outcomes have matured by
-    ``as_of``, its features and labels; the features on ``as_of`` and a year before."""
+def gather(
+    con, as_of: date, development: pd.DataFrame, development_as_of: date | None = None
+) -> ValidationInputs:
+    """From the warehouse: the last four quarter ends whose outcomes have matured by
+    ``as_of`` (features and labels; the latest is "now"), the features on ``as_of``, a
+    year before, and on the latest day of development's calendar month."""
     from features.dataset import labelable, month_end_back, observed_through
     from features.engines import DuckDBEngine
 
@@ -183,18 +210,29 @@ def gather(con, as_of: date, development: pd.DataFrame) -> ValidationInputs:
     d = month_end_back(as_of, 12)
     while not (d.month in (3, 6, 9, 12) and labelable(d, 12, through)):
         d = month_end_back(d, 1)
-    feats = engine.features(d).to_pandas()
-    labels = engine.labels(d).to_pandas()
-    if not feats.uscc.equals(labels.uscc):
-        raise AssertionError(f"{d}: features and labels cover different households")
+    quarters = {}
+    for q in (d, *(month_end_back(d, 3 * k) for k in (1, 2, 3))):
+        f, labels = engine.features(q).to_pandas(), engine.labels(q).to_pandas()
+        if not f.uscc.equals(labels.uscc):
+            raise AssertionError(f"{q}: features and labels cover different households")
+        quarters[q] = (f, labels["label"].to_numpy())
+    feats, matured_labels = quarters[d]
+    like_as_of = None
+    if development_as_of is not None:
+        like_as_of = month_end_back(as_of, (as_of.month - development_as_of.month) % 12)
+        if like_as_of > as_of:  # as_of is before the month's end
+            like_as_of = month_end_back(like_as_of, 12)
     return ValidationInputs(
         development=development,
         matured_as_of=d,
         matured=feats,
-        matured_labels=labels["label"].to_numpy(),
+        matured_labels=matured_labels,
         as_of=as_of,
         current=engine.features(as_of).to_pandas(),
         previous=engine.features(month_end_back(as_of, 12)).to_pandas(),
+        like_month_as_of=like_as_of,
+        like_month=engine.features(like_as_of).to_pandas() if like_as_of else None,
+        quarters=quarters,
     )
 
 
@@ -213,7 +251,9 @@ def run_validation(con, name: str, version: str | None, as_of: date) -> tuple[st
     run_id = client.get_model_version(name, version).run_id
     rows = pd.read_parquet(client.download_artifacts(run_id, TEST_ROWS, tempfile.mkdtemp()))
     model = load_version(name, version).unwrap_python_model().model
-    report = build_validation(model, gather(con, as_of, rows), version)
+    test_as_of = client.get_run(run_id).data.params.get("test_as_of")
+    dev_day = date.fromisoformat(test_as_of) if test_as_of else None
+    report = build_validation(model, gather(con, as_of, rows, dev_day), version)
     client.log_text(run_id, to_json(report), f"validation/{as_of}/validation.json")
     client.log_text(run_id, render_html(report), f"validation/{as_of}/validation.html")
     return version, report
