@@ -129,3 +129,47 @@ def test_a_large_move_is_refused_without_a_reason_and_recorded_with_one(
     tags = client.get_model_version(NAME, v2).tags
     assert tags["impact_accepted"] == "new class policy"
     assert float(tags["impact_class_change_share"]) == pytest.approx(im.changed_share, abs=1e-6)
+
+
+def test_credref_promote_tells_watching_platforms_whose_class_the_new_champion_moves(
+    service_home, store, tmp_path, monkeypatch
+):
+    """Through the CLI, as an analyst promotes: the change feed gets a ``model_changed``
+    event for each watched household whose class moves, and none for the others."""
+    from typer.testing import CliRunner
+
+    from credref.cli import app
+    from serving.events import baseline
+    from serving.online import OnlineStore
+    from serving.watch import WatchStore
+
+    client = store
+    champion = _challenger(client, 1.0, tmp_path / "a")
+    client.set_registered_model_alias(NAME, "champion", champion)
+    v2 = _challenger(client, 0.4, tmp_path / "b")
+    people = population(service_home / "online")
+    watch = _watching(tmp_path / "watch.sqlite", people, service_home / "online")
+    old = load_version(NAME, champion).unwrap_python_model().model
+    with OnlineStore(service_home / "online").current() as snap:
+        codes = [c for _, c in WatchStore(watch).watchers(snap.day, list(people.uscc))]
+        baseline(WatchStore(watch), snap, sorted(set(codes)), old, champion)
+    for name, value in {
+        "CREDREF_HOME": str(tmp_path),
+        "CREDREF_MLFLOW_TRACKING_URI": client.tracking_uri,
+        "CREDREF_ONLINE_DIR": str(service_home / "online"),
+        "CREDREF_WATCH_DB": str(watch),
+        "CREDREF_BENTOML_HOME": str(tmp_path / "bentoml"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    done = CliRunner().invoke(
+        app, ["promote", "--version", v2, "--approver", "bob", "--accept-impact", "test"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "change feed:" in done.output
+    new = load_version(NAME, v2).unwrap_python_model().model
+    a, b = old.score_frame(people), new.score_frame(people)
+    moved = set(people.uscc[(a.risk_class != b.risk_class).to_numpy()])
+    for platform, rows in WATCHED.items():
+        events = WatchStore(watch).page(platform, 0, 10_000).events
+        assert {k for _, _, k, _ in events} == {"model_changed"}
+        assert {c for _, c, _, _ in events} == set(people.uscc.iloc[rows]) & moved, platform
