@@ -40,16 +40,21 @@ def _compare(cfg: TrainConfig, s: Splits, trials: int) -> dict:
             "chosen": f.chosen,
             "test_auc_chosen": round(f.test_auc[f.chosen], 4),
             "test_auc_monotone": round(f.test_auc["monotone"], 4),
+            "test_auc_additive": round(f.test_auc["additive"], 4),
             "valid_auc_monotone": round(f.valid_auc["monotone"], 4),
+            "valid_auc_additive": round(f.valid_auc["additive"], 4),
             "params": {
-                k: tuned.params.get(k)
-                for k in (
-                    "learning_rate",
-                    "num_leaves",
-                    "min_data_in_leaf",
-                    "lambda_l2",
-                    "feature_fraction",
-                )
+                kind: {
+                    k: tuned.params_for(kind).get(k)
+                    for k in (
+                        "learning_rate",
+                        "num_leaves",
+                        "min_data_in_leaf",
+                        "lambda_l2",
+                        "feature_fraction",
+                    )
+                }
+                for kind in ("monotone", "additive")
             },
             "wall_s": round(time.perf_counter() - t, 1),
         }

@@ -109,9 +109,7 @@ def fill_events(store: WatchStore, per_platform: int) -> dict:
         rows = []
         for i in range(per_platform):
             code = codes[i % len(codes)]
-            rows.append(
-                (platform, code, "class_changed", day, json.dumps({**body, "uscc": code}))
-            )
+            rows.append((platform, code, "class_changed", day, json.dumps({**body, "uscc": code})))
         con.executemany(
             "INSERT INTO events (platform, subject, kind, as_of, body) VALUES (?, ?, ?, ?, ?)",
             rows,

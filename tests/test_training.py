@@ -434,11 +434,15 @@ def test_tuning_runs_seeded_trials_as_nested_runs_and_refits_the_best(config, st
     children = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{tuned.run_id}'"
     )
-    assert len(children) == 4
-    done = [c for c in children if c.data.tags.get("trial_state") == "complete"]
-    assert done and all("valid_auc" in c.data.metrics for c in done)
-    best = max(c.data.metrics["valid_auc"] for c in done)
-    assert run.data.metrics["tuning_best_valid_auc"] == pytest.approx(best)
-    assert {"tuned_num_leaves", "tuned_min_data_in_leaf"} <= set(run.data.params)
+    assert len(children) == 8  # four trials for each kind the selection chooses between
+    for kind in ("monotone", "additive"):
+        mine = [c for c in children if c.data.tags.get("trial_kind") == kind]
+        done = [c for c in mine if c.data.tags.get("trial_state") == "complete"]
+        assert len(mine) == 4 and done and all("valid_auc" in c.data.metrics for c in done)
+        best = max(c.data.metrics["valid_auc"] for c in done)
+        assert run.data.metrics[f"tuning_best_valid_auc_{kind}"] == pytest.approx(best)
+        assert {f"tuned_{kind}_num_leaves", f"tuned_{kind}_min_data_in_leaf"} <= set(
+            run.data.params
+        )
     assert scaled_defaults(1_000)["min_data_in_leaf"] == 20
     assert scaled_defaults(2_000_000)["min_data_in_leaf"] == 1000

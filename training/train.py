@@ -61,8 +61,13 @@ class TrainConfig:
     experiment: str = "credref"
     #: cumulative validation shares at the class cuts A|B, B|C, C|D
     class_shares: tuple[float, float, float] = DEFAULT_CLASS_SHARES
-    #: Optuna trials before fitting (0: the params as given)
+    #: Optuna trials before fitting, per tuned kind (0: the params as given)
     trials: int = 0
+    #: Parameters found for a kind by tuning (a kind not here takes ``params``)
+    kind_params: dict = field(default_factory=dict)
+
+    def params_for(self, kind: str) -> dict:
+        return self.kind_params.get(kind, self.params)
 
     @classmethod
     def from_toml(cls, path: Path) -> TrainConfig:
@@ -188,12 +193,17 @@ def apply_tuning(config: TrainConfig, s: Splits) -> TrainConfig:
     """The config with the best parameters of a search, if it asks for one."""
     if config.trials <= 0:
         return config
-    from training.tuning import tune
+    from training.tuning import TUNED_KINDS, tune
 
-    t = tune(s.train, s.valid, config.params, config.trials, config.seed, config.rounds)
-    mlflow.log_params({f"tuned_{k}": v for k, v in t.params.items()})
-    mlflow.log_metrics({"tuning_best_valid_auc": t.valid_auc, "tuning_pruned": t.pruned})
-    return replace(config, params=t.params)
+    found = {}
+    for kind in TUNED_KINDS:
+        t = tune(s.train, s.valid, config.params, config.trials, config.seed, config.rounds, kind)
+        mlflow.log_params({f"tuned_{kind}_{k}": v for k, v in t.params.items()})
+        mlflow.log_metrics(
+            {f"tuning_best_valid_auc_{kind}": t.valid_auc, f"tuning_pruned_{kind}": t.pruned}
+        )
+        found[kind] = t.params
+    return replace(config, kind_params=found)
 
 
 def _log_params(config: TrainConfig, splits: Splits) -> None:
@@ -218,7 +228,7 @@ def fit_and_select(config: TrainConfig, s: Splits) -> Fitted:
     """Fit every kind, compare out of time, prefer the additive model unless the tree
     model is clearly better, calibrate it and run the checks."""
     boosters = {
-        k: fit_booster(k, s.train, s.valid, config.params, config.seed, config.rounds)
+        k: fit_booster(k, s.train, s.valid, config.params_for(k), config.seed, config.rounds)
         for k in ("monotone", "additive", "unconstrained")
     }
     valid_auc = {
@@ -368,7 +378,7 @@ def _policy_cost(config: TrainConfig, kind: str, test_legal: Split) -> dict:
     tr, va, te = split_out_of_time(df, config.train_end, config.valid_end)
     if list(te.meta.uscc) != list(test_legal.meta.uscc):
         raise ValueError("the all-published training set covers other test households")
-    b = fit_booster(kind, tr, va, config.params, config.seed, config.rounds)
+    b = fit_booster(kind, tr, va, config.params_for(kind), config.seed, config.rounds)
     auc_all = _auc(te, b.predict(te.X, raw_score=True))
     return {"test_auc_all_published": auc_all}
 

@@ -1,7 +1,9 @@
 """``credref train --trials N``: a seeded Optuna search over LightGBM's parameters.
 
-Each trial fits the monotone tree model (the family's most expressive constrained member;
-the additive and unconstrained variants share its parameters) on the training window and
+A search runs for each kind the selection chooses between (:data:`TUNED_KINDS`: the
+monotone tree model and its additive variant, which want different parameters: one tree
+per feature needs more rounds and smaller leaves); the unconstrained model, a measurement
+only, takes the monotone model's. Each trial fits its kind on the training window and
 scores it on the out-of-time validation window, never on the test rows. Trials are pruned
 on the validation loss while they grow (median rule), so bad regions cost little. Every
 trial is a nested MLflow run with its parameters and validation AUC; the best parameters
@@ -27,7 +29,7 @@ from training.models import fit_booster
 
 logger = logging.getLogger(__name__)
 
-KIND = "monotone"
+TUNED_KINDS = ("monotone", "additive")
 PRUNE_EVERY = 10  # boosting rounds between reports to the pruner
 
 
@@ -78,8 +80,17 @@ def _pruning(trial):
     return callback
 
 
-def tune(train: Split, valid: Split, base: dict, trials: int, seed: int, rounds: int) -> Tuned:
-    """Search ``trials`` parameter sets (seeded TPE, median pruning); returns the best."""
+def tune(
+    train: Split,
+    valid: Split,
+    base: dict,
+    trials: int,
+    seed: int,
+    rounds: int,
+    kind: str = "monotone",
+) -> Tuned:
+    """Search ``trials`` parameter sets for ``kind`` (seeded TPE, median pruning);
+    returns the best."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -92,10 +103,11 @@ def tune(train: Split, valid: Split, base: dict, trials: int, seed: int, rounds:
 
     def objective(trial) -> float:
         params = {**base, **suggest(trial, n)}
-        with mlflow.start_run(nested=True, run_name=f"trial {trial.number}"):
+        with mlflow.start_run(nested=True, run_name=f"{kind} trial {trial.number}"):
+            mlflow.set_tag("trial_kind", kind)
             mlflow.log_params({f"trial_{k}": v for k, v in params.items()})
             try:
-                booster = _fit(train, valid, params, seed, rounds, trial)
+                booster = _fit(kind, train, valid, params, seed, rounds, trial)
             except optuna.TrialPruned:
                 mlflow.set_tag("trial_state", "pruned")
                 raise
@@ -110,7 +122,8 @@ def tune(train: Split, valid: Split, base: dict, trials: int, seed: int, rounds:
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     best = {**base, **study.best_trial.params}
     logger.info(
-        "tuning: best validation AUC %.4f of %d trials (%d pruned)",
+        "tuning %s: best validation AUC %.4f of %d trials (%d pruned)",
+        kind,
         study.best_value,
         trials,
         pruned,
@@ -118,5 +131,5 @@ def tune(train: Split, valid: Split, base: dict, trials: int, seed: int, rounds:
     return Tuned(best, float(study.best_value), trials, pruned)
 
 
-def _fit(train: Split, valid: Split, params: dict, seed: int, rounds: int, trial):
-    return fit_booster(KIND, train, valid, params, seed, rounds, callbacks=[_pruning(trial)])
+def _fit(kind: str, train: Split, valid: Split, params: dict, seed: int, rounds: int, trial):
+    return fit_booster(kind, train, valid, params, seed, rounds, callbacks=[_pruning(trial)])
