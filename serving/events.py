@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -27,8 +26,7 @@ import pyarrow as pa
 from features.catalogue import FEATURE_NAMES
 from features.elapsed import CALENDAR, ELAPSED
 from serving.model_store import ServedModel
-from serving.online import STORED_FEATURES, OnlineStore, Snapshot
-from serving.publish import mirror_path
+from serving.online import STORED_FEATURES, OnlineStore, Snapshot, mirror_path
 from serving.watch import Answer, WatchStore
 from training.scoring import ScoringModel, reason_details
 
@@ -43,6 +41,9 @@ MIRROR_FROM = 20_000
 Detail = dict | None
 #: A rule: the event's detail from one answer to the next, or None for no event.
 Rule = Callable[[Answer, Answer], Detail]
+#: Each household's (kind, detail) events; what adds the reasons to its class events.
+Found = dict[str, list[tuple[str, dict]]]
+Explain = Callable[[Found], None]
 
 
 def _status_changed(old: Answer, new: Answer) -> Detail:
@@ -191,6 +192,8 @@ def compare(codes: list[str], now: pa.Table, before: pa.Table, version: str) -> 
         old=", ".join(f"b.{f} AS old_{f}" for f in FIELDS),
         differs=" OR ".join(f"n.{f} IS DISTINCT FROM b.{f}" for f in FIELDS),
     )
+    import duckdb  # the refresh's step only (see watched_frame)
+
     con = duckdb.connect()
     try:
         con.register("watched", pa.table({"uscc": pa.array(codes, pa.string())}))
@@ -221,6 +224,8 @@ def watched_frame(snap: Snapshot, codes: list[str]) -> pd.DataFrame:
     operating = f"m.status = 'operating' AND m.{STORED_FEATURES[0]} IS NOT NULL"
     # features only for households operating that day, as Snapshot.frame gives them
     columns = ", ".join(f"CASE WHEN {operating} THEN {x} END AS {n}" for n, x in exprs.items())
+    import duckdb  # here: the service imports this module, and its workers need no DuckDB
+
     con = duckdb.connect()
     try:
         con.register("watched", pa.table({"uscc": pa.array(codes, pa.string())}))
@@ -255,10 +260,6 @@ def derive_events(
     return derive(store, snap.day, f"{snap.name}|{version}", version, read)
 
 
-Found = dict[str, list[tuple[str, dict]]]
-Explain = Callable[[Found], None]
-
-
 def derive(
     store: WatchStore,
     day: date,
@@ -289,7 +290,7 @@ def derive(
 
 
 def fan_out(
-    found: dict[str, list[tuple[str, dict]]],
+    found: Found,
     watchers: list[tuple[str, str]],
     as_of: str,
     version: str,

@@ -16,6 +16,7 @@ the request (GET and DELETE reach these as POSTs to internal routes,
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -59,9 +60,9 @@ class MonitoringRoutes:
     cursors: Cursors
     limits: VerifyLimits
     served: ServedModel
-    _today: Any  # the domain's clock
-
-    def _current(self, ctx: bentoml.Context, ex: Any) -> Any: ...  # ReferenceService's
+    # ReferenceService's (annotations only: nothing here shadows them)
+    _today: Callable[[], date]  # the domain's clock
+    _current: Callable[[bentoml.Context, Any], Any]  # the publication, or a 503
 
     @bentoml.api(route="/v1/watch")
     async def watch(self, body: WatchRequest, /, ctx: bentoml.Context) -> WatchResponse:

@@ -229,6 +229,13 @@ class OnlineStore:
         con.close()
 
 
+def mirror_path(root: Path, publication: str) -> Path:
+    """The Parquet copy of a publication's rows (no identity fields): tomorrow's
+    refresh reads it instead of recomputing today's publication from the history, and
+    the change feed's event step reads the watched households from it."""
+    return root / f"rows-{publication}.parquet"
+
+
 def describe_current(root: Path) -> dict:
     with OnlineStore(root).current() as snap:
         return snap.describe()

@@ -35,6 +35,7 @@ from serving.online import (
     LAYOUT,
     LEDGER,
     STORED_FEATURES,
+    mirror_path,
 )
 from serving.verification import FieldHasher
 
@@ -96,12 +97,6 @@ def publish(
     _prune(root)
     logger.info("published %s households (%s operating) as of %s", rows, operating, as_of)
     return {**meta, "file": final.name, "kind": "full"}
-
-
-def mirror_path(root: Path, publication: str) -> Path:
-    """The Parquet copy of a publication's rows (no identity fields): tomorrow's
-    refresh reads it instead of recomputing today's publication from the history."""
-    return root / f"rows-{publication}.parquet"
 
 
 def write_mirror(warehouse: duckdb.DuckDBPyConnection, sql: str, path: Path) -> None:

@@ -59,6 +59,7 @@ def test_the_scoring_artefact_and_the_request_path_load_no_duckdb_sqlglot_or_mlf
 import json, sys
 import training.scoring, serving.online, serving.gateway, serving.body, serving.limits
 import serving.verification, serving.schemas, serving.metrics
+import serving.monitoring, serving.watch, serving.events, serving.replies
 print(json.dumps(sorted(m for m in ("duckdb", "sqlglot", "mlflow") if m in sys.modules)))
 """
     assert json.loads(_run(code, dict(os.environ))) == []
