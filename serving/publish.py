@@ -204,7 +204,12 @@ def record_in_ledger(root: Path, entry: dict) -> None:
 def _prune(root: Path, keep: int = KEEP_PREVIOUS) -> None:
     """Remove all but ``keep`` full builds besides the current one (and their WAL files)."""
     current = os.readlink(root / CURRENT)
-    snaps = sorted(p for p in root.glob("snap-*.sqlite") if p.name != current)
+    # by when they were published (the name's stamp), not by their as-of date: a rebuild
+    # of an earlier day must not remove the file readers were answering from a moment ago
+    snaps = sorted(
+        (p for p in root.glob("snap-*.sqlite") if p.name != current),
+        key=lambda p: p.stem.rsplit("-", 1)[-1],
+    )
     for old in snaps[: max(0, len(snaps) - keep)]:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{old}{suffix}").unlink(missing_ok=True)

@@ -176,7 +176,9 @@ def test_publishing_under_load_gives_no_errors_and_never_mixes_snapshots(home, t
         load.wait_for(lambda answers: any(a and a["as_of"] == "2026-08-31" for _, a in answers))
         load.wait_answers(30)  # and answers from it a while
     assert load.failures == 0
-    assert {s for s, _ in load.answers} == {200}
+    log = (tmp_path / "server.log").read_text(errors="replace").splitlines()
+    trouble = [line for line in log if "rror" in line or "Traceback" in line][:20]
+    assert {s for s, _ in load.answers} == {200}, (load.errors[:5], trouble)
     seen = set()
     for _, a in load.answers:
         days = {a["as_of"], *(r.get("as_of") for r in a["results"] if "as_of" in r)}

@@ -63,6 +63,17 @@ def test_a_reader_keeps_its_snapshot_while_a_new_one_is_published(con, tmp_path)
     assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".link-*"))
 
 
+def test_a_rebuild_of_an_earlier_day_keeps_the_file_it_replaced(con, tmp_path):
+    """Old files go by when they were published: a rebuild of an earlier as-of date
+    must keep the file readers were answering from a moment before."""
+    publish(con, date(2026, 9, 30), tmp_path, SECRET)
+    publish(con, date(2026, 8, 31), tmp_path, SECRET)
+    replaced = os.readlink(tmp_path / CURRENT)
+    publish(con, date(2026, 7, 31), tmp_path, SECRET)
+    kept = {p.name for p in tmp_path.glob("snap-*.sqlite")}
+    assert kept == {replaced, os.readlink(tmp_path / CURRENT)}
+
+
 def test_nothing_published_is_a_clear_error(tmp_path):
     with pytest.raises(NoSnapshot, match="credref publish"):
         OnlineStore(tmp_path).current()
