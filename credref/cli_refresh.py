@@ -112,7 +112,7 @@ def _print(report) -> None:
     console.print(
         f"change sets applied: {applied}; published {report.publication} as of "
         f"{report.as_of} {how}: {report.households:,} households, "
-        f"{report.rewritten:,} rewritten"
+        f"{report.recomputed:,} recomputed, {report.rewritten:,} rewritten"
     )
     if report.previous and report.kind == "incremental":
         table = RichTable(title=f"rewritten since {report.previous}")

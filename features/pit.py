@@ -75,6 +75,11 @@ def _report_years(t: str) -> tuple[str, str]:
     return last_year, f"(year({t}) - 1)"
 
 
+def _before_deadline(t: str) -> str:
+    """T falls before this year's 30 June reporting deadline."""
+    return f"{t} < make_date(year({t}), 6, 30)"
+
+
 def changes_sql(t: str) -> str:
     """Operator and address changes registered in the last one and two years."""
 
@@ -181,7 +186,7 @@ def _report_columns(t: str) -> dict[str, str]:
         # due years among the last three, less those filed on time
         "reports_missing_3y": f"CAST(greatest(0, least(3, {last_year} - year(p.registered_on) + 1)) "
         "- COALESCE(rpt.on_time_3y, 0) AS BIGINT)",
-        "current_report_unfiled": f"CAST({t} < make_date(year({t}), 6, 30) "
+        "current_report_unfiled": f"CAST({_before_deadline(t)} "
         f"AND year(p.registered_on) <= {this_year} AND COALESCE(rpt.this_filed, 0) = 0 AS INT)",
         "reported_employees": "CAST(rpt.reported_employees AS DOUBLE)",
     }
@@ -252,10 +257,13 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL, known_at: date | Non
     return with_sources(parts, select + "\n    ORDER BY p.uscc", known_at)
 
 
-def publication_sql(as_of: date, known_at: date | None = None, identity: bool = True) -> str:
+def publication_sql(
+    as_of: date, known_at: date | None = None, identity: bool = True, only: str | None = None
+) -> str:
     """What the online store keeps of every household registered on ``as_of``: status,
     (``identity``) the fields verification hashes, and for the operating households the
-    features, calendar-derived ones as their anchors (``features.elapsed``).
+    features, calendar-derived ones as their anchors (``features.elapsed``); ``only``:
+    those of the households in that relation alone (a refresh's candidates).
 
     The same parts as :func:`feature_sql`, so a publication is a snapshot of its day."""
     parts, select = _features_select(as_of, Policy.LEGAL, online=True)
@@ -273,7 +281,61 @@ def publication_sql(as_of: date, known_at: date | None = None, identity: bool = 
     # under the refresh's 3 GB cap).
     ctes = {"st": status_sql(as_of), **parts, "f": select}
     ctes["pop"] = population_sql(as_of, status="st")
-    return with_sources(ctes, final, known_at)
+    return with_sources(ctes, final, known_at, only)
+
+
+# --- what the calendar alone moves ---------------------------------------------------
+
+#: Every record date the SQL above compares with the as-of date T, by table, with the
+#: windows it is compared through (``published_on > T - INTERVAL 1 YEAR``; "" for the
+#: date itself). Between two as-of dates, the calendar alone changes a household's row
+#: only through one of these, or through the reporting calendar (:func:`reporting_calendar`,
+#: the same for everyone). A new comparison with T belongs here:
+#: ``tests/test_calendar_moves.py`` finds every one in the SQL and checks it is listed.
+CALENDAR_DATES: dict[str, dict[str, tuple[str, ...]]] = {
+    "households": {"registered_on": ("",), "status_changed_on": ("",)},
+    "registration_changes": {"changed_on": ("", "1 YEAR", "2 YEAR")},
+    "annual_reports": {"filed_on": ("",)},
+    "abnormal_status": {"marked_on": ("",), "restored_on": ("",)},
+    "penalties": {
+        "published_on": ("", "1 YEAR", "3 YEAR"),
+        "publicity_end": ("",),
+        "repaired_on": ("",),
+        "withdrawn_on": ("",),
+    },
+    "serious_dishonesty": {"listed_on": ("",), "removed_on": ("",)},
+    "spot_checks": {"published_on": ("", "3 YEAR")},
+}
+
+
+def reporting_calendar(as_of: date) -> str:
+    """What the reporting calendar is on T, for everyone at once: the last due report
+    year, this year's report year, and whether this year's deadline is still ahead. When
+    two days differ in it (a 1 January or a 30 June between them), every row may move."""
+    t = _t(as_of)
+    last_year, this_year = _report_years(t)
+    return (
+        f"SELECT {last_year} AS last_year, {this_year} AS this_year, {_before_deadline(t)} AS ahead"
+    )
+
+
+def calendar_moved_sql(before: date, after: date) -> str:
+    """The households some of whose dates lie, through their window, between ``before``
+    and ``after`` (a day's margin each side, for ``<`` against ``<=``): only their rows
+    can move from the publication of ``before`` to that of ``after`` by the calendar
+    alone, the reporting calendar staying the same. Over the records as they are known
+    now; what changed since is the refresh's other half (records learnt)."""
+
+    def between(column: str, window: str) -> str:
+        shift = f" - INTERVAL {window}" if window else ""
+        lo, hi = f"{_t(before)}{shift}", f"{_t(after)}{shift}"
+        return f"{column} BETWEEN ({lo}) - INTERVAL 1 DAY AND ({hi}) + INTERVAL 1 DAY"
+
+    return "\n    UNION ".join(
+        f"SELECT uscc FROM {table} WHERE "
+        + " OR ".join(between(c, w) for c, windows in columns.items() for w in windows)
+        for table, columns in CALENDAR_DATES.items()
+    )
 
 
 #: Output columns of feature_sql, in order; checked against the catalogue at import.

@@ -57,9 +57,36 @@ def source_ctes(known_at: date | None) -> dict[str, str]:
     return {t.name: known_at_sql(t, known_at) for t in TABLES}
 
 
-def with_sources(ctes: dict[str, str], select: str, known_at: date | None) -> str:
-    """``WITH <sources as known at K>, <ctes> <select>``."""
-    every = {**source_ctes(known_at), **ctes}
+def learnt_since_sql(day: date) -> str:
+    """Every household with a version of any of its records learnt after ``day``: a new
+    record, a correction, or a deletion (the version it ended is in the history)."""
+    k = _day(day)
+    return "\n    UNION ".join(
+        f'SELECT uscc FROM "{t.name}" WHERE {KNOWN_FROM} > {k} '
+        f'UNION SELECT uscc FROM "{history_name(t)}" WHERE {KNOWN_TO} > {k}'
+        for t in TABLES
+    )
+
+
+def only_households(sources: dict[str, str], only: str) -> dict[str, str]:
+    """Every record table (as ``sources`` gives it, else as it is) cut to the households
+    in the relation ``only`` (a column ``uscc``): the same query, for those alone."""
+    out = {}
+    for t in TABLES:
+        source = sources.get(t.name, f'SELECT * FROM "{t.name}"')
+        out[t.name] = f"SELECT * FROM ({source}) WHERE uscc IN (SELECT uscc FROM {only})"
+    return out
+
+
+def with_sources(
+    ctes: dict[str, str], select: str, known_at: date | None, only: str | None = None
+) -> str:
+    """``WITH <sources as known at K>, <ctes> <select>``; ``only``: the name of a relation
+    of households (``uscc``) the sources are cut to."""
+    sources = source_ctes(known_at)
+    if only is not None:
+        sources = only_households(sources, only)
+    every = {**sources, **ctes}
     if not every:
         return select
     body = ",\n    ".join(f'"{name}" AS ({sql})' for name, sql in every.items())

@@ -6,12 +6,19 @@ as-of date D (:func:`features.pit.publication_sql`); the warehouse keeps every v
 of every record (``features.versions``), so the current publication can be recomputed
 exactly from its ledger line (as of D0, as known at K0). The refresh to day D:
 
-1. computes, in DuckDB, the store's rows as of D as known now (written as Parquet: the
-   next refresh's mirror), compares them with the current publication's rows (its
-   mirror, ``rows-<publication>.parquet``; without one, recomputed as of D0 as known at
-   K0), and keeps the households that differ: added, removed (a registration entered in
-   error), a different status, feature or anchor, or any record version of the household
-   learnt since K0 (so every change of the fields verification hashes is covered);
+1. picks the candidates: the households with a version of any record learnt since K0,
+   and those with a record date the calendar crosses between D0 and D through the
+   feature SQL's windows (``features.pit.CALENDAR_DATES``). No other household's row can
+   differ, so the day's cost follows the day's changes, not the register. It computes,
+   in DuckDB, their rows as of D as known now, compares them with theirs in the current
+   publication's mirror (``rows-<publication>.parquet``), and writes the next mirror:
+   the current one with their rows replaced. When the reporting calendar moves (a
+   1 January or 30 June between D0 and D) or there is no mirror, every row is computed
+   and compared (with the mirror, or the current publication recomputed as of D0 as
+   known at K0). Either way it keeps the households that differ: added, removed (a
+   registration entered in error), a different status, feature or anchor, or a household
+   record version learnt since K0 (so every change of the fields verification hashes is
+   covered);
 2. hashes those households' personal fields and, in one SQLite write transaction,
    replaces their rows, deletes the removed and moves the metadata to the new
    publication. Readers keep the previous publication until the commit (WAL), and a
@@ -42,7 +49,8 @@ import pyarrow as pa
 from features.catalogue import FEATURES_BY_NAME, catalogue_version
 from features.changeset import knowledge_date
 from features.elapsed import ELAPSED
-from features.pit import publication_sql
+from features.pit import calendar_moved_sql, publication_sql, reporting_calendar
+from features.versions import learnt_since_sql
 from serving.online import ANCHORS, CURRENT, LAYOUT, STORED_FEATURES
 from serving.publish import (
     keep_only_mirror,
@@ -76,6 +84,7 @@ class Changes:
     removed: int = 0
     status_changed: int = 0
     records_learnt: int = 0  # households with a record version learnt since the last one
+    recomputed: int = 0  # households whose row was recomputed to compare (all, or candidates)
     by_column: dict[str, int] = field(default_factory=dict)
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -167,21 +176,83 @@ def plan(root: Path) -> dict:
     return {k: meta.get(k, "") for k in ("publication", "as_of", "known_through", "layout")}
 
 
-def _duckdb_recompute(warehouse, root: Path, before: dict, new_rows: Path) -> Recompute:
-    """DuckDB's way: the day's rows written to ``new_rows`` (tomorrow's mirror) and
-    compared with the current publication's mirror, or, without one, with the current
-    publication recomputed from the history (as of its day, as known then)."""
+def _parquet(path: Path) -> str:
+    return f"SELECT * FROM read_parquet('{path.as_posix()}')"
 
-    def run(q: DiffQuery) -> pa.Table:
-        write_mirror(warehouse, q.new, new_rows)
-        mirror = mirror_path(root, before["publication"])
-        old = f"SELECT * FROM read_parquet('{mirror.as_posix()}')" if mirror.exists() else q.old
+
+#: The relation a refresh's candidate households are registered under in DuckDB.
+CANDIDATES = "refresh_candidates"
+
+
+def candidates(warehouse: duckdb.DuckDBPyConnection, as_of: date, before: dict) -> pa.Table | None:
+    """The households whose row can differ between the current publication and that of
+    ``as_of``: a record of theirs learnt since it was made, or a date of theirs the
+    calendar crosses (``features.pit.CALENDAR_DATES``). ``None`` when the reporting
+    calendar moves between the two days: then every row may change."""
+    day = date.fromisoformat(before["as_of"])
+    if day > as_of or _reporting_calendar(warehouse, day) != _reporting_calendar(warehouse, as_of):
+        return None
+    known = date.fromisoformat(before["known_through"])
+    sql = f"{calendar_moved_sql(day, as_of)}\n    UNION {learnt_since_sql(known)}"
+    return warehouse.sql(sql).to_arrow_table()
+
+
+def _reporting_calendar(warehouse: duckdb.DuckDBPyConnection, day: date) -> tuple:
+    return tuple(warehouse.execute(reporting_calendar(day)).fetchall()[0])
+
+
+@dataclass
+class DuckDBRecompute:
+    """DuckDB's way, with the current publication's mirror: only the candidates'
+    rows (:func:`candidates`) recomputed and compared with theirs in the mirror, and
+    the mirror with those rows replaced written to ``new_rows`` (tomorrow's). Without a
+    mirror, or when the reporting calendar moves, every row: the day's written to
+    ``new_rows`` and compared with the mirror, or with the current publication
+    recomputed from the history (as of its day, as known then)."""
+
+    warehouse: duckdb.DuckDBPyConnection
+    root: Path
+    before: dict
+    as_of: date
+    new_rows: Path
+    #: households whose row was recomputed (None: every one)
+    recomputed: int | None = None
+
+    def __call__(self, q: DiffQuery) -> pa.Table:
+        mirror = mirror_path(self.root, self.before["publication"])
+        some = candidates(self.warehouse, self.as_of, self.before) if mirror.exists() else None
+        if some is not None:
+            self.recomputed = some.num_rows
+            return _recompute_candidates(self.warehouse, q, some, self.as_of, mirror, self.new_rows)
+        write_mirror(self.warehouse, q.new, self.new_rows)
+        old = _parquet(mirror) if mirror.exists() else q.old
         if not mirror.exists():
-            logger.info("no mirror of %s: recomputing it from the history", before["publication"])
-        new = f"SELECT * FROM read_parquet('{new_rows.as_posix()}')"
-        return warehouse.sql(DiffQuery(new, old, q.diff).sql()).to_arrow_table()
+            logger.info("no mirror of %s: recomputing it from the history", mirror.name)
+        new = _parquet(self.new_rows)
+        return self.warehouse.sql(DiffQuery(new, old, q.diff).sql()).to_arrow_table()
 
-    return run
+
+def _recompute_candidates(
+    warehouse, q: DiffQuery, some: pa.Table, as_of: date, mirror: Path, new_rows: Path
+) -> pa.Table:
+    day_rows = new_rows.with_name(f"{new_rows.stem}-day.parquet")
+    warehouse.register(CANDIDATES, some)
+    try:
+        write_mirror(warehouse, publication_sql(as_of, identity=False, only=CANDIDATES), day_rows)
+        mine = f"uscc IN (SELECT uscc FROM {CANDIDATES})"
+        # tomorrow's mirror: everyone else's rows as they were, and the candidates' new ones
+        write_mirror(
+            warehouse,
+            f"{_parquet(mirror)} WHERE NOT {mine} UNION ALL {_parquet(day_rows)}",
+            new_rows,
+        )
+        old = f"{_parquet(mirror)} WHERE {mine}"
+        changed = warehouse.sql(DiffQuery(_parquet(day_rows), old, q.diff).sql()).to_arrow_table()
+    finally:
+        warehouse.unregister(CANDIDATES)
+        day_rows.unlink(missing_ok=True)
+    logger.info("%s candidates recomputed, %s rows differ", some.num_rows, changed.num_rows)
+    return changed
 
 
 def refresh_in_place(
@@ -203,8 +274,9 @@ def refresh_in_place(
         query = diff_query(
             as_of, date.fromisoformat(before["as_of"]), date.fromisoformat(before["known_through"])
         )
-        run = recompute or _duckdb_recompute(warehouse, root, before, new_rows)
+        run = recompute or DuckDBRecompute(warehouse, root, before, as_of, new_rows)
         changes = _apply(store, warehouse, run(query), before, as_of, root, secret)
+        changes.recomputed = getattr(run, "recomputed", None) or changes.households
         if new_rows.exists():  # committed: the day's rows are the next refresh's mirror
             os.replace(new_rows, mirror_path(root, changes.publication))
     finally:

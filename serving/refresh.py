@@ -46,6 +46,7 @@ class RefreshReport:
     removed: int = 0
     status_changed: int = 0
     records_learnt: int = 0
+    recomputed: int = 0  # households whose row was recomputed (all when full)
     changed_by_feature: dict[str, int] = field(default_factory=dict)
     changed_by_reason: dict[str, int] = field(default_factory=dict)
     previous: str | None = None
@@ -154,6 +155,7 @@ def refresh(
         removed=c.removed,
         status_changed=c.status_changed,
         records_learnt=c.records_learnt,
+        recomputed=c.recomputed,
         changed_by_feature=c.by_column,
         changed_by_reason=c.by_reason,
         previous=c.previous,
@@ -181,5 +183,13 @@ def _full(con, day: date, online: Path, secret: bytes, applied: list[date], why:
     meta = publish(con, day, online, secret)
     n = int(meta["households"])
     return RefreshReport(
-        applied, day, meta["publication"], n, "full", why, rewritten=n, previous=previous
+        applied,
+        day,
+        meta["publication"],
+        n,
+        "full",
+        why,
+        rewritten=n,
+        recomputed=n,
+        previous=previous,
     )

@@ -81,6 +81,7 @@ def test_refresh_applies_new_change_sets_and_publishes_their_day(living_domain, 
     calendar = refresh(wh, feed, online, SECRET, as_of=ahead, force=True)
     assert calendar.applied == [] and calendar.as_of == ahead and calendar.records_learnt == 0
     assert calendar.rewritten < calendar.households // 10  # the calendar alone rewrites few
+    assert calendar.rewritten <= calendar.recomputed < calendar.households // 4  # looks at few
     # ... yet every household's registration age moved with it (derived from its anchor)
     now = _frame(online).set_index("uscc")
     then = first.set_index("uscc").reindex(now.index)
@@ -119,11 +120,15 @@ def test_sixty_daily_refreshes_each_equal_a_full_publication_and_a_live_server_f
             if d is None:  # a last day of our own: the feed's 4,000 rarely see a revocation
                 d = _revocation(wh, read_changeset(days[-1]).day + timedelta(days=1), tmp_path)
             (feed / d.name).symlink_to(d)
-            if i % 7 == 3:  # now and then without the mirror: from the history instead
+            mirrored = i % 7 != 3
+            if not mirrored:  # now and then without the mirror: from the history instead
                 for mirror in online.glob("rows-*.parquet"):
                     mirror.unlink()
             report = refresh(wh, feed, online, SECRET)
             assert report.kind == "incremental", report.why_full
+            # with the mirror, only the candidates are recomputed; without, everyone
+            assert (report.recomputed < report.households // 4) == mirrored, report
+            assert report.recomputed >= report.rewritten
             rewritten.append(report.rewritten)
             full = _full(wh, report.as_of, tmp_path / f"full-{i % 2}")
             assert _rows(online) == _rows(full), report.as_of
@@ -139,6 +144,26 @@ def test_sixty_daily_refreshes_each_equal_a_full_publication_and_a_live_server_f
     _the_feed_covered_every_kind_of_day(wh, days)
     size = sum(p.stat().st_size for p in online.glob("snap-*"))
     assert size < 2 * (full / os.readlink(full / CURRENT)).stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "everyone"),
+    [
+        (date(2026, 6, 25), date(2026, 7, 2), True),  # 30 June: the reporting year turns
+        (date(2026, 5, 10), date(2026, 6, 12), False),  # a month inside one half-year
+    ],
+)
+def test_a_calendar_refresh_equals_a_full_publication_and_recomputes_only_what_it_must(
+    living_domain, tmp_path, start, end, everyone
+):
+    wh, online = tmp_path / "wh.duckdb", tmp_path / "online"
+    ingest(living_domain, wh, progress=False)
+    refresh(wh, None, online, SECRET, as_of=start)
+    report = refresh(wh, None, online, SECRET, as_of=end, force=True)
+    assert report.kind == "incremental" and report.as_of == end
+    assert (report.recomputed == report.households) == everyone, report
+    assert report.rewritten > 0
+    assert _rows(online) == _rows(_full(wh, end, tmp_path / "full"))
 
 
 def _revocation(wh: Path, day: date, tmp_path: Path) -> Path:
