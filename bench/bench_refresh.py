@@ -99,6 +99,7 @@ def one_day(wh: Path, feed: Path, online: Path, day: Path) -> dict:
         "status_changed": r.status_changed,
         "records_learnt": r.records_learnt,
         "recomputed": r.recomputed,
+        "seconds": r.seconds,
         "by_reason": r.changed_by_reason,
     }
     print(json.dumps(out), flush=True)

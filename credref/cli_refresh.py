@@ -114,6 +114,8 @@ def _print(report) -> None:
         f"{report.as_of} {how}: {report.households:,} households, "
         f"{report.recomputed:,} recomputed, {report.rewritten:,} rewritten"
     )
+    if report.seconds:
+        console.print("seconds: " + ", ".join(f"{k} {v}" for k, v in report.seconds.items()))
     if report.previous and report.kind == "incremental":
         table = RichTable(title=f"rewritten since {report.previous}")
         table.add_column("what")

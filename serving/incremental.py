@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -85,6 +86,7 @@ class Changes:
     status_changed: int = 0
     records_learnt: int = 0  # households with a record version learnt since the last one
     recomputed: int = 0  # households whose row was recomputed to compare (all, or candidates)
+    seconds: dict[str, float] = field(default_factory=dict)  # by step, for the log and bench
     by_column: dict[str, int] = field(default_factory=dict)
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -217,13 +219,18 @@ class DuckDBRecompute:
     new_rows: Path
     #: households whose row was recomputed (None: every one)
     recomputed: int | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, q: DiffQuery) -> pa.Table:
         mirror = mirror_path(self.root, self.before["publication"])
+        started = time.perf_counter()
         some = candidates(self.warehouse, self.as_of, self.before) if mirror.exists() else None
+        self.seconds["candidates"] = round(time.perf_counter() - started, 2)
         if some is not None:
             self.recomputed = some.num_rows
-            return _recompute_candidates(self.warehouse, q, some, self.as_of, mirror, self.new_rows)
+            return _recompute_candidates(
+                self.warehouse, q, some, self.as_of, mirror, self.new_rows, self.seconds
+            )
         write_mirror(self.warehouse, q.new, self.new_rows)
         old = _parquet(mirror) if mirror.exists() else q.old
         if not mirror.exists():
@@ -233,19 +240,29 @@ class DuckDBRecompute:
 
 
 def _recompute_candidates(
-    warehouse, q: DiffQuery, some: pa.Table, as_of: date, mirror: Path, new_rows: Path
+    warehouse,
+    q: DiffQuery,
+    some: pa.Table,
+    as_of: date,
+    mirror: Path,
+    new_rows: Path,
+    seconds: dict[str, float],
 ) -> pa.Table:
     day_rows = new_rows.with_name(f"{new_rows.stem}-day.parquet")
     warehouse.register(CANDIDATES, some)
     try:
+        t = time.perf_counter()
         write_mirror(warehouse, publication_sql(as_of, identity=False, only=CANDIDATES), day_rows)
+        seconds["their_rows"] = round(time.perf_counter() - t, 2)
         mine = f"uscc IN (SELECT uscc FROM {CANDIDATES})"
         # tomorrow's mirror: everyone else's rows as they were, and the candidates' new ones
+        t = time.perf_counter()
         write_mirror(
             warehouse,
             f"{_parquet(mirror)} WHERE NOT {mine} UNION ALL {_parquet(day_rows)}",
             new_rows,
         )
+        seconds["next_mirror"] = round(time.perf_counter() - t, 2)
         old = f"{_parquet(mirror)} WHERE {mine}"
         changed = warehouse.sql(DiffQuery(_parquet(day_rows), old, q.diff).sql()).to_arrow_table()
     finally:
@@ -275,8 +292,16 @@ def refresh_in_place(
             as_of, date.fromisoformat(before["as_of"]), date.fromisoformat(before["known_through"])
         )
         run = recompute or DuckDBRecompute(warehouse, root, before, as_of, new_rows)
-        changes = _apply(store, warehouse, run(query), before, as_of, root, secret)
+        started = time.perf_counter()
+        differ = run(query)
+        compared = time.perf_counter()
+        changes = _apply(store, warehouse, differ, before, as_of, root, secret)
         changes.recomputed = getattr(run, "recomputed", None) or changes.households
+        changes.seconds = {
+            **getattr(run, "seconds", {}),
+            "compare": round(compared - started, 2),
+            "write": round(time.perf_counter() - compared, 2),
+        }
         if new_rows.exists():  # committed: the day's rows are the next refresh's mirror
             os.replace(new_rows, mirror_path(root, changes.publication))
     finally:
@@ -285,7 +310,9 @@ def refresh_in_place(
     keep_only_mirror(
         root, changes.publication if mirror_path(root, changes.publication).exists() else None
     )
+    checkpoint = time.perf_counter()
     _checkpoint(path)
+    changes.seconds["checkpoint"] = round(time.perf_counter() - checkpoint, 2)
     logger.info(
         "refreshed %s to %s: %s households rewritten",
         before["publication"],

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -47,6 +48,7 @@ class RefreshReport:
     status_changed: int = 0
     records_learnt: int = 0
     recomputed: int = 0  # households whose row was recomputed (all when full)
+    seconds: dict[str, float] = field(default_factory=dict)  # by step: ingest, compare, write
     changed_by_feature: dict[str, int] = field(default_factory=dict)
     changed_by_reason: dict[str, int] = field(default_factory=dict)
     previous: str | None = None
@@ -124,10 +126,12 @@ def refresh(
     how: Recomputation | None = None,
 ) -> RefreshReport:
     applied = []
+    started = time.perf_counter()
     for cs in pending(warehouse, feed) if feed is not None else []:
         ingest(cs.folder, warehouse, progress=False, memory_limit=memory_limit)
         applied.append(cs.day)
         logger.info("change set %s applied", cs.day)
+    ingested = round(time.perf_counter() - started, 2)
     previous, current = _current_as_of(online)
     day = choose_date(as_of, _last_changeset(warehouse), current, force)
     con = connect(warehouse, read_only=True, memory_limit=memory_limit)
@@ -156,6 +160,7 @@ def refresh(
         status_changed=c.status_changed,
         records_learnt=c.records_learnt,
         recomputed=c.recomputed,
+        seconds={"ingest": ingested, **c.seconds},
         changed_by_feature=c.by_column,
         changed_by_reason=c.by_reason,
         previous=c.previous,
