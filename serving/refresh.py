@@ -48,7 +48,7 @@ class RefreshReport:
     status_changed: int = 0
     records_learnt: int = 0
     recomputed: int = 0  # households whose row was recomputed (all when full)
-    seconds: dict[str, float] = field(default_factory=dict)  # by step: ingest, compare, write
+    seconds: dict[str, float] = field(default_factory=dict)  # by step: ingest, recompute, write
     changed_by_feature: dict[str, int] = field(default_factory=dict)
     changed_by_reason: dict[str, int] = field(default_factory=dict)
     previous: str | None = None
