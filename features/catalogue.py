@@ -7,6 +7,14 @@ constraint. Every constrained feature has a reason code for its adverse directio
 related features share one. Features without a reason code (place, industry, form) can
 move a score but are never given to a platform as a reason: they are not something the
 household did.
+
+A *calendar* feature (``calendar=True``) says where T stands in the reporting calendar
+and what that means for the household (the months to the deadline, the days of the
+filing period passed with this year's report not yet filed): lawful states, which move
+with the calendar for everyone. They sharpen the point-in-time PD and nothing else:
+never a reason, never the score or the class (``training.scoring``: the score and the
+class read the model with the calendar features at their average, so a household's
+class moves when its records do, not with the season; DOMAIN.md §6).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ class Feature:
     value_type: str  # "int", "float", "bool", "category"
     monotone: int  # +1 / -1 / 0, relative to risk
     reason: str | None = None  # reason code for the adverse direction
+    calendar: bool = False  # where T stands in the calendar: the PD only (see above)
 
 
 _REPAIR = "市场监督管理信用修复管理办法（国市监信规〔2021〕3号）"
@@ -162,6 +171,34 @@ REASONS: tuple[Reason, ...] = (
     ),
 )
 REASONS_BY_CODE = {r.code: r for r in REASONS}
+
+#: What each reason's text claims, as conditions on the household's features: a reason is
+#: served only when one of its conditions holds, so its text is true of the household's
+#: records on the day it is served (a model may find risk in a value that is not what the
+#: text says: a penalty of ordinary severity is not "severe", a 6-year-old business is not
+#: "registered recently"). ``tests/test_every_day.py`` checks each claim against the
+#: records themselves, every day of a year.
+#: Registered less than this many years ago: "registered only recently" (R01).
+RECENT_YEARS = 3.0
+#: From this severity a penalty is "severe" (R07): orders to suspend or close, revoked
+#: licences, bans, restrictions, fines from 100,000 yuan (``features.pit._severity``).
+SEVERE_PENALTY = 3
+REASON_EVIDENCE: dict[str, tuple[tuple[str, str, float], ...]] = {
+    "R01": (("reg_age_years", "<", RECENT_YEARS),),
+    "R02": (("operator_changes_2y", ">", 0),),
+    "R03": (("address_changes_2y", ">", 0),),
+    # a report whose deadline has passed, filed late or not at all (never one still due)
+    "R04": (
+        ("last_report_late", ">", 0),
+        ("last_report_missing", ">", 0),
+        ("reports_missing_3y", ">", 0),
+    ),
+    "R05": (("abnormal_now_report", ">", 0), ("abnormal_now_unreachable", ">", 0)),
+    "R06": (("penalties_3y", ">", 0),),
+    "R07": (("penalty_max_severity", ">=", SEVERE_PENALTY),),
+    "R08": (("serious_listed", ">", 0),),
+    "R09": (("spot_problems_3y", ">", 0),),
+}
 #: The answer when nothing pushes risk up.
 NO_ADVERSE = Reason(
     "R00",
@@ -261,21 +298,23 @@ FEATURES: tuple[Feature, ...] = (
         "R04",
     ),
     Feature(
-        "current_report_unfiled",
-        "本年度年报尚未报送（1–6月）",
-        "This year's report not yet filed (Jan–Jun)",
-        "annual_reports",
-        "bool",
-        1,
-        "R04",
-    ),
-    Feature(
         "months_to_report_deadline",
         "距下一个年报截止日（6月30日）的月数",
         "Months from the as-of date to the next annual-report deadline (30 June)",
         "as_of",
         "int",
         0,
+        calendar=True,
+    ),
+    Feature(
+        "open_report_unfiled_days",
+        "本年度年报报送期（1月1日–6月30日）已过天数，本年度年报尚未报送时（报送期内未报送是合法状态）",
+        "Days of this year's filing period (1 January - 30 June) passed with this year's "
+        "report not yet filed (lawful while the period is open); 0 once filed or outside it",
+        "annual_reports",
+        "int",
+        1,
+        calendar=True,
     ),
     Feature(
         "reported_employees",
@@ -395,6 +434,7 @@ def catalogue_dict() -> dict:
     return {
         "features": [asdict(f) for f in FEATURES],
         "reasons": [asdict(r) for r in REASONS],
+        "reason_evidence": {k: [list(c) for c in v] for k, v in REASON_EVIDENCE.items()},
         "no_adverse": asdict(NO_ADVERSE),
         "categories": {k: list(v) for k, v in CATEGORIES.items()},
     }

@@ -1,10 +1,11 @@
 """Features that move with the calendar alone, each defined once, for SQL and for Python.
 
-Most features change only when a record does (or when a record leaves a window). Four
-change every day or every month for every household, whatever its records: the years
-since registration, the days in the current abnormal marking, the days since the latest
-penalty in publicity and the months to the next annual-report deadline. Each is a
-function of the as-of date T and at most one record date, its *anchor*.
+Most features change only when a record does (or when a record leaves a window). Five
+change every day or every month, whatever the records: the years since registration,
+the days in the current abnormal marking, the days since the latest penalty in
+publicity, the days of the filing period passed with this year's report unfiled, and
+the months to the next annual-report deadline. Each is a function of the as-of date T
+and at most one date, its *anchor*.
 
 A snapshot computes them in SQL (:func:`features.pit.feature_sql` renders :meth:`sql`).
 The online store keeps the anchor instead of the value, and the service derives the
@@ -19,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from features.policy import filing_period_open, open_report_year
+
 DAYS_PER_YEAR = 365.25
 
 
@@ -27,7 +30,8 @@ class Elapsed:
     """``name`` = the time from ``anchor`` to T: days (capped at ``cap``), or years.
 
     ``when_none`` is the value of a household without an anchor (no marking, no penalty
-    in publicity); ``anchor_sql`` is where the feature SQL finds the anchor."""
+    in publicity); ``anchor_sql`` is where the feature SQL finds the anchor (``{t}`` in
+    it stands for T, for an anchor that depends on T's place in the calendar)."""
 
     name: str
     anchor: str
@@ -36,8 +40,11 @@ class Elapsed:
     cap: int | None = None
     when_none: int | None = None
 
+    def anchor_expr(self, t: str) -> str:
+        return self.anchor_sql.replace("{t}", t)
+
     def sql(self, t: str) -> str:
-        days = f"date_diff('day', {self.anchor_sql}, {t})"
+        days = f"date_diff('day', {self.anchor_expr(t)}, {t})"
         if self.when_none is not None:
             days = f"COALESCE({days}, {self.when_none})"
         if self.cap is not None:
@@ -60,23 +67,33 @@ class Elapsed:
 
 @dataclass(frozen=True)
 class ReportCalendar:
-    """Months from T to the next annual-report deadline (30 June): public calendar
-    context, the same for every household."""
+    """Months from T to the next annual-report deadline (30 June, on time itself): public
+    calendar context, the same for every household."""
 
     name: str = "months_to_report_deadline"
 
     def sql(self, t: str) -> str:
         return (
-            f"CAST(CASE WHEN {t} < make_date(year({t}), 6, 30) THEN 6 - month({t}) "
+            f"CAST(CASE WHEN {filing_period_open(t)} THEN 6 - month({t}) "
             f"ELSE 18 - month({t}) END AS BIGINT)"
         )
 
     def value(self, as_of: date) -> int:
-        return 6 - as_of.month if as_of < date(as_of.year, 6, 30) else 18 - as_of.month
+        return 6 - as_of.month if as_of <= date(as_of.year, 6, 30) else 18 - as_of.month
 
 
 #: The penalty recency of a household without a penalty in publicity (three years).
 NO_PENALTY_DAYS = 1095
+
+#: The days of a filing period (1 January to 30 June, 181 days at most).
+FILING_PERIOD_DAYS = 181
+
+#: A household in an open filing period whose report for it is not filed yet (and due:
+#: registered before the year began) has the period's first day as its anchor.
+_UNFILED_SINCE = (
+    f"CASE WHEN {filing_period_open('{t}')} AND year(p.registered_on) <= {open_report_year('{t}')} "
+    "AND COALESCE(rpt.this_filed, 0) = 0 THEN make_date(year({t}), 1, 1) END"
+)
 
 ELAPSED: tuple[Elapsed, ...] = (
     Elapsed("reg_age_years", "registered_on", "p.registered_on", years=True),
@@ -87,6 +104,13 @@ ELAPSED: tuple[Elapsed, ...] = (
         "pen.latest_penalty_on",
         cap=NO_PENALTY_DAYS,
         when_none=NO_PENALTY_DAYS,
+    ),
+    Elapsed(
+        "open_report_unfiled_days",
+        "report_unfiled_since",
+        _UNFILED_SINCE,
+        cap=FILING_PERIOD_DAYS,
+        when_none=0,
     ),
 )
 CALENDAR = ReportCalendar()

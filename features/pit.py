@@ -69,15 +69,9 @@ def _severity(r: str = "r") -> str:
 
 
 def _report_years(t: str) -> tuple[str, str]:
-    """The last report year whose 30 June deadline has passed on T, and this year's
-    report year (filed January to June of T's year)."""
-    last_year = f"(year({t}) - CASE WHEN {t} >= make_date(year({t}), 6, 30) THEN 1 ELSE 2 END)"
-    return last_year, f"(year({t}) - 1)"
-
-
-def _before_deadline(t: str) -> str:
-    """T falls before this year's 30 June reporting deadline."""
-    return f"{t} < make_date(year({t}), 6, 30)"
+    """The last report year whose deadline has passed on T, and the year whose report
+    T's year's filing period opens (the legal-use policy's reporting calendar)."""
+    return P.last_due_report_year(t), P.open_report_year(t)
 
 
 def changes_sql(t: str) -> str:
@@ -102,7 +96,7 @@ def reports_sql(t: str) -> str:
     (always usable), this year's filing, and the content of the latest published one."""
     last_year, this_year = _report_years(t)
     known, content = P.report_filing_known(t), P.report_content_usable(t)
-    on_time = "r.filed_on <= make_date(r.report_year + 1, 6, 30)"
+    on_time = f"r.filed_on <= {P.report_deadline('r.report_year')}"
     return f"""
         SELECT r.uscc,
             max(CASE WHEN r.report_year = {last_year} AND {known} AND {on_time} THEN 1 ELSE 0 END) AS last_on_time,
@@ -124,7 +118,7 @@ def abnormal_sql(t: str, policy: Policy) -> str:
         SELECT r.uscc,
             max(CASE WHEN r.cause IN ('report_not_filed', 'report_false') THEN 1 ELSE 0 END) AS abnormal_now_report,
             max(CASE WHEN r.cause = 'unreachable' THEN 1 ELSE 0 END) AS abnormal_now_unreachable,
-            max(CASE WHEN r.cause = 'report_not_filed' AND r.marked_on > make_date({last_year} + 1, 6, 30)
+            max(CASE WHEN r.cause = 'report_not_filed' AND r.marked_on > {P.report_deadline(last_year)}
                      THEN 1 ELSE 0 END) AS last_report_marked,
             min(r.marked_on) AS abnormal_since
         FROM abnormal_status r
@@ -175,19 +169,19 @@ def _registration_columns(t: str) -> dict[str, str]:
 
 
 def _report_columns(t: str) -> dict[str, str]:
-    last_year, this_year = _report_years(t)
+    """Filing facts of the reports whose deadline has passed (only those can be late or
+    missing: DOMAIN.md §6), and the content of the latest published one."""
+    last_year, _ = _report_years(t)
     due = f"year(p.registered_on) <= {last_year}"
     missing = f"{due} AND COALESCE(rpt.last_on_time + rpt.last_late, 0) = 0"
     return {
         "last_report_late": "CAST(COALESCE(rpt.last_late, 0) AS INT)",
         "last_report_missing": f"CAST({missing} AS INT)",
-        # missing and not yet marked: on 30 June the July marking is still to come
+        # missing and not yet marked: from 1 July until the marking comes
         "report_marking_pending": f"CAST({missing} AND COALESCE(abn.last_report_marked, 0) = 0 AS INT)",
         # due years among the last three, less those filed on time
         "reports_missing_3y": f"CAST(greatest(0, least(3, {last_year} - year(p.registered_on) + 1)) "
         "- COALESCE(rpt.on_time_3y, 0) AS BIGINT)",
-        "current_report_unfiled": f"CAST({_before_deadline(t)} "
-        f"AND year(p.registered_on) <= {this_year} AND COALESCE(rpt.this_filed, 0) = 0 AS INT)",
         "reported_employees": "CAST(rpt.reported_employees AS DOUBLE)",
     }
 
@@ -211,7 +205,7 @@ def _feature_columns(t: str, online: bool) -> str:
     exprs = {**_registration_columns(t), **_report_columns(t), **_RECORD_COLUMNS}
     if online:
         cols = [(n, exprs[n]) for n in FEATURE_NAMES if n not in DERIVED]
-        cols += [(e.anchor, e.anchor_sql) for e in ELAPSED]
+        cols += [(e.anchor, e.anchor_expr(t)) for e in ELAPSED]
     else:
         exprs |= {e.name: e.sql(t) for e in ELAPSED} | {CALENDAR.name: CALENDAR.sql(t)}
         cols = [(n, exprs[n]) for n in FEATURE_NAMES]
@@ -310,12 +304,13 @@ CALENDAR_DATES: dict[str, dict[str, tuple[str, ...]]] = {
 
 def reporting_calendar(as_of: date) -> str:
     """What the reporting calendar is on T, for everyone at once: the last due report
-    year, this year's report year, and whether this year's deadline is still ahead. When
-    two days differ in it (a 1 January or a 30 June between them), every row may move."""
+    year, the open report year, and whether its filing period is open. When two days
+    differ in it (a 1 January or a 1 July between them), every row may move."""
     t = _t(as_of)
     last_year, this_year = _report_years(t)
     return (
-        f"SELECT {last_year} AS last_year, {this_year} AS this_year, {_before_deadline(t)} AS ahead"
+        f"SELECT {last_year} AS last_year, {this_year} AS this_year, "
+        f"{P.filing_period_open(t)} AS open"
     )
 
 

@@ -103,6 +103,38 @@ def report_content_usable(t: str, r: str = "r") -> str:
     return f"({report_filing_known(t, r)} AND {r}.published)"
 
 
+# --- the reporting calendar (DOMAIN.md §6: the reporting calendar is not a risk) -------
+#
+# A household's annual report for year Y is filed between 1 January and 30 June of Y+1
+# (个体工商户年度报告暂行办法): the period is open on 30 June itself, so a report is
+# overdue from 1 July. Before then "not yet filed" is lawful and never a reason; a report
+# still missing on 1 July is a record against the household (R04), and the marking that
+# follows in July is another (R05). Every feature and every reason reads the calendar
+# through these four functions.
+
+
+def last_due_report_year(t: str) -> str:
+    """The last report year whose deadline has passed on T: Y such that T is on or after
+    1 July of Y+1 (so on 30 June the year before last; on 1 July last year)."""
+    return f"(year({t}) - CASE WHEN {t} > make_date(year({t}), 6, 30) THEN 1 ELSE 2 END)"
+
+
+def open_report_year(t: str) -> str:
+    """The report year whose filing period T's year opens (filed 1 January - 30 June):
+    last year's. Open on T only when :func:`filing_period_open`."""
+    return f"(year({t}) - 1)"
+
+
+def filing_period_open(t: str) -> str:
+    """T lies in a filing period: 1 January to 30 June, both included."""
+    return f"({t} <= make_date(year({t}), 6, 30))"
+
+
+def report_deadline(year: str) -> str:
+    """The last day a report for ``year`` is on time: 30 June of the next year."""
+    return f"make_date({year} + 1, 6, 30)"
+
+
 def registration_change_known(t: str, r: str = "r") -> str:
     """Registration facts are always usable, as registered on or before T."""
     return f"({r}.changed_on <= {t})"

@@ -13,7 +13,7 @@ exactly from its ledger line (as of D0, as known at K0). The refresh to day D:
    in DuckDB, their rows as of D as known now, compares them with theirs in the current
    publication's mirror (``rows-<publication>.parquet``), and writes the next mirror:
    the current one with their rows replaced. When the reporting calendar moves (a
-   1 January or 30 June between D0 and D) or there is no mirror, every row is computed
+   1 January or 1 July between D0 and D) or there is no mirror, every row is computed
    and compared (with the mirror, or the current publication recomputed as of D0 as
    known at K0). Either way it keeps the households that differ: added, removed (a
    registration entered in error), a different status, feature or anchor, or a household

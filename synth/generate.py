@@ -96,17 +96,23 @@ def is_month_end(d: date) -> bool:
     return int(month_start_day(month_index(d) + 1)) - 1 == (d - date(1970, 1, 1)).days
 
 
-def quarter_ends(start: date, end: date) -> tuple[date, ...]:
-    """Quarter-end dates from ``start`` to ``end`` inclusive."""
+def month_ends(start: date, end: date, step: int = 1) -> tuple[date, ...]:
+    """Month-end dates from ``start`` to ``end`` inclusive, every ``step`` months counted
+    from January (``step=3``: quarter ends)."""
     out = []
     m = month_index(start)
     while m <= month_index(end):
-        if m % 3 == 2:
+        if m % step == step - 1:
             d = date.fromordinal(date(1970, 1, 1).toordinal() + int(month_start_day(m + 1)) - 1)
             if start <= d <= end:
                 out.append(d)
         m += 1
     return tuple(out)
+
+
+def quarter_ends(start: date, end: date) -> tuple[date, ...]:
+    """Quarter-end dates from ``start`` to ``end`` inclusive."""
+    return month_ends(start, end, 3)
 
 
 def _chunk_job(args: tuple) -> dict[str, pa.Table]:
@@ -213,8 +219,8 @@ def generate(
         seed: master seed; same seed and arguments give the same bytes.
         end: last day of the history (a month end).
         secret: the in-domain HMAC key for operator ID numbers.
-        oracle_dates: month-end as-of dates for the oracle (default: quarter ends from
-            2020-03-31 to ``end``).
+        oracle_dates: month-end as-of dates for the oracle (default: every month end
+            from 2020-01-31 to ``end``: the model is judged on every calendar position).
         workers: worker processes (does not change the output).
         progress: show a progress bar.
         chunk_size: households per independently seeded chunk; part of what the
@@ -231,7 +237,7 @@ def generate(
     if not is_month_end(end) or end < date(2020, 1, 31):
         raise ValueError(f"end must be a month end in 2020 or later, got {end}")
     if oracle_dates is None:
-        oracle_dates = quarter_ends(date(2020, 3, 31), end)
+        oracle_dates = month_ends(date(2020, 1, 31), end)
     bad = [d for d in oracle_dates if not is_month_end(d) or d > end or d < date(2019, 1, 31)]
     if bad:
         raise ValueError(f"oracle dates must be month ends between 2019-01-31 and {end}: {bad}")

@@ -98,7 +98,8 @@ def household_features(tables: dict, uscc: str, t: date) -> dict:
         r = reports.get(year)
         return r["filed_on"] if r and r["filed_on"] is not None and r["filed_on"] <= t else None
 
-    last = t.year - 1 if t >= date(t.year, 6, 30) else t.year - 2
+    # a report for year Y is on time to 30 June of Y+1 and overdue from 1 July
+    last = t.year - 1 if t > date(t.year, 6, 30) else t.year - 2
     reg_year = h["registered_on"].year
     due = [y for y in (last - 2, last - 1, last) if y >= reg_year]
     on_time = {y: (d := filed_by_t(y)) is not None and d <= date(y + 1, 6, 30) for y in due}
@@ -117,10 +118,10 @@ def household_features(tables: dict, uscc: str, t: date) -> dict:
     f["report_marking_pending"] = int(f["last_report_missing"] == 1 and not marked_for_last)
     f["reports_missing_3y"] = sum(1 for y in due if not on_time[y])
     this = t.year - 1
-    f["current_report_unfiled"] = int(
-        t < date(t.year, 6, 30) and reg_year <= this and filed_by_t(this) is None
-    )
-    f["months_to_report_deadline"] = 6 - t.month if t < date(t.year, 6, 30) else 18 - t.month
+    period_open = t <= date(t.year, 6, 30)
+    unfiled = period_open and reg_year <= this and filed_by_t(this) is None
+    f["open_report_unfiled_days"] = min((t - date(t.year, 1, 1)).days, 181) if unfiled else 0
+    f["months_to_report_deadline"] = 6 - t.month if period_open else 18 - t.month
     published = [
         r
         for r in reports.values()

@@ -60,14 +60,14 @@ def _calendar(con, day: date) -> tuple:
     return tuple(con.execute(reporting_calendar(day)).fetchall()[0])
 
 
-def test_the_reporting_calendar_moves_on_1_january_and_30_june_only(small_warehouse):
+def test_the_reporting_calendar_moves_on_1_january_and_1_july_only(small_warehouse):
     con = duckdb.connect(str(small_warehouse), read_only=True)
     day, moves = date(2024, 1, 1), []
     while day < date(2026, 1, 2):
         if _calendar(con, day - timedelta(days=1)) != _calendar(con, day):
             moves.append((day.month, day.day))
         day += timedelta(days=1)
-    assert moves == [(1, 1), (6, 30)] * 2 + [(1, 1)]
+    assert moves == [(1, 1), (7, 1)] * 2 + [(1, 1)]
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +82,10 @@ def _rows(con, as_of: date, only: str | None = None) -> dict[str, tuple]:
     return {r[0]: r for r in rows}
 
 
-# Pairs within one reporting half-year (1 January to 29 June, 30 June to 31 December),
+# Pairs within one reporting half-year (1 January to 30 June, 1 July to 31 December),
 # the domain's last three years, one day to four months apart.
-_pairs = st.tuples(st.dates(date(2023, 6, 30), date(2026, 6, 29)), st.integers(1, 120)).filter(
-    lambda p: (p[0].month, p[0].day) < (6, 30) or (p[0] + timedelta(days=p[1])).year == p[0].year
+_pairs = st.tuples(st.dates(date(2023, 7, 1), date(2026, 6, 30)), st.integers(1, 120)).filter(
+    lambda p: (p[0].month, p[0].day) <= (6, 30) or (p[0] + timedelta(days=p[1])).year == p[0].year
 )
 
 
@@ -97,7 +97,7 @@ def test_between_two_days_only_the_households_it_names_move(warehouse, pair):
     before, gap = pair
     after = before + timedelta(days=gap)
     if _calendar(warehouse, before) != _calendar(warehouse, after):
-        return  # the pair crosses 30 June: everyone may move, nothing to check
+        return  # the pair crosses 1 July: everyone may move, nothing to check
     old, new = _rows(warehouse, before), _rows(warehouse, after)
     moved = {u for u in old.keys() | new.keys() if old.get(u) != new.get(u)}
     named = {r[0] for r in warehouse.sql(calendar_moved_sql(before, after)).fetchall()}

@@ -88,7 +88,9 @@ def test_catalogue_rules():
     for f in FEATURES:
         assert f.monotone in (-1, 0, 1)
         assert f.value_type in ("int", "float", "bool", "category")
-        if f.monotone != 0:
+        if f.calendar:  # lawful states of the calendar: never a reason (DOMAIN.md §6)
+            assert f.reason is None, f"{f.name} is a calendar feature with a reason"
+        elif f.monotone != 0:
             assert f.reason in REASONS_BY_CODE, f"{f.name} is constrained but has no reason code"
         if f.value_type == "category":
             assert f.monotone == 0 and f.name in CATEGORIES
