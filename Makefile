@@ -29,14 +29,18 @@ DEMO_TODAY := 2026-09-30
 DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb CREDREF_TODAY=$(DEMO_TODAY) CREDREF_ANALYST=demo-analyst CREDREF_FEED_DIR=$(DEMO_DIR)/export/feed
 CREDREF := $(DEMO_ENV) $(VENV)/bin/credref
 
+# Every month end from March 2022 to the last one whose 12-month outcome is observed:
+# the model is trained, validated and tested on every position of the calendar.
+DEMO_DATES := --from 2022-03-31 --to 2025-08-31 --every 1M
+
 .PHONY: demo
 demo: $(STAMP) ## Generate 100k households, ingest, build datasets, train, promote, publish, serve, call it, watch, refresh a day, read the change feed
 	rm -rf $(DEMO_DIR)
 	$(CREDREF) generate --households $(DEMO_HOUSEHOLDS) --seed 7 --history --feed-days 1 --out $(DEMO_DIR)/export
 	$(CREDREF) ingest $(DEMO_DIR)/export
 	$(CREDREF) summary
-	$(CREDREF) dataset --out $(DEMO_DIR)/dataset --truth $(DEMO_DIR)/export/truth
-	$(CREDREF) dataset --out $(DEMO_DIR)/dataset_all_published --policy all_published
+	$(CREDREF) dataset --out $(DEMO_DIR)/dataset --truth $(DEMO_DIR)/export/truth $(DEMO_DATES)
+	$(CREDREF) dataset --out $(DEMO_DIR)/dataset_all_published --policy all_published $(DEMO_DATES)
 	$(CREDREF) train --config configs/demo.toml
 	$(CREDREF) promote --approver demo-reviewer
 	$(CREDREF) publish

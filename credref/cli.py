@@ -62,7 +62,7 @@ def generate(
     oracle_dates: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated month ends for the oracle; default quarter ends; 'none'."
+            help="Comma-separated month ends for the oracle; default every month end; 'none'."
         ),
     ] = None,
     workers: Annotated[
@@ -229,7 +229,9 @@ def dataset(
         str, typer.Option("--from", help="First as-of date, a month end.")
     ] = "2021-06-30",
     to: Annotated[str, typer.Option(help="Last as-of date (inclusive).")] = "2025-06-30",
-    every: Annotated[str, typer.Option(help="Step between as-of dates, e.g. 3M.")] = "3M",
+    every: Annotated[
+        str, typer.Option(help="Step between as-of dates: 1M covers every calendar position.")
+    ] = "1M",
     horizon: Annotated[int, typer.Option(help="Label window in months.")] = 12,
     truth: Annotated[
         Path | None, typer.Option(help="Generator truth folder: adds oracle_pd (evaluation only).")
@@ -347,6 +349,14 @@ def train(
             "auc, all published records", f"{s['all_published']['test_auc_all_published']:.4f}"
         )
     table.add_row("class rates rise A→D", str(s["class_rates_increasing"]))
+    for key, label, spec in (
+        ("worst_month_auc", "worst month: auc", ".4f"),
+        ("worst_month_ece", "worst month: ece", ".4f"),
+        ("worst_month_oracle_ratio", "worst month: oracle ratio", ".4f"),
+        ("worst_month_class_moves_without_event", "worst month: class moves, no event", ".2%"),
+    ):
+        if s.get(key) is not None:
+            table.add_row(label, format(s[key], spec))
     table.add_row("checks passed", str(result.checks_passed))
     console.print(table)
     console.print(f"selection: {s['why']}")

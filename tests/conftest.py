@@ -56,6 +56,7 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
     from serving.publish import publish
     from training.calibration import make_scoring_model
     from training.data import load_training_set, split_out_of_time
+    from training.guide import score_guide
     from training.models import fit_booster, points_table
     from training.registry import CHAMPION, log_scoring_model, use_tracking
 
@@ -76,6 +77,7 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
     tr, va, _ = split_out_of_time(df, date(2023, 12, 31), date(2024, 6, 30))
     booster = fit_booster("additive", tr, va, {}, seed=1, rounds=60)
     model = make_scoring_model(booster, "additive", va.X, va.y, points_table(booster, va.X))
+    model.guide = score_guide(model, model.score_frame(va.X), va.y, "the validation rows")
     uri = f"sqlite:///{home / 'mlflow.db'}"
     use_tracking(uri, home / "mlartifacts", "credref")
     with mlflow.start_run():

@@ -50,7 +50,10 @@ def datasets(tmp_path_factory):
     wh = root / "wh.duckdb"
     ingest(export, wh, progress=False)
     con = duckdb.connect(str(wh), read_only=True)
-    dates = as_of_dates(date(2021, 6, 30), date(2025, 6, 30), 6)
+    # half-yearly to train and validate; every month end of the test year (the gate's
+    # month-by-month targets need consecutive month ends)
+    dates = as_of_dates(date(2021, 6, 30), date(2024, 6, 30), 6)
+    dates += as_of_dates(date(2024, 7, 31), date(2025, 6, 30), 1)
     build_training_set(con, dates, root / "ds", truth_dir=export / "truth")
     build_training_set(con, dates, root / "ds_all", policy=Policy.ALL_PUBLISHED)
     con.close()
@@ -121,7 +124,7 @@ def test_the_logged_pyfunc_answers_pd_score_class_reasons(first_run, store, conf
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
     df, _ = load_training_set(config.dataset)
     out = model.predict(df[list(FEATURE_NAMES)].head(200))
-    assert list(out.columns) == ["pd", "score", "risk_class", "override", "reasons"]
+    assert list(out.columns) == ["pd", "long_run_pd", "score", "risk_class", "override", "reasons"]
     assert out.score.between(0, 1000).all() and set(out.risk_class) <= set("ABCD")
     assert all(0 < len(r.split(";")) <= MAX_REASONS for r in out.reasons)
 

@@ -39,8 +39,8 @@ def test_validation_report_is_logged_and_its_figures_hold(service_home):
     try:
         version, report = run_validation(con, NAME, None, as_of)
         current = con.sql(feature_sql(as_of)).df()
-        quarter = report["discriminatory_power"]["by_quarter"][1]
-        quarter_day = date.fromisoformat(quarter["as_of"])
+        month = report["by_month"][1]
+        quarter_day = date.fromisoformat(month["as_of"])
         q_feats = con.sql(feature_sql(quarter_day)).df()
         q_labels = con.sql(label_sql(quarter_day, 12)).df()
         like = con.sql(feature_sql(like_day)).df()
@@ -79,11 +79,12 @@ def test_validation_report_is_logged_and_its_figures_hold(service_home):
     like_scores = model.score_frame(like, with_reasons=False)["score"]
     want = stability(scored["score"], like_scores)["psi"]
     assert report["population_stability"]["score_psi"] == want
-    # the power by season: four matured quarter ends, each the statistic on its own rows
-    days = [q["as_of"] for q in report["discriminatory_power"]["by_quarter"]]
-    assert len(days) == 4 and days == sorted(days) and days[-1] == report["matured_as_of"]
+    # every calendar position: twelve matured month ends, each judged on its own rows
+    days = [m["as_of"] for m in report["by_month"]]
+    assert len(days) == 12 and days == sorted(days) and days[-1] == report["matured_as_of"]
     by_hand = auc_delong(
         q_labels.label.to_numpy(), model.score_frame(q_feats, with_reasons=False).pd
     )
-    assert quarter["auc"] == by_hand["auc"] and quarter["n"] == by_hand["n"]
+    assert month["auc"] == by_hand["auc"] and month["n"] == by_hand["n"]
+    assert report["worst_month"]["worst_month_auc"] == min(m["auc"] for m in report["by_month"])
     assert "Validation of model version 1" in render_html(report)

@@ -1,5 +1,5 @@
-"""Fitting the scoring artefact's calibration and class cuts on validation rows (the
-training side of :mod:`training.scoring`)."""
+"""Fitting the scoring artefact's calibrations, score scale and class bands on validation
+rows (the training side of :mod:`training.scoring`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import catalogue_version
-from training.scoring import PointsTable, ScoreScale, ScoringModel, encode
+from training.scoring import CALENDAR_REFERENCE, PointsTable, ScoreScale, ScoringModel, encode
 from training.spec import CREDREF, ModelSpec
 
-#: Cumulative shares of validation households at the class cuts A|B, B|C, C|D (40% A,
-#: 30% B, 20% C, 10% D) unless the training config says otherwise.
-DEFAULT_CLASS_SHARES = (0.4, 0.7, 0.9)
+#: Long-run PD at the class cuts A|B, B|C, C|D unless the training config says otherwise:
+#: fixed bands, published with each model version in its score guide, so a class means the
+#: same thing on every day (never quantiles of one window).
+DEFAULT_CLASS_BANDS = (0.065, 0.10, 0.14)
+
+#: The score scale puts these percentiles of the validation's long-run PD (riskiest,
+#: safest) at 300 and 800 points.
+SCALE_PERCENTILES = (1.0, 99.0)
 
 
 def fit_platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -29,29 +34,28 @@ def make_scoring_model(
     valid_X: pd.DataFrame,
     valid_y: np.ndarray,
     points: PointsTable | None = None,
-    class_shares: tuple[float, float, float] = DEFAULT_CLASS_SHARES,
+    class_bands: tuple[float, float, float] = DEFAULT_CLASS_BANDS,
     scale: ScoreScale | None = None,
     spec: ModelSpec = CREDREF,
     catalogue: str | None = None,
 ) -> ScoringModel:
-    """Calibrate on validation and fix the class thresholds there (``catalogue``: the
-    catalogue's version, credref's by default)."""
-    margin = (
-        points.margin(encode(valid_X, spec))
-        if points is not None
-        else booster.predict(valid_X, raw_score=True)
-    )
-    a, b = fit_platt(margin, valid_y)
-    pd_valid = 1.0 / (1.0 + np.exp(-(a * margin + b)))
-    q_ab, q_bc, q_cd = (float(np.quantile(pd_valid, q)) for q in class_shares)
+    """Calibrate on validation (the PD on the day, and the standing to the long-run rate),
+    fit the score scale to the validation's spread unless ``scale`` is given, and keep
+    the fixed class bands (``catalogue``: the catalogue's version, credref's by default)."""
+    reference = {f: CALENDAR_REFERENCE[f] for f in spec.calendar}
+    draft = ScoringModel(
+        booster, kind, 1.0, 0.0, class_bands, ScoreScale(), points,
+        catalogue or catalogue_version(), spec, calendar_reference=reference,
+    )  # fmt: skip
+    X = encode(valid_X, spec)
+    a, b = fit_platt(draft.margin(X), valid_y)
+    standing = draft.margin(draft.at_reference(X))
+    sa, sb = fit_platt(standing, valid_y)
+    if scale is None:
+        long_run = 1.0 / (1.0 + np.exp(-(sa * standing + sb)))
+        risky, safe = (float(np.percentile(long_run, 100 - q)) for q in SCALE_PERCENTILES)
+        scale = ScoreScale.spanning(risky, safe)
     return ScoringModel(
-        booster,
-        kind,
-        a,
-        b,
-        (q_ab, q_bc, q_cd),
-        scale or ScoreScale(),
-        points,
-        catalogue or catalogue_version(),
-        spec,
-    )
+        booster, kind, a, b, tuple(class_bands), scale, points,  # type: ignore[arg-type]
+        catalogue or catalogue_version(), spec, sa, sb, reference,
+    )  # fmt: skip

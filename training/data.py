@@ -60,19 +60,19 @@ def load_training_set(path: Path) -> tuple[pd.DataFrame, dict]:
 def split_out_of_time(
     df: pd.DataFrame, train_end: date, valid_end: date
 ) -> tuple[Split, Split, Split]:
-    """Train on as-of dates <= train_end, validate on (train_end, valid_end], test on the
-    latest fully labelled date after valid_end. Never a random split across dates."""
+    """Train on as-of dates <= train_end, validate on (train_end, valid_end], test on every
+    labelled date after valid_end (with monthly dates, a whole year of calendar positions:
+    the model is judged on the days it serves). Never a random split across dates."""
     dates = sorted(df.as_of.unique())
     later = [d for d in dates if d > valid_end]
     if not later:
         raise ValueError(
             f"no as-of date after valid_end {valid_end} to test on (dates: {dates[0]}..{dates[-1]})"
         )
-    test_date = later[-1]
     parts = {
         "train": df[df.as_of <= train_end],
         "valid": df[(df.as_of > train_end) & (df.as_of <= valid_end)],
-        "test": df[df.as_of == test_date],
+        "test": df[df.as_of > valid_end],
     }
     out = []
     for name, part in parts.items():
@@ -80,12 +80,13 @@ def split_out_of_time(
             raise ValueError(
                 f"the {name} split is empty (train_end={train_end}, valid_end={valid_end})"
             )
+        part = part.reset_index(drop=True)
         out.append(
             Split(
                 name,
                 model_matrix(part),
                 part[LABEL_COLUMN].to_numpy().astype(int),
-                part[["uscc", "as_of", ORACLE_COLUMN]].reset_index(drop=True),
+                part[["uscc", "as_of", ORACLE_COLUMN]],
             )
         )
     return out[0], out[1], out[2]

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from training import by_month
 from training.scoring import ScoringModel
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ def promote(
     """Make ``version`` (default: the newest) the champion if it passes the gate.
 
     Gate: four eyes (the approver is not who trained it); its training checks passed;
-    its out-of-time ECE <= 0.02; its AUC on its own out-of-time test rows is not below
+    its out-of-time ECE <= 0.02, overall and in every month of its test year, with the
+    worst month's oracle ratio and calendar-only class moves within the targets
+    (``training.by_month``); its AUC on its own out-of-time test rows is not below
     the current champion's AUC on the same rows by more than 0.005. Otherwise nothing
     changes and the reasons are returned. A promotion records the approver, the time and
     the gate's evidence on the version. ``impact_share`` (``training.impact``: the share
@@ -192,9 +195,27 @@ def _quality(run, version: str, current: str | None) -> list[str]:
     ece = run.data.metrics.get("test_ece")
     if ece is None or ece > ECE_MAX:
         out.append(f"test ECE {ece} exceeds {ECE_MAX}")
+    out += _every_month(run)
     if current == version:
         out.append(f"version {version} is already the champion")
     return out
+
+
+def _every_month(run) -> list[str]:
+    """The worst month of the test year against the targets (``training.by_month``): a
+    version that never measured them (trained before they existed) is refused too."""
+    m = run.data.metrics
+    if "test_worst_month_ece" not in m:
+        return ["the version was not judged month by month over a test year; retrain it"]
+    return by_month.failures(
+        {
+            "worst_month_ece": m["test_worst_month_ece"],
+            "worst_month_oracle_ratio": m.get("test_worst_month_oracle_ratio"),
+            "worst_month_class_moves_without_event": m.get(
+                "test_worst_month_class_moves_without_event"
+            ),
+        }
+    )
 
 
 def _discrimination(client, name, run_id, version, current, result: GateResult) -> list[str]:

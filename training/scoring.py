@@ -1,6 +1,18 @@
 """The scoring artefact: encoded features -> raw margin -> calibrated PD -> score 0-1000
 -> class A-D + reasons, with their texts.
 
+Rating philosophy (DOMAIN.md §6; README, "What a class means"). Two readings of one
+model:
+
+* the **PD** is point-in-time: the probability of an adverse record in the next 12
+  months from the day, the calendar features (``ModelSpec.calendar``: where the day
+  stands in the reporting calendar) included, so it is calibrated on every day;
+* the **score, class and reasons** are the household's standing on its records: the
+  same model read with the calendar features at one fixed reference position (the day
+  between filing periods, :data:`CALENDAR_REFERENCE`) and calibrated to the long-run
+  (all-calendar) outcome rate. They move when the household's records move, never with
+  the season, and no reason ever comes from a calendar feature.
+
 One module, one object for batch scoring, Spark, the MLflow pyfunc and the online
 service, so every path gives the same answer for the same features. It depends on the
 catalogue, numpy, pandas and LightGBM only: a service worker importing it loads neither
@@ -11,13 +23,14 @@ DuckDB, sqlglot nor MLflow (a test checks). Fitting the calibration is training'
 * Score: points to double the odds. score = base_score + pdo / ln 2 * (ln(odds) -
   ln(base_odds)), odds = (1 - PD) / PD (good : bad); clipped to 0-1000 and rounded.
   Defaults: 600 points at odds 50:1, 40 points to double the odds. Higher = lower risk.
-* Classes: A (low) - D (high), as in SAMR's classification (国市监信发〔2022〕6号), cut on PD
-  at thresholds stored with the model (chosen on validation at the training config's
-  ``class_shares``).
+* Classes: A (low) - D (high), as in SAMR's classification (国市监信发〔2022〕6号): fixed
+  bands of the long-run PD, set in the training config and published with each model
+  version in its score guide (:mod:`training.guide`).
 * Policy override: a household on the serious illegal and dishonest list is class D,
   and R08 is its first reason, whatever the model says.
-* Reasons: at most four catalogue reason codes whose features push the margin up the
-  most (TreeSHAP contributions, or the points table for the additive model, summed per
+* Reasons: at most four catalogue reason codes, among those whose text the household's
+  features bear out (``ModelSpec.evidence``), whose features push the standing's
+  margin up the most (TreeSHAP contributions, or the points table for the additive model, summed per
   reason code); ``R00`` when nothing pushes risk up.
 """
 
@@ -37,6 +50,9 @@ from features.catalogue import NO_ADVERSE, REASONS
 from training.spec import CREDREF, ModelSpec
 
 CLASSES = ("A", "B", "C", "D")
+#: Where the score, the class and the reasons read the calendar features: as on a day
+#: between filing periods (31 December: every due report's fate known, none pending).
+CALENDAR_REFERENCE = {"months_to_report_deadline": 6.0, "open_report_unfiled_days": 0.0}
 MAX_REASONS = 4
 _FEW_ROWS = 8  # up to this many rows, points are looked up in plain Python
 
@@ -192,6 +208,21 @@ class ScoreScale:
         raw = self.base_score + self.factor * (np.log((1 - p) / p) - math.log(self.base_odds))
         return np.clip(np.rint(raw), 0, 1000).astype(int)
 
+    def odds(self, score: float) -> float:
+        """The good:bad odds a score stands for."""
+        return self.base_odds * math.exp((score - self.base_score) / self.factor)
+
+    @classmethod
+    def spanning(cls, risky_pd: float, safe_pd: float, low: float = 300, high: float = 800):
+        """The scale that puts ``risky_pd`` at ``low`` points and ``safe_pd`` at ``high``
+        (e.g. the validation's 1st and 99th percentiles): one that uses its range."""
+        lo_odds = math.log((1 - risky_pd) / risky_pd)
+        hi_odds = math.log((1 - safe_pd) / safe_pd)
+        if hi_odds <= lo_odds:
+            raise ValueError("the safe PD must be lower than the risky one")
+        pdo = (high - low) * math.log(2.0) / (hi_odds - lo_odds)
+        return cls(base_score=float(low), base_odds=math.exp(lo_odds), pdo=pdo)
+
 
 def _detail(r) -> dict:
     g = r.guidance
@@ -219,14 +250,25 @@ def reason_details(codes: str | list[str]) -> list[dict]:
     return [_DETAILS[c] for c in items if c]
 
 
+def _by_reason(contributions: np.ndarray, spec: ModelSpec, borne_out: np.ndarray | None):
+    """Contributions summed per reason code, zero where the reason's text is not borne
+    out by the row's records (``ModelSpec.evidence_mask``)."""
+    by_reason = contributions[:, : len(spec.features)] @ spec.reason_matrix
+    return by_reason if borne_out is None else np.where(borne_out, by_reason, 0.0)
+
+
 def reason_codes(
-    contributions: np.ndarray, max_reasons: int = MAX_REASONS, spec: ModelSpec = CREDREF
+    contributions: np.ndarray,
+    max_reasons: int = MAX_REASONS,
+    spec: ModelSpec = CREDREF,
+    borne_out: np.ndarray | None = None,
 ) -> list[list[str]]:
-    """Top adverse reason codes per row from per-feature contributions to the margin.
+    """Top adverse reason codes per row from per-feature contributions to the margin,
+    among those the row's records bear out (``borne_out``: rows x reasons).
 
     The readable, row-by-row definition; scoring uses :func:`reason_strings`, which a test
     holds equal to it."""
-    by_reason = contributions[:, : len(spec.features)] @ spec.reason_matrix
+    by_reason = _by_reason(contributions, spec, borne_out)
     order = np.argsort(-by_reason, axis=1, kind="stable")
     out = []
     for row, idx in zip(by_reason, order, strict=True):
@@ -236,7 +278,10 @@ def reason_codes(
 
 
 def reason_strings(
-    contributions: np.ndarray, serious: np.ndarray, spec: ModelSpec = CREDREF
+    contributions: np.ndarray,
+    serious: np.ndarray,
+    spec: ModelSpec = CREDREF,
+    borne_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reason codes joined by ';' per row, with the serious-list override: the same answer
     as :func:`reason_codes` plus the override, vectorised.
@@ -244,7 +289,7 @@ def reason_strings(
     The top codes of a row are few (at most four of nine), so rows are keyed by their
     code combination and each distinct combination is spelled out once.
     """
-    by_reason = contributions[:, : len(spec.features)] @ spec.reason_matrix
+    by_reason = _by_reason(contributions, spec, borne_out)
     order = np.argsort(-by_reason, axis=1, kind="stable")[:, :MAX_REASONS]
     present = np.take_along_axis(by_reason, order, axis=1) > 1e-9
     none = len(spec.reasons)
@@ -287,15 +332,31 @@ class ScoringModel:
 
     booster: lgb.Booster
     kind: str
+    #: Platt calibration of the margin on the day: the point-in-time PD
     calib_a: float
     calib_b: float
+    #: long-run PD bands at the class cuts A|B, B|C, C|D
     class_thresholds: tuple[float, float, float]
     scale: ScoreScale
     points: PointsTable | None
     catalogue_version: str
     #: The catalogue it was trained on: the encoded matrix's columns, the reasons, the
-    #: feature whose positive value forces class D.
+    #: feature whose positive value forces class D, the calendar features.
     spec: ModelSpec = CREDREF
+    #: Platt calibration of the standing's margin (calendar features at
+    #: ``calendar_reference``) to the long-run outcome rate: the score's and class's PD
+    standing_a: float | None = None
+    standing_b: float | None = None
+    calendar_reference: dict[str, float] = field(default_factory=dict)
+    #: The score guide (:mod:`training.guide`), set when the version is evaluated
+    guide: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.standing_a is None or self.standing_b is None:
+            self.standing_a, self.standing_b = self.calib_a, self.calib_b
+        cols = [self.spec.features.index(f) for f in self.calendar_reference]
+        self._ref_cols = np.asarray(cols, dtype=np.int64)
+        self._ref_values = np.asarray(list(self.calendar_reference.values()), dtype=float)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -304,6 +365,15 @@ class ScoringModel:
     def _serious(self, X: np.ndarray) -> np.ndarray:
         col = self.spec.override_col
         return np.zeros(len(X), dtype=bool) if col is None else X[:, col] > 0
+
+    def at_reference(self, X: np.ndarray) -> np.ndarray:
+        """The matrix with the calendar features at the reference position: what the
+        score, the class and the reasons read."""
+        if not len(self._ref_cols):
+            return X
+        out = X.copy()
+        out[:, self._ref_cols] = self._ref_values
+        return out
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """Raw margin for an encoded matrix (:func:`encode`)."""
@@ -318,9 +388,16 @@ class ScoringModel:
         return self.booster.predict(X, pred_contrib=True)[:, : len(self.spec.features)]
 
     def pd_from_margin(self, m: np.ndarray) -> np.ndarray:
+        """The point-in-time PD of a margin on the day."""
         return 1.0 / (1.0 + np.exp(-(self.calib_a * m + self.calib_b)))
 
+    def standing_pd(self, m: np.ndarray) -> np.ndarray:
+        """The long-run PD of a standing's margin (:meth:`at_reference`)."""
+        assert self.standing_a is not None and self.standing_b is not None  # __post_init__
+        return 1.0 / (1.0 + np.exp(-(self.standing_a * m + self.standing_b)))
+
     def risk_class(self, pd_: np.ndarray, serious: np.ndarray) -> np.ndarray:
+        """The class of a long-run PD: its fixed band; serious-list households D."""
         idx = np.searchsorted(np.asarray(self.class_thresholds), pd_, side="right")
         cls = np.asarray(CLASSES)[idx]
         return np.where(serious, "D", cls)
@@ -328,22 +405,25 @@ class ScoringModel:
     def score_array(self, X: np.ndarray, with_reasons: bool = True) -> dict[str, np.ndarray]:
         """PD, score, class, override and (optionally) reasons for an encoded matrix.
 
-        The one scoring function behind batch scoring, the pyfunc and the online service.
-        """
+        The one scoring function behind batch scoring, the pyfunc and the online service:
+        the PD from the row as it is on its day, the rest from its standing."""
         serious = self._serious(X)
+        standing_X = self.at_reference(X)
         if with_reasons:  # one pass gives both: the margin is the contributions' sum
-            margin, contrib = self.explain(X)
+            standing, contrib = self.explain(standing_X)
         else:
-            margin, contrib = self.margin(X), None
-        pd_ = self.pd_from_margin(margin)
+            standing, contrib = self.margin(standing_X), None
+        on_the_day = self.margin(X) if standing_X is not X else standing
+        long_run = self.standing_pd(standing)
         out = {
-            "pd": pd_,
-            "score": self.scale.score(pd_),
-            "risk_class": self.risk_class(pd_, serious),
+            "pd": self.pd_from_margin(on_the_day),
+            "long_run_pd": long_run,
+            "score": self.scale.score(long_run),
+            "risk_class": self.risk_class(long_run, serious),
             "override": np.where(serious, "serious_list", ""),
         }
         if contrib is not None:
-            out["reasons"] = reason_strings(contrib, serious, self.spec)
+            out["reasons"] = reason_strings(contrib, serious, self.spec, self.spec.evidence_mask(X))
         return out
 
     def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -358,8 +438,13 @@ class ScoringModel:
         return full.sum(axis=1), full[:, : len(self.spec.features)]
 
     def reasons(self, X: np.ndarray) -> np.ndarray:
-        """Reason codes (joined by ';') per row; R08 first for a serious-list household."""
-        return reason_strings(self.contributions(X), self._serious(X), self.spec)
+        """Reason codes (joined by ';') per row, from the standing; R08 first for a
+        serious-list household."""
+        standing_X = self.at_reference(X)
+        borne_out = self.spec.evidence_mask(X)
+        return reason_strings(
+            self.contributions(standing_X), self._serious(X), self.spec, borne_out
+        )
 
     def score_frame(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
         """PD, score, class and reasons for rows holding the catalogue's features."""
@@ -377,6 +462,9 @@ class ScoringModel:
             "class_thresholds": list(self.class_thresholds),
             "scale": asdict(self.scale),
             "catalogue_version": self.catalogue_version,
+            "standing_a": self.standing_a,
+            "standing_b": self.standing_b,
+            "calendar_reference": self.calendar_reference,
         }
         out = {
             "booster.txt": self.booster.model_to_string(),
@@ -385,6 +473,8 @@ class ScoringModel:
         }
         if self.points is not None:
             out["points.json"] = self.points.to_json()
+        if self.guide is not None:
+            out["guide.json"] = json.dumps(self.guide, ensure_ascii=False, indent=2)
         return out
 
     def save(self, folder: Path) -> None:
@@ -413,9 +503,13 @@ class ScoringModel:
             points=PointsTable.from_json(points, spec) if points is not None else None,
             catalogue_version=meta["catalogue_version"],
             spec=spec,
+            standing_a=meta.get("standing_a"),
+            standing_b=meta.get("standing_b"),
+            calendar_reference=meta.get("calendar_reference", {}),
+            guide=json.loads(files["guide.json"]) if "guide.json" in files else None,
         )
 
     @classmethod
     def load(cls, folder: Path) -> ScoringModel:
-        names = ("booster.txt", "scoring.json", "points.json", "spec.json")
+        names = ("booster.txt", "scoring.json", "points.json", "spec.json", "guide.json")
         return cls.from_files({n: (folder / n).read_text() for n in names if (folder / n).exists()})

@@ -13,11 +13,14 @@ was trained on.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,12 @@ class ModelSpec:
     no_adverse: str = "R00"  # the reason when nothing pushes risk up
     override_feature: str | None = None  # positive: class D, whatever the model says
     override_reason: str | None = None  # the override's reason, then first
+    #: features that say where T stands in the calendar: they move the point-in-time PD,
+    #: never the score, the class or a reason (``training.scoring``)
+    calendar: tuple[str, ...] = ()
+    #: reason -> conditions (feature, operator, value), any of which makes its text true;
+    #: a reason without an entry is served on its contributions alone
+    evidence: Mapping[str, tuple[tuple[str, str, float], ...]] = field(default_factory=dict)
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
@@ -39,6 +48,13 @@ class ModelSpec:
         unknown |= {r for r in self.reason_of.values() if r} - set(self.reasons)
         if self.override_feature is not None and self.override_feature not in self.features:
             unknown.add(self.override_feature)
+        unknown |= set(self.calendar) - set(self.features)
+        unknown |= set(self.evidence) - set(self.reasons)
+        unknown |= {c[0] for conds in self.evidence.values() for c in conds} - set(self.features)
+        if any(c[1] not in _OPS for conds in self.evidence.values() for c in conds):
+            raise ValueError(f"evidence operators are {sorted(_OPS)}")
+        if any(self.reason_of.get(f) for f in self.calendar):
+            raise ValueError("a calendar feature is never a reason")
         if unknown:
             raise ValueError(f"the spec names what it does not define: {sorted(unknown)}")
         if any(d not in (-1, 0, 1) for d in self.monotone):
@@ -63,6 +79,27 @@ class ModelSpec:
                 m[i, self.reasons.index(code)] = 1.0
         return m
 
+    @cached_property
+    def calendar_cols(self) -> np.ndarray:
+        """Positions of the calendar features in the matrix."""
+        return np.asarray([self.features.index(f) for f in self.calendar], dtype=np.int64)
+
+    def evidence_mask(self, X: np.ndarray) -> np.ndarray:
+        """rows x reasons, True where the reason's text is borne out by the row's features
+        (every row for a reason without evidence conditions)."""
+        out = np.ones((len(X), len(self.reasons)), dtype=bool)
+        for k, code in enumerate(self.reasons):
+            conds = self.evidence.get(code)
+            if not conds:
+                continue
+            held = np.zeros(len(X), dtype=bool)
+            for name, op, value in conds:
+                col = X[:, self.features.index(name)]
+                with np.errstate(invalid="ignore"):
+                    held |= _OPS[op](col, value)
+            out[:, k] = held
+        return out
+
     @property
     def override_col(self) -> int | None:
         return None if self.override_feature is None else self.features.index(self.override_feature)
@@ -79,6 +116,8 @@ class ModelSpec:
                 "no_adverse": self.no_adverse,
                 "override_feature": self.override_feature,
                 "override_reason": self.override_reason,
+                "calendar": list(self.calendar),
+                "evidence": {k: [list(c) for c in v] for k, v in self.evidence.items()},
             },
             ensure_ascii=False,
         )
@@ -95,6 +134,8 @@ class ModelSpec:
             no_adverse=d["no_adverse"],
             override_feature=d["override_feature"],
             override_reason=d["override_reason"],
+            calendar=tuple(d.get("calendar", ())),
+            evidence={k: tuple(tuple(c) for c in v) for k, v in d.get("evidence", {}).items()},
             name=d.get("name", "custom"),
         )
 
@@ -102,7 +143,7 @@ class ModelSpec:
 def credref_spec() -> ModelSpec:
     """credref's catalogue as a spec: its features, directions, categories and reasons,
     and the serious-list override (R08)."""
-    from features.catalogue import CATEGORIES, FEATURES, NO_ADVERSE, REASONS
+    from features.catalogue import CATEGORIES, FEATURES, NO_ADVERSE, REASON_EVIDENCE, REASONS
 
     return ModelSpec(
         features=tuple(f.name for f in FEATURES),
@@ -115,6 +156,8 @@ def credref_spec() -> ModelSpec:
         no_adverse=NO_ADVERSE.code,
         override_feature="serious_listed",
         override_reason="R08",
+        calendar=tuple(f.name for f in FEATURES if f.calendar),
+        evidence=REASON_EVIDENCE,
         name="credref",
     )
 

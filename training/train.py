@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import FEATURE_NAMES, catalogue_dict, catalogue_version
-from training.calibration import DEFAULT_CLASS_SHARES, make_scoring_model
+from training.by_month import by_month, worst
+from training.calibration import DEFAULT_CLASS_BANDS, make_scoring_model
 from training.checks import CheckReport, run_checks
 from training.data import Split, load_training_set, split_out_of_time
 from training.evaluate import (
@@ -30,6 +31,7 @@ from training.evaluate import (
     slice_table,
     strictly_increasing,
 )
+from training.guide import guide_markdown, score_guide
 from training.models import WoEScorecard, fit_booster, points_table
 from training.monitor import REFERENCE_ARTIFACT
 from training.plots import reliability_plot, score_by_city_plot, shap_summary_plot
@@ -59,8 +61,8 @@ class TrainConfig:
     rounds: int = 2000
     params: dict = field(default_factory=dict)
     experiment: str = "credref"
-    #: cumulative validation shares at the class cuts A|B, B|C, C|D
-    class_shares: tuple[float, float, float] = DEFAULT_CLASS_SHARES
+    #: long-run PD at the class cuts A|B, B|C, C|D: fixed bands, published per version
+    class_bands: tuple[float, float, float] = DEFAULT_CLASS_BANDS
     #: Optuna trials before fitting, per tuned kind (0: the params as given)
     trials: int = 0
     #: Parameters found for a kind by tuning (a kind not here takes ``params``)
@@ -85,18 +87,18 @@ class TrainConfig:
                 rounds=int(model.get("rounds", 2000)),
                 params=dict(model.get("params", {})),
                 experiment=d.get("mlflow", {}).get("experiment", "credref"),
-                class_shares=_class_shares(model.get("class_shares", DEFAULT_CLASS_SHARES)),
+                class_bands=_class_bands(model.get("class_bands", DEFAULT_CLASS_BANDS)),
                 trials=int(model.get("trials", 0)),
             )
         except KeyError as e:
             raise ValueError(f"{path}: missing setting {e}") from e
 
 
-def _class_shares(value) -> tuple[float, float, float]:
-    shares = tuple(float(v) for v in value)
-    if len(shares) != 3 or not 0 < shares[0] < shares[1] < shares[2] < 1:
-        raise ValueError(f"class_shares must be three increasing shares in (0, 1): {list(shares)}")
-    return shares  # type: ignore[return-value]
+def _class_bands(value) -> tuple[float, float, float]:
+    bands = tuple(float(v) for v in value)
+    if len(bands) != 3 or not 0 < bands[0] < bands[1] < bands[2] < 1:
+        raise ValueError(f"class_bands must be three increasing PDs in (0, 1): {list(bands)}")
+    return bands  # type: ignore[return-value]
 
 
 @dataclass
@@ -211,10 +213,11 @@ def _log_params(config: TrainConfig, splits: Splits) -> None:
         {
             "train_end": config.train_end,
             "valid_end": config.valid_end,
-            "test_as_of": splits.test.dates[0],
+            "test_from": splits.test.dates[0],
+            "test_to": splits.test.dates[-1],
             "seed": config.seed,
             "rounds": config.rounds,
-            "class_shares": ",".join(f"{q:g}" for q in config.class_shares),
+            "class_bands": ",".join(f"{q:g}" for q in config.class_bands),
             "catalogue_version": catalogue_version(),
             "train_rows": len(splits.train.y),
             "valid_rows": len(splits.valid.y),
@@ -253,18 +256,23 @@ def fit_and_select(config: TrainConfig, s: Splits) -> Fitted:
         )
     booster = boosters[chosen]
     points = points_table(booster, s.test.X) if chosen == "additive" else None
-    model = make_scoring_model(booster, chosen, s.valid.X, s.valid.y, points, config.class_shares)
+    model = make_scoring_model(booster, chosen, s.valid.X, s.valid.y, points, config.class_bands)
     checks = run_checks(booster, s.test.X, points, seed=config.seed)
     return Fitted(chosen, why, valid_auc, test_auc, oracle_auc, model, points, checks)
 
 
 def evaluate(config: TrainConfig, f: Fitted, df: pd.DataFrame, s: Splits) -> Evaluation:
-    """Score the test rows as callers will send them; metrics, class rates, slices."""
-    raw_test = df[df.as_of == s.test.meta.as_of.iloc[0]][list(FEATURE_NAMES)].reset_index(drop=True)
+    """Score the test rows (every as-of date of the test year) as callers will send them;
+    metrics over the year and month by month, class rates, slices, the score guide."""
+    test_rows = df[df.as_of > config.valid_end].reset_index(drop=True)
+    raw_test = test_rows[list(FEATURE_NAMES)]
     scored = f.model.score_frame(raw_test)
     m = metrics(s.test.y, scored["pd"].to_numpy())
     classes = class_table(s.test.y, scored["risk_class"].to_numpy())
     sl = pd.DataFrame(slice_table(slice_frame(s.test.X, scored, s.test.y)))
+    months = by_month(test_rows, s.test.y, scored, f.model.spec)
+    span = f"{s.test.dates[0]} to {s.test.dates[-1]} ({len(s.test.dates)} as-of dates)"
+    f.model.guide = score_guide(f.model, scored, s.test.y, span)
     summary = {
         "chosen": f.chosen,
         "why": f.why,
@@ -275,7 +283,9 @@ def evaluate(config: TrainConfig, f: Fitted, df: pd.DataFrame, s: Splits) -> Eva
         "constraint_cost_auc": f.test_auc["unconstrained"] - f.test_auc["monotone"],
         "additivity_cost_auc": f.test_auc["unconstrained"] - f.test_auc["additive"],
         "class_rates_increasing": strictly_increasing(classes.observed_rate),
-        "class_shares": list(config.class_shares),
+        "class_bands": list(config.class_bands),
+        "by_month": months.to_dict(orient="records"),
+        **worst(months),
         "checks": f.checks.__dict__,
         "check_failures": f.checks.failures(),
     }
@@ -295,6 +305,9 @@ def log_run(config, f: Fitted, ev: Evaluation, s: Splits, manifest, df, out: Pat
         )
     for c, r in zip(ev.classes["class"], ev.classes.observed_rate, strict=True):
         mlflow.log_metric(f"test_rate_class_{c}", float(r))
+    mlflow.log_metrics(
+        {f"test_{k}": v for k, v in ev.summary.items() if k.startswith("worst_") and v is not None}
+    )
     mlflow.set_tags(
         {
             "chosen_model": f.chosen,
@@ -316,6 +329,10 @@ def _write_artefacts(config, f: Fitted, ev: Evaluation, s: Splits, manifest, out
     (out / "summary.json").write_text(json.dumps(ev.summary, indent=2, default=str))
     ev.classes.to_csv(out / "class_rates.csv", index=False)
     ev.slices.to_csv(out / "slices.csv", index=False)
+    pd.DataFrame(ev.summary["by_month"]).to_csv(out / "by_month.csv", index=False)
+    (out / "score_guide.json").write_text(
+        json.dumps(f.model.guide, ensure_ascii=False, indent=2) + "\n"
+    )
     if f.points is not None:
         f.points.as_frame(-f.model.scale.factor * f.model.calib_a).to_csv(
             out / "points_table.csv", index=False
@@ -339,6 +356,7 @@ def _write_artefacts(config, f: Fitted, ev: Evaluation, s: Splits, manifest, out
             s.test,
             manifest,
             auc_delong(s.test.y, ev.scored["pd"].to_numpy()),
+            f.model.guide,
         )
     )
 
@@ -383,7 +401,28 @@ def _policy_cost(config: TrainConfig, kind: str, test_legal: Split) -> dict:
     return {"test_auc_all_published": auc_all}
 
 
-def model_card(config, summary, m, classes, sl, test_s, manifest, auc_ci: dict) -> str:
+def _month_table(rows: list[dict]) -> str:
+    """The by-month figures as a markdown table."""
+
+    def fmt(v, spec: str) -> str:
+        return "-" if v is None or v != v else format(v, spec)
+
+    out = [
+        "| as of | households | bad rate | mean PD | AUC | oracle ratio | ECE | class A | class D "
+        "| class moves without an event (since the month before) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    out += [
+        f"| {r['as_of']} | {r['n']:,} | {fmt(r['base_rate'], '.4f')} | {fmt(r['mean_pd'], '.4f')} "
+        f"| {fmt(r['auc'], '.4f')} | {fmt(r['oracle_ratio'], '.4f')} | {fmt(r['ece'], '.4f')} "
+        f"| {fmt(r['share_A'], '.1%')} | {fmt(r['share_D'], '.1%')} "
+        f"| {fmt(r['class_moves_without_event'], '.2%')} |"
+        for r in rows
+    ]
+    return "\n".join(out)
+
+
+def model_card(config, summary, m, classes, sl, test_s, manifest, auc_ci: dict, guide) -> str:
     """The model card, under the model-card headings (Mitchell et al., 2019)."""
     lo, hi = auc_ci["ci"]
     return f"""# Model card: credref reference score
@@ -395,6 +434,16 @@ individual businesses in the pilot cities: probability of an adverse regulator r
 deregistration) published in the next 12 months; score 0-1000 (higher = lower risk);
 class A-D; at most four reason codes, each with what the household can do about it.
 
+### What a class means
+{guide["rating_philosophy"]}
+
+{guide["override"]}
+
+### Score guide
+Outcome: {guide["outcome"]} Observed over {guide["observed_over"]}.
+
+{guide_markdown(guide)}
+
 ## Out-of-scope use
 Any other decision; a decision on this score alone; households outside the register or
 records no longer usable; inferring the underlying records from answers.
@@ -404,24 +453,35 @@ City, organisational form, industry and registration age: the slices below. The 
 never reads personal information, and place, industry and form are never given as reasons.
 
 ## Metrics, with intervals
-Out-of-time test ({len(test_s.y):,} households on {test_s.dates[0]}): AUC
-{auc_ci["auc"]:.4f} (95% CI {lo:.4f}-{hi:.4f}, DeLong).
+Out-of-time test year ({len(test_s.y):,} household-days, every month end from
+{test_s.dates[0]} to {test_s.dates[-1]}): AUC {auc_ci["auc"]:.4f} (95% CI {lo:.4f}-{hi:.4f},
+DeLong) for the PD on the day.
 {json.dumps({k: round(v, 4) for k, v in m.items()}, indent=2)}
 
 Oracle AUC on the same rows: {summary["oracle_auc"]}; oracle ratio {summary["oracle_ratio"]}.
 Test AUC by model: {json.dumps({k: round(v, 4) for k, v in summary["test_auc"].items()})}.
 Chosen: **{summary["chosen"]}** ({summary["why"]}). LightGBM with the catalogue's monotone
-constraints; Platt calibration on validation; classes cut at validation PD quantiles
-{"/".join(f"{100 * q:g}" for q in config.class_shares)}%; serious-list households are class D by policy.
+constraints; Platt calibration on validation (the PD on the day; the standing to the
+long-run rate); classes are fixed long-run PD bands
+{"/".join(f"{100 * q:g}%" for q in config.class_bands)}; serious-list households are class D by policy.
 
-Observed adverse-event rate by class:
+Observed adverse-event rate by class over the test year:
 {classes.to_string(index=False)}
+
+### Quality on every day
+Month by month over the test year (the PD's AUC and ECE; the class shares; among
+households whose record features did not change since the month before, the share whose
+class did). Worst month: AUC {summary["worst_month_auc"]:.4f}, ECE
+{summary["worst_month_ece"]:.4f}, oracle ratio {summary["worst_month_oracle_ratio"]},
+class moves without an event {summary["worst_month_class_moves_without_event"]}.
+
+{_month_table(summary["by_month"])}
 
 ## Data
 Training set `{config.dataset}` (catalogue {manifest["catalogue_version"]}, policy
 {manifest["policy"]}, source fingerprint {manifest["source_fingerprint"][:16]}...).
 Out of time: train as-of dates <= {config.train_end}, validation to {config.valid_end},
-test on {test_s.dates[0]}. Features use only records published on or before the as-of
+test on every as-of date after it ({test_s.dates[0]} to {test_s.dates[-1]}). Features use only records published on or before the as-of
 date and usable on it (DOMAIN.md §3): penalties while in publicity and not repaired or
 withdrawn; markings until restored; serious listings until removed; spot checks within 3
 years; report content only when published.

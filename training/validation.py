@@ -19,6 +19,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from training.by_month import by_month, failures, worst
 from training.evaluate import slice_frame, slice_table
 from training.monitor_metrics import migration, stability
 from training.scoring import CLASSES, ScoringModel
@@ -57,8 +58,9 @@ class ValidationInputs:
     #: development sample against a September population would measure the calendar).
     like_month_as_of: date | None = None
     like_month: pd.DataFrame | None = None
-    #: The last four matured quarter ends: (features, labels) each, for the AUC by season.
-    quarters: dict[date, tuple[pd.DataFrame, np.ndarray]] = field(default_factory=dict)
+    #: The last twelve matured month ends: (features, labels) each, for quality on every
+    #: calendar position.
+    months: dict[date, tuple[pd.DataFrame, np.ndarray]] = field(default_factory=dict)
 
 
 def _per_class(scored: pd.DataFrame, y: np.ndarray) -> list[dict]:
@@ -82,6 +84,17 @@ def _per_class(scored: pd.DataFrame, y: np.ndarray) -> list[dict]:
     return rows
 
 
+def _by_month(model: ScoringModel, months: dict) -> pd.DataFrame:
+    """Quality at each matured month end (``training.by_month``: AUC, ECE, class shares,
+    class moves among households whose records did not move since the month before)."""
+    if not months:
+        return pd.DataFrame()
+    frames = [f.assign(as_of=d) for d, (f, _) in sorted(months.items())]
+    y = np.concatenate([y for _, (_, y) in sorted(months.items())])
+    rows = pd.concat(frames, ignore_index=True)
+    return by_month(rows, y, model.score_frame(rows, with_reasons=False), model.spec)
+
+
 def build_validation(model: ScoringModel, inputs: ValidationInputs, version: str) -> dict:
     """Every figure of the report (pure: inputs in, a JSON-ready dict out)."""
     dev = inputs.development
@@ -100,10 +113,7 @@ def build_validation(model: ScoringModel, inputs: ValidationInputs, version: str
     like = inputs.like_month if inputs.like_month is not None else inputs.current
     like_as_of = inputs.like_month_as_of or inputs.as_of
     psi = stability(dev_scored["score"], model.score_frame(like, with_reasons=False)["score"])
-    by_quarter = [
-        {"as_of": d.isoformat(), **auc_delong(y, model.score_frame(f, with_reasons=False).pd)}
-        for d, (f, y) in sorted(inputs.quarters.items())
-    ]
+    months = _by_month(model, inputs.months)
     return {
         "model_version": version,
         "catalogue_version": model.catalogue_version,
@@ -113,8 +123,9 @@ def build_validation(model: ScoringModel, inputs: ValidationInputs, version: str
             "development": auc_dev,
             "now": auc_now,
             "change_test": auc_change(auc_dev, auc_now),
-            "by_quarter": by_quarter,
         },
+        "by_month": months.to_dict(orient="records"),
+        "worst_month": worst(months) if len(months) else {},
         "calibration_by_class": _per_class(now_scored, y_now),
         "concentration": {"counts": dict(zip(CLASSES, counts, strict=True)), **herfindahl(counts)},
         "migration": {
@@ -169,7 +180,8 @@ the register or on records no longer usable; inferring the underlying records.</
 {now["auc"]:.4f} (95% CI {ci(*now["ci"])}, n = {now["n"]}, outcomes of
 {r["matured_as_of"]}). Test of the change (ECB): S = {test["statistic"]:.3f}, p =
 {test["p_value"]:.4f} (small: power has fallen).</p>
-<h3>Discriminatory power by quarter end (the last four matured)</h3>{_table(dp["by_quarter"])}
+<h3>Quality on every calendar position (the last twelve matured month ends)</h3>
+<p>{_verdict(r["worst_month"])}</p>{_table(r["by_month"])}
 <h3>Calibration per class (Jeffreys test)</h3>{_table(r["calibration_by_class"])}
 <h3>Concentration</h3><p>Herfindahl {r["concentration"]["hhi"]:.4f}, normalised
 {r["concentration"]["normalised"]:.4f} over classes {r["concentration"]["counts"]}.</p>
@@ -185,8 +197,22 @@ development's calendar month (features follow the reporting calendar).</p>
 <h2>Slices</h2>{_table(r["slices"])}
 <h2>Caveats</h2><p>Outcomes are the publication of adverse records within 12 months, not
 defaults on credit; the latest matured date is a year behind the as-of date. The power
-depends on the season: compare the quarter ends above before reading one figure.</p>
+depends on the season (the PD knows the reporting calendar; the score and class do not):
+compare the months above before reading one figure.</p>
 """
+
+
+def _verdict(w: dict) -> str:
+    if not w:
+        return "No matured month end."
+    found = failures(w)
+    if found:
+        return "Below target: " + html.escape("; ".join(found)) + "."
+    return (
+        f"Every month meets the targets: worst ECE {w['worst_month_ece']:.4f}, worst AUC "
+        f"{w['worst_month_auc']:.4f}, class moves without an event at most "
+        f"{w['worst_month_class_moves_without_event'] or 0:.2%} in a month."
+    )
 
 
 def to_json(report: dict) -> str:
@@ -199,7 +225,7 @@ def to_json(report: dict) -> str:
 def gather(
     con, as_of: date, development: pd.DataFrame, development_as_of: date | None = None
 ) -> ValidationInputs:
-    """From the warehouse: the last four quarter ends whose outcomes have matured by
+    """From the warehouse: the last twelve month ends whose outcomes have matured by
     ``as_of`` (features and labels; the latest is "now"), the features on ``as_of``, a
     year before, and on the latest day of development's calendar month."""
     from features.dataset import labelable, month_end_back, observed_through
@@ -208,15 +234,15 @@ def gather(
     engine = DuckDBEngine(con)
     through = min(observed_through(con), as_of)
     d = month_end_back(as_of, 12)
-    while not (d.month in (3, 6, 9, 12) and labelable(d, 12, through)):
+    while not labelable(d, 12, through):
         d = month_end_back(d, 1)
-    quarters = {}
-    for q in (d, *(month_end_back(d, 3 * k) for k in (1, 2, 3))):
-        f, labels = engine.features(q).to_pandas(), engine.labels(q).to_pandas()
+    months = {}
+    for m in (d, *(month_end_back(d, k) for k in range(1, 12))):
+        f, labels = engine.features(m).to_pandas(), engine.labels(m).to_pandas()
         if not f.uscc.equals(labels.uscc):
-            raise AssertionError(f"{q}: features and labels cover different households")
-        quarters[q] = (f, labels["label"].to_numpy())
-    feats, matured_labels = quarters[d]
+            raise AssertionError(f"{m}: features and labels cover different households")
+        months[m] = (f, labels["label"].to_numpy())
+    feats, matured_labels = months[d]
     like_as_of = None
     if development_as_of is not None:
         like_as_of = month_end_back(as_of, (as_of.month - development_as_of.month) % 12)
@@ -232,7 +258,7 @@ def gather(
         previous=engine.features(month_end_back(as_of, 12)).to_pandas(),
         like_month_as_of=like_as_of,
         like_month=engine.features(like_as_of).to_pandas() if like_as_of else None,
-        quarters=quarters,
+        months=months,
     )
 
 
