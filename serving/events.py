@@ -7,7 +7,9 @@ daily refresh and after a promotion (``credref refresh``, ``credref promote``); 
 idempotent per (publication, model version), so a rerun after a kill adds nothing twice.
 
 Events carry codes, classes, statuses and reason codes with their guidance, never a
-record: a penalty in publicity is told by its reason code only.
+record: a penalty in publicity is told by its reason code only. A class change says its
+``cause``: ``record`` (a record of the household, a deadline or a window moved it) or
+``calendar`` (only the days passing did).
 """
 
 from __future__ import annotations
@@ -23,16 +25,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.catalogue import FEATURE_NAMES
+from features.catalogue import FEATURE_NAMES, SEVERE_PENALTY
 from features.elapsed import CALENDAR, ELAPSED
 from serving.model_store import ServedModel
 from serving.online import STORED_FEATURES, OnlineStore, Snapshot, mirror_path
 from serving.watch import Answer, WatchStore
 from training.scoring import ScoringModel, reason_details
 
-#: Penalty severity from which a new penalty is told as R07 (orders to suspend or close,
-#: revoked licences, bans, fines from 100,000 yuan: features.pit._severity) rather than R06.
-SEVERE = 3
+#: Penalty severity from which a new penalty is told as R07 rather than R06 (R07's claim).
+SEVERE = SEVERE_PENALTY
 NOT_REGISTERED = "not_registered"  # a record withdrawn as entered in error
 #: From this many households, reading the Parquet mirror (a scan of the whole register)
 #: is quicker than looking each up in SQLite (a watch request's 1,000 are not).
@@ -209,15 +210,15 @@ def compare(codes: list[str], now: pa.Table, before: pa.Table, version: str) -> 
     ]
 
 
-def watched_frame(snap: Snapshot, codes: list[str]) -> pd.DataFrame:
+def watched_frame(snap: Snapshot, codes: list[str], on: date | None = None) -> pd.DataFrame:
     """What :meth:`Snapshot.frame` gives for ``codes``, read from the publication's
     Parquet mirror when it has one (columnar: a million households in a second or two,
     where SQLite's rows take ten), its calendar features rendered by the same definitions
-    (:mod:`features.elapsed`) as SQL for the publication's day."""
+    (:mod:`features.elapsed`) as SQL for the publication's day (or for ``on``)."""
     mirror = mirror_path(snap.path.parent, snap.name)
     if len(codes) < MIRROR_FROM or not mirror.exists():
-        return snap.frame(codes)
-    day = f"DATE '{snap.as_of}'"
+        return snap.frame(codes, on)
+    day = f"DATE '{(on or snap.day).isoformat()}'"
     exprs = {n: f"m.{n}" for n in STORED_FEATURES}
     exprs |= {e.name: replace(e, anchor_sql=f"m.{e.anchor}").sql(day) for e in ELAPSED}
     exprs[CALENDAR.name] = CALENDAR.sql(day)
@@ -253,9 +254,19 @@ def derive_events(
     """Compare every watched household's answer now with the last one, and write each
     watching platform its events (one transaction)."""
 
+    last = store.derived_for()
+    previous = (
+        date.fromisoformat(last[:10]) if last else None
+    )  # a publication's name starts with its day
+
     def read(codes: list[str]) -> tuple[pa.Table, Explain]:
         now, feats = answers(snap, codes, model, version)
-        return now, lambda found: _explain_class_changes(found, feats, model)
+
+        def explain(found: Found) -> None:
+            _explain_class_changes(found, feats, model)
+            _class_change_causes(found, snap, model, previous)
+
+        return now, explain
 
     return derive(store, snap.day, f"{snap.name}|{version}", version, read)
 
@@ -318,6 +329,29 @@ def _explain_class_changes(found: Found, feats: pd.DataFrame, model: ScoringMode
         for kind, detail in found[code]:
             if kind in CLASS_KINDS:
                 detail["reasons"] = reason_details(str(reasons[code]))
+
+
+def _class_change_causes(
+    found: Found, snap: Snapshot, model: ScoringModel, previous: date | None
+) -> None:
+    """Say of each ``class_changed`` event whether a record moved it or the calendar alone:
+    the household's records of today, read as on the day its last answer was derived
+    (``previous``), give its last class back when only the days passing moved it (its age,
+    the days in a marking or since a penalty crossing a band of the points)."""
+    moved = [c for c, evs in found.items() if any(k == "class_changed" for k, _ in evs)]
+    if not moved:
+        return
+    then: dict[str, str] = {}
+    if previous is not None and previous != snap.day:
+        feats = watched_frame(snap, moved, previous).set_index("uscc")
+        operating = feats.index[feats[FEATURE_NAMES[0]].notna()]
+        if len(operating):
+            scored = model.score_frame(feats.loc[operating], with_reasons=False)
+            then = dict(zip(operating, scored["risk_class"], strict=True))
+    for code in moved:
+        for kind, detail in found[code]:
+            if kind == "class_changed":
+                detail["cause"] = "calendar" if then.get(code) == detail["from"] else "record"
 
 
 def _body(code: str, kind: str, as_of: str, version: str, detail: dict) -> str:

@@ -56,6 +56,7 @@ from serving.metrics import exposition, metrics, route_label
 from serving.schemas import (
     BatchRequest,
     ChangesQuery,
+    GuideQuery,
     Purpose,
     ScoreRequest,
     UnwatchRequest,
@@ -77,7 +78,7 @@ PROBES = frozenset({"/livez", "/readyz", "/healthz"})
 #: refuses more than this in all (431), though a reverse proxy should refuse it sooner.
 MAX_HEADER_BYTES = 16 * 1024
 STATE_KEY = "credref"
-PURPOSES = frozenset({*(p.value for p in Purpose), "merchant_monitoring"})
+PURPOSES = frozenset({*(p.value for p in Purpose), "merchant_monitoring", "score_guide"})
 _JSON = (b"content-type", b"application/json")
 
 
@@ -110,6 +111,9 @@ ROUTES = {
     ),
     ("GET", "/v1/changes"): Route(
         ("watch",), ChangesQuery, "/v1/changes/read", query=True, purpose=_MONITORING
+    ),
+    ("GET", "/v1/score_guide"): Route(
+        ("score",), GuideQuery, "/v1/score_guide/read", query=True, purpose="score_guide"
     ),
 }
 PATHS = frozenset(path for _, path in ROUTES)

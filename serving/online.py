@@ -134,10 +134,12 @@ class Snapshot:
                     out[uscc] = self._subject(row)
         return out
 
-    def frame(self, usccs: list[str] | None = None) -> pd.DataFrame:
+    def frame(self, usccs: list[str] | None = None, day: date | None = None) -> pd.DataFrame:
         """Every household (or those of ``usccs`` found): uscc, status and (operating ones)
         the catalogue's features, column by column (at 11M, one object per household
-        would not fit in memory)."""
+        would not fit in memory); the calendar-derived ones for ``day`` (default: the
+        publication's own: another day gives these records as that day would read them)."""
+        day = day or self.day
         cols = ", ".join(("uscc", "status", *STORED_FEATURES, *ANCHORS))
         with self._lock:
             if usccs is None:
@@ -157,10 +159,9 @@ class Snapshot:
         for e in ELAPSED:
             anchors = [_anchor(a if isinstance(a, str) else None) for a in df[e.anchor]]
             df[e.name] = [
-                e.value(a, self.day) if op else None
-                for a, op in zip(anchors, operating, strict=True)
+                e.value(a, day) if op else None for a, op in zip(anchors, operating, strict=True)
             ]
-        df[CALENDAR.name] = [CALENDAR.value(self.day) if op else None for op in operating]
+        df[CALENDAR.name] = [CALENDAR.value(day) if op else None for op in operating]
         for n in STORED_FEATURES:
             df[n] = df[n].where(operating)
         return df[["uscc", "status", *FEATURE_NAMES]]

@@ -30,7 +30,7 @@ ERRORS = {
     "platform_guess_limit, household_budget_exhausted (see Retry-After and serving.limits)",
     "410": "cursor_expired (/v1/changes): events after the cursor were deleted (90 days are "
     "kept); start again without a cursor",
-    "503": "audit_unavailable, watch_unavailable, limits_unavailable, answer_timeout or snapshot_stale: not "
+    "503": "audit_unavailable, watch_unavailable, limits_unavailable, answer_timeout, snapshot_stale or guide_unavailable: not "
     "answered; retry",
 }
 _REF = "#/components/schemas/{model}"

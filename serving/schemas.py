@@ -158,10 +158,25 @@ class ScoreResult(BaseModel):
     uscc: str
     status: Status | None = None
     as_of: str | None = None
-    score: int | None = Field(None, description="0-1000, higher = lower risk.")
-    risk_class: str | None = Field(None, description="A (low risk) to D (high risk).")
-    reasons: list[Reason] | None = Field(None, description="At most four, strongest first.")
-    pd: float | None = Field(None, description="12-month PD; only with scope score:pd.")
+    score: int | None = Field(
+        None,
+        description="0-1000, higher = lower risk: the household's standing on its records "
+        "(moves with its records, not with the season; odds per score: GET /v1/score_guide).",
+    )
+    risk_class: str | None = Field(
+        None,
+        description="A (low risk) to D (high risk): a fixed band of the standing's long-run "
+        "PD, the same meaning on every day (bands and observed bad rates: GET /v1/score_guide).",
+    )
+    reasons: list[Reason] | None = Field(
+        None,
+        description="At most four, strongest first; each true of the household's records on the day.",
+    )
+    pd: float | None = Field(
+        None,
+        description="Point-in-time PD: the probability of an adverse record in the 12 months "
+        "from the day (follows the reporting calendar); only with scope score:pd.",
+    )
     note: str | None = Field(None, description="Why there is no score, if there is none.")
     error: ErrorBody | None = Field(None, description="Batch items only: why refused.")
 
@@ -226,6 +241,49 @@ class Event(BaseModel):
     to: str | None = Field(None, description="Class or status after.")
     reasons: list[Reason] | None = Field(None, description="Class events: the new reasons.")
     reason: Reason | None = Field(None, description="Marking, listing and penalty events.")
+    cause: Literal["record", "calendar"] | None = Field(
+        None,
+        description="class_changed: whether a record of the household moved it (a record "
+        "learnt, a deadline passed, a record leaving its window) or only the days passing "
+        "did (its registration age, the days in a marking or since a penalty).",
+    )
+
+
+class GuideQuery(_Request):
+    """``GET /v1/score_guide`` takes no parameters."""
+
+
+class GuideClass(BaseModel):
+    risk_class: Literal["A", "B", "C", "D"] = Field(alias="class")
+    long_run_pd_from: float
+    long_run_pd_to: float
+    score_from: int
+    score_to: int
+    households: int = Field(description="Test-year household-days in the class.")
+    share: float
+    observed_rate: float | None = Field(description="Share with the outcome within 12 months.")
+    interval_95: list[float] | None = Field(description="Wilson 95% interval of observed_rate.")
+
+
+class OddsRow(BaseModel):
+    score: int
+    odds_good_to_bad: float
+    long_run_pd: float
+
+
+class ScoreGuideResponse(BaseModel):
+    """What the served model version's score, class and PD mean."""
+
+    request_id: str
+    model_version: str
+    outcome: str
+    horizon_months: int
+    rating_philosophy: str
+    override: str
+    observed_over: str = Field(description="The out-of-time test year the rates come from.")
+    classes: list[GuideClass]
+    score_to_odds: list[OddsRow]
+    scale: dict
 
 
 class ChangesResponse(BaseModel):

@@ -2,7 +2,8 @@
 
     bentoml serve serving.service:ReferenceService     (or: credref serve)
 
-Routes: ``POST /v1/verify``, ``POST /v1/score``, ``POST /v1/score_batch``, and merchant
+Routes: ``POST /v1/verify``, ``POST /v1/score``, ``POST /v1/score_batch``, ``GET
+/v1/score_guide`` (what the served version's score, class and PD mean), and merchant
 monitoring's ``/v1/watch`` and ``/v1/changes`` (:mod:`serving.monitoring`); BentoML's own
 ``/livez``, ``/readyz`` (ready once the model and the published snapshot are loaded and
 agree), ``/metrics``, and the OpenAPI document at ``/docs.json``. Keys, scopes, limits,
@@ -47,6 +48,8 @@ from serving.schemas import (
     BatchRequest,
     BatchResponse,
     FieldVerdicts,
+    GuideQuery,
+    ScoreGuideResponse,
     ScoreRequest,
     ScoreResponse,
     VerifyRequest,
@@ -322,6 +325,29 @@ class ReferenceService(MonitoringRoutes):
             model_version=self.served.version,
             as_of=snap.as_of,
             results=results,
+        )
+        return _json(answer)
+
+    @bentoml.api(route="/v1/score_guide/read")
+    async def score_guide(self, body: GuideQuery, /, ctx: bentoml.Context) -> ScoreGuideResponse:
+        """``GET /v1/score_guide``: what the served version's score, class and PD mean
+        (outcome and horizon, the rating philosophy, each class's fixed band and observed
+        bad rate, the score-to-odds table, the override); no household is named."""
+        ex = _exchange(ctx)
+        ex.model_version = self.served.version
+        guide = self.served.model.guide
+        if guide is None:
+            return _error(
+                ctx,
+                ex,
+                503,
+                "guide_unavailable",
+                "the served model version carries no score guide: it was trained before "
+                "guides existed; train and promote a new version",
+            )
+        ex.outcome = {"guide": self.served.version}
+        answer = ScoreGuideResponse(
+            request_id=ex.request_id, model_version=self.served.version, **guide
         )
         return _json(answer)
 

@@ -176,3 +176,38 @@ def test_expired_watches_stop_events_and_old_events_expire_with_their_cursors(tm
         store.page("alipay", cursors.decode("alipay", halfway), 10)
     assert store.page("alipay", first.last_id, 10).events == later.events
     assert store.page("alipay", 0, 10).events == later.events
+
+
+def test_a_class_change_says_whether_a_record_or_the_calendar_moved_it(service_home):
+    """Today's records read as on an earlier day give the earlier class back when only the
+    days passing moved it (cause ``calendar``), and not when a record did (``record``)."""
+    import mlflow
+
+    from features.catalogue import FEATURE_NAMES
+    from serving.events import _class_change_causes
+    from serving.online import OnlineStore
+    from training.registry import load_version
+    from training.scoring import CLASSES
+
+    mlflow.set_tracking_uri(f"sqlite:///{service_home / 'mlflow.db'}")
+    model = load_version("credref-reference", "1").unwrap_python_model().model
+    with OnlineStore(service_home / "online").current() as snap:
+        now = snap.frame()
+        earlier = snap.day - timedelta(days=3 * 365)
+        then = snap.frame(day=earlier)
+        op = now[FEATURE_NAMES[0]].notna().to_numpy()
+        now_cls = model.score_frame(now[op][list(FEATURE_NAMES)], with_reasons=False).risk_class
+        then_cls = model.score_frame(then[op][list(FEATURE_NAMES)], with_reasons=False).risk_class
+        codes = now[op].uscc.to_numpy()
+        aged = [(c, a, b) for c, a, b in zip(codes, then_cls, now_cls, strict=True) if a != b]
+        assert aged, "three years of age move some household's class"
+        code, was, is_now = aged[0]
+        other = next(c for c in CLASSES if c not in (was, is_now))
+        found = {
+            code: [("class_changed", {"from": was, "to": is_now})],
+            codes[0]: [("class_changed", {"from": other, "to": "X"})],
+        }
+        _class_change_causes(found, snap, model, earlier)
+    assert found[code][0][1]["cause"] == "calendar"
+    if codes[0] != code:
+        assert found[codes[0]][0][1]["cause"] == "record"

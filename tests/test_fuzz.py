@@ -89,6 +89,7 @@ def _operations(url: str, auth: dict):
         ("DELETE", "/v1/watch"),
         ("GET", "/v1/watch"),
         ("GET", "/v1/changes"),
+        ("GET", "/v1/score_guide"),
     }
     return ops
 

@@ -70,7 +70,12 @@ def test_a_real_server_answers_a_real_client_and_logs_no_personal_information(
             assert httpx.get(f"{url}/docs.json").status_code == 401
             doc = c.get("/docs.json").json()
             assert "/v1/score" in doc["paths"]
+            assert "get" in doc["paths"]["/v1/score_guide"]
             answered += 2  # the document, asked without and with a key, is audited too
+            guide = c.get("/v1/score_guide")
+            assert guide.status_code == 200, guide.text
+            _a_guide_a_platform_can_read(guide.json())
+            answered += 1
     finally:
         stop_server(proc)
     report = AuditLog(home / "audit.sqlite").verify()
@@ -86,6 +91,23 @@ def test_a_real_server_answers_a_real_client_and_logs_no_personal_information(
     ]:
         assert value not in text
     assert json.dumps(doc)  # the OpenAPI document is plain JSON
+
+
+def _a_guide_a_platform_can_read(g: dict) -> None:
+    """Four classes in order with touching bands and scores falling as the PD rises,
+    observed rates with intervals, odds doubling every ``pdo`` points."""
+    assert [c["class"] for c in g["classes"]] == ["A", "B", "C", "D"]
+    for lower, upper in zip(g["classes"], g["classes"][1:], strict=False):
+        assert lower["long_run_pd_to"] == upper["long_run_pd_from"]
+        assert lower["score_from"] >= upper["score_to"]
+    assert sum(c["households"] for c in g["classes"]) > 0
+    for c in g["classes"]:
+        if c["observed_rate"] is not None:
+            lo, hi = c["interval_95"]
+            assert lo <= c["observed_rate"] <= hi
+    odds = [r["odds_good_to_bad"] for r in g["score_to_odds"]]
+    assert odds == sorted(odds) and odds[0] < odds[-1]
+    assert g["horizon_months"] == 12 and "standing" in g["rating_philosophy"]
 
 
 def test_the_server_refuses_to_start_without_a_model_or_snapshot(tmp_path):
