@@ -29,9 +29,10 @@ DEMO_TODAY := 2026-09-30
 DEMO_ENV := CREDREF_HOME=$(DEMO_DIR) CREDREF_WAREHOUSE=$(DEMO_DIR)/warehouse.duckdb CREDREF_TODAY=$(DEMO_TODAY) CREDREF_ANALYST=demo-analyst CREDREF_FEED_DIR=$(DEMO_DIR)/export/feed
 CREDREF := $(DEMO_ENV) $(VENV)/bin/credref
 
-# Every month end from March 2022 to the last one whose 12-month outcome is observed:
-# the model is trained, validated and tested on every position of the calendar.
-DEMO_DATES := --from 2022-03-31 --to 2025-08-31 --every 1M
+# Every month end from March 2022 to the last one whose 12-month outcome is observed, and
+# for training and validation the first day of every month too (half the households each):
+# the model learns every position of the calendar, the test year is on month ends.
+DEMO_DATES := --from 2022-03-31 --to 2025-08-31 --every 1M --dense-to 2024-08-31
 
 .PHONY: demo
 demo: $(STAMP) ## Generate 100k households, ingest, build datasets, train, promote, publish, serve, call it, watch, refresh a day, read the change feed

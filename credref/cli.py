@@ -232,6 +232,13 @@ def dataset(
     every: Annotated[
         str, typer.Option(help="Step between as-of dates: 1M covers every calendar position.")
     ] = "1M",
+    dense_to: Annotated[
+        str | None,
+        typer.Option(
+            help="Up to this day, also the first day of each month, each of these dates "
+            "keeping half its households (the model learns the days a period opens)."
+        ),
+    ] = None,
     horizon: Annotated[int, typer.Option(help="Label window in months.")] = 12,
     truth: Annotated[
         Path | None, typer.Option(help="Generator truth folder: adds oracle_pd (evaluation only).")
@@ -248,11 +255,14 @@ def dataset(
     ] = "as-of",
 ) -> None:
     """Build a training set: stacked point-in-time snapshots with labels."""
-    from features.dataset import KnownAt, as_of_dates, build_training_set, parse_every
+    from features.dataset import KnownAt, as_of_dates, build_training_set, dense_dates, parse_every
     from features.policy import Policy
 
+    shares = None
     try:
         dates = as_of_dates(_parse_date(from_), _parse_date(to), parse_every(every))
+        if dense_to is not None:
+            dates, shares = dense_dates(dates, _parse_date(dense_to))
         pol = Policy(policy)
         knowledge = KnownAt(known_at)
     except ValueError as e:
@@ -260,7 +270,7 @@ def dataset(
     con = _warehouse_ro()
     try:
         manifest = build_training_set(
-            con, dates, out, horizon, truth, pol, progress=True, known_at=knowledge
+            con, dates, out, horizon, truth, pol, progress=True, known_at=knowledge, shares=shares
         )
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))

@@ -9,8 +9,8 @@ move a score but are never given to a platform as a reason: they are not somethi
 household did.
 
 A *calendar* feature (``calendar=True``) says where T stands in the reporting calendar
-and what that means for the household (the months to the deadline, the days of the
-filing period passed with this year's report not yet filed): lawful states, which move
+and what that means for the household (the day of the reporting cycle, the days of the
+filing period with this year's report not yet filed): lawful states, which move
 with the calendar for everyone. They sharpen the point-in-time PD and nothing else:
 never a reason, never the score or the class (``training.scoring``: the score and the
 class read the model with the calendar features at their average, so a household's
@@ -298,9 +298,9 @@ FEATURES: tuple[Feature, ...] = (
         "R04",
     ),
     Feature(
-        "months_to_report_deadline",
-        "距下一个年报截止日（6月30日）的月数",
-        "Months from the as-of date to the next annual-report deadline (30 June)",
+        "reporting_cycle_day",
+        "年报周期中的第几天（8月1日为1，7月31日为365）",
+        "Day of the reporting cycle: 1 on 1 August (after the July markings), 365 on 31 July",
         "as_of",
         "int",
         0,
@@ -308,9 +308,9 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature(
         "open_report_unfiled_days",
-        "本年度年报报送期（1月1日–6月30日）已过天数，本年度年报尚未报送时（报送期内未报送是合法状态）",
-        "Days of this year's filing period (1 January - 30 June) passed with this year's "
-        "report not yet filed (lawful while the period is open); 0 once filed or outside it",
+        "本年度年报尚未报送时，报送期（1月1日–6月30日）已进行的天数（1月1日为1；报送期内未报送是合法状态）",
+        "Days of this year's filing period (1 January - 30 June) with this year's report not "
+        "yet filed, 1 on 1 January (lawful while the period is open); 0 once filed or outside it",
         "annual_reports",
         "int",
         1,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import date
+import zlib
+from datetime import date, timedelta
 from enum import Enum
 from pathlib import Path
 
@@ -94,12 +95,46 @@ def observed_through(con: duckdb.DuckDBPyConnection) -> date:
     return row[0]
 
 
+def months_later(d: date, months: int) -> date:
+    """The same day ``months`` later, or that month's last day when it is shorter (as
+    DuckDB's ``d + INTERVAL n MONTH`` in the label SQL)."""
+    m = d.year * 12 + d.month - 1 + months
+    year, month = m // 12, m % 12 + 1
+    return date(year, month, min(d.day, month_end(year, month).day))
+
+
 def labelable(as_of: date, horizon_months: int, through: date) -> bool:
-    """A month-end as-of date whose whole label window ends on or before ``through``."""
-    if as_of != month_end(as_of.year, as_of.month):
-        return False
-    months = as_of.year * 12 + as_of.month - 1 + horizon_months
-    return month_end(months // 12, months % 12 + 1) <= through
+    """An as-of date whose whole label window ends on or before ``through``."""
+    return months_later(as_of, horizon_months) <= through
+
+
+def dense_dates(dates: list[date], until: date) -> tuple[list[date], dict[date, float]]:
+    """The month ends ``dates``, with the first day of the next month added for those up
+    to ``until`` (the day after the month end must itself be on or before ``until``), and
+    the share of households each of them keeps: half for the dense ones, all for the rest.
+
+    Month ends alone are twelve positions of the calendar; a model served every day must
+    also learn the first days of a period (1 January, 1 July, 1 August), or it reads them
+    as the month end after and its PD jumps overnight. Halving the households of each
+    dense date keeps the training rows as many as month ends alone would give."""
+    out, shares = [], {}
+    for d in dates:
+        first = d + timedelta(days=1)
+        dense = first <= until
+        for day in (d, first) if dense else (d,):
+            out.append(day)
+            shares[day] = 0.5 if dense else 1.0
+    return out, shares
+
+
+def keep_share(t: pa.Table, as_of: date, share: float) -> pa.Table:
+    """The rows of the households a seeded hash of (code, date) keeps at ``share``: the
+    same households for the same date on every run, other ones on another date."""
+    if share >= 1.0:
+        return t
+    cut = int(share * 1000)
+    keep = [zlib.crc32(f"{u}|{as_of}".encode()) % 1000 < cut for u in t.column("uscc").to_pylist()]
+    return t.filter(pa.array(keep, pa.bool_()))
 
 
 def _oracle(truth_dir: Path | None, as_of: date) -> pa.Table | None:
@@ -109,7 +144,8 @@ def _oracle(truth_dir: Path | None, as_of: date) -> pa.Table | None:
     if not path.exists():
         raise FileNotFoundError(f"no oracle file at {path}")
     t = pq.read_table(path, columns=["uscc", "as_of", "oracle_pd"], filters=[("as_of", "=", as_of)])
-    return t.select(["uscc", "oracle_pd"])
+    # the generator writes the oracle at month ends only: another day has none
+    return t.select(["uscc", "oracle_pd"]) if t.num_rows else None
 
 
 def build_training_set(
@@ -121,8 +157,11 @@ def build_training_set(
     policy: Policy = Policy.LEGAL,
     progress: bool = False,
     known_at: KnownAt = KnownAt.AS_OF,
+    shares: dict[date, float] | None = None,
 ) -> dict:
     """Write ``out/dataset.parquet`` and ``out/manifest.json``; returns the manifest.
+
+    ``shares``: the share of households a date keeps (:func:`dense_dates`; default all).
 
     Each snapshot's features use the record versions ``known_at`` says; its labels are
     always the outcomes as known now."""
@@ -143,6 +182,7 @@ def build_training_set(
         ):
             feats = engine.features(d, policy, known_at.day(d))
             t = _with_labels(feats, engine.outcomes(d, horizon_months))
+            t = keep_share(t, d, (shares or {}).get(d, 1.0))
             oracle = _oracle(truth_dir, d)
             if oracle is not None:
                 t = t.join(oracle, "uscc", join_type="left outer").sort_by("uscc")
@@ -164,6 +204,7 @@ def build_training_set(
                     "as_of": d.isoformat(),
                     "rows": t.num_rows,
                     "label_rate": round(pc.mean(t.column(LABEL_COLUMN)).as_py() or 0.0, 6),
+                    "share": (shares or {}).get(d, 1.0),
                 }
             )
             logger.info("%s: %d rows", d, t.num_rows)

@@ -4,7 +4,7 @@ Most features change only when a record does (or when a record leaves a window).
 change every day or every month, whatever the records: the years since registration,
 the days in the current abnormal marking, the days since the latest penalty in
 publicity, the days of the filing period passed with this year's report unfiled, and
-the months to the next annual-report deadline. Each is a function of the as-of date T
+the day of the reporting cycle. Each is a function of the as-of date T
 and at most one date, its *anchor*.
 
 A snapshot computes them in SQL (:func:`features.pit.feature_sql` renders :meth:`sql`).
@@ -67,19 +67,26 @@ class Elapsed:
 
 @dataclass(frozen=True)
 class ReportCalendar:
-    """Months from T to the next annual-report deadline (30 June, on time itself): public
-    calendar context, the same for every household."""
+    """The day of the reporting cycle on T, counted from 1 August (the day after the
+    July markings of missing reports) to 31 July: 1 on 1 August, 153 on 31 December, 154
+    on 1 January, 334 on 30 June, 335 on 1 July, 365 (366) on 31 July. Public calendar
+    context, the same for everyone. It runs on across 1 January and across 30 June to
+    1 July, so a day next to a month end a model learnt from reads as that month end;
+    it turns when the markings are done, when nothing pending is left to a household
+    that filed."""
 
-    name: str = "months_to_report_deadline"
+    name: str = "reporting_cycle_day"
 
     def sql(self, t: str) -> str:
-        return (
-            f"CAST(CASE WHEN {filing_period_open(t)} THEN 6 - month({t}) "
-            f"ELSE 18 - month({t}) END AS BIGINT)"
+        start = (
+            f"CASE WHEN {t} > make_date(year({t}), 7, 31) THEN make_date(year({t}), 7, 31) "
+            f"ELSE make_date(year({t}) - 1, 7, 31) END"
         )
+        return f"CAST(date_diff('day', {start}, {t}) AS BIGINT)"
 
     def value(self, as_of: date) -> int:
-        return 6 - as_of.month if as_of <= date(as_of.year, 6, 30) else 18 - as_of.month
+        after = as_of > date(as_of.year, 7, 31)
+        return (as_of - date(as_of.year if after else as_of.year - 1, 7, 31)).days
 
 
 #: The penalty recency of a household without a penalty in publicity (three years).
@@ -89,10 +96,12 @@ NO_PENALTY_DAYS = 1095
 FILING_PERIOD_DAYS = 181
 
 #: A household in an open filing period whose report for it is not filed yet (and due:
-#: registered before the year began) has the period's first day as its anchor.
+#: registered before the year began) has the eve of the period as its anchor, so its days
+#: count from 1 on 1 January: 0 is "nothing pending" (filed, or no period open), never
+#: "the period has just begun".
 _UNFILED_SINCE = (
     f"CASE WHEN {filing_period_open('{t}')} AND year(p.registered_on) <= {open_report_year('{t}')} "
-    "AND COALESCE(rpt.this_filed, 0) = 0 THEN make_date(year({t}), 1, 1) END"
+    "AND COALESCE(rpt.this_filed, 0) = 0 THEN make_date(year({t}) - 1, 12, 31) END"
 )
 
 ELAPSED: tuple[Elapsed, ...] = (

@@ -97,17 +97,32 @@ def main() -> None:
                     reasons,
                 )
             refused = c.post("/v1/score_batch", json={"usccs": [uscc], "purpose": "onboarding"})
+            guide = c.get("/v1/score_guide").json()
         console.print(table)
         console.print(
             f"as of {sb['as_of']}, model version {sb['model_version']}; a batch call with this "
             f"key is refused: HTTP {refused.status_code} {refused.json()['error']['code']}"
         )
+        print_guide(guide)
         if settings.feed_dir and settings.feed_dir.is_dir():
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
                 demo_monitoring(c, settings)
     finally:
         launch.stop(proc)
     console.print("service stopped; every call above is in the audit log (`credref audit verify`)")
+
+
+def print_guide(guide: dict) -> None:
+    """GET /v1/score_guide as a table: what each class means for this model version."""
+    table = Table(title="GET /v1/score_guide: what a class means (fixed bands, every day)")
+    for col in ("class", "long-run PD", "score", "observed bad rate (95% interval)"):
+        table.add_column(col)
+    for k in guide["classes"]:
+        rate, ci = k.get("observed_rate"), k.get("interval_95")
+        seen = f"{rate:.1%} ({ci[0]:.1%}-{ci[1]:.1%})" if rate is not None else "-"
+        band = f"{k['long_run_pd_from']:.1%}-{k['long_run_pd_to']:.1%}"
+        table.add_row(k["class"], band, f"{k['score_from']}-{k['score_to']}", seen)
+    console.print(table)
 
 
 def demo_monitoring(c: httpx.Client, settings) -> None:

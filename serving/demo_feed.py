@@ -59,7 +59,7 @@ def run_refresh(console: Console) -> None:
 
 def print_events(console: Console, events: list[dict]) -> None:
     table = Table(title="GET /v1/changes: what changed for the watched merchants")
-    for col in ("id", "uscc", "event", "from", "to", "publication"):
+    for col in ("id", "uscc", "event", "from", "to", "cause", "publication"):
         table.add_column(col)
     table.add_column("reason and what the household can do", overflow="fold")
     for e in events:
@@ -73,6 +73,7 @@ def print_events(console: Console, events: list[dict]) -> None:
             e["kind"],
             e.get("from", ""),
             e.get("to", ""),
+            e.get("cause", ""),
             e["publication"],
             told,
         )

@@ -261,8 +261,12 @@ class GuideClass(BaseModel):
     score_to: int
     households: int = Field(description="Test-year household-days in the class.")
     share: float
-    observed_rate: float | None = Field(description="Share with the outcome within 12 months.")
-    interval_95: list[float] | None = Field(description="Wilson 95% interval of observed_rate.")
+    observed_rate: float | None = Field(
+        None, description="Share with the outcome within 12 months (absent: no household)."
+    )
+    interval_95: list[float] | None = Field(
+        None, description="Wilson 95% interval of observed_rate."
+    )
 
 
 class OddsRow(BaseModel):

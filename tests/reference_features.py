@@ -120,8 +120,9 @@ def household_features(tables: dict, uscc: str, t: date) -> dict:
     this = t.year - 1
     period_open = t <= date(t.year, 6, 30)
     unfiled = period_open and reg_year <= this and filed_by_t(this) is None
-    f["open_report_unfiled_days"] = min((t - date(t.year, 1, 1)).days, 181) if unfiled else 0
-    f["months_to_report_deadline"] = 6 - t.month if period_open else 18 - t.month
+    f["open_report_unfiled_days"] = min((t - date(t.year - 1, 12, 31)).days, 181) if unfiled else 0
+    cycle_start = date(t.year if t > date(t.year, 7, 31) else t.year - 1, 7, 31)
+    f["reporting_cycle_day"] = (t - cycle_start).days
     published = [
         r
         for r in reports.values()

@@ -22,7 +22,7 @@ def _month(
         risk_class=classes,
         penalties_3y=penalties,
         reg_age_years=ages,
-        months_to_report_deadline=as_of.month,  # a calendar feature: never an event
+        reporting_cycle_day=as_of.day,  # a calendar feature: never an event
     )
 
 

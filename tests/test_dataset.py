@@ -97,3 +97,29 @@ def test_snapshot_and_cli(con, small_warehouse, tmp_path, monkeypatch):
         app, ["features", "--as-of", "2026-09-30", "--out", str(tmp_path / "s.parquet")]
     )
     assert r.exit_code == 0 and "households operating on 2026-09-30" in r.output
+
+
+def test_dense_dates_add_the_first_days_up_to_their_day_at_half_the_households():
+    from features.dataset import dense_dates
+
+    ends = as_of_dates(date(2024, 5, 31), date(2024, 9, 30), 1)
+    dates, shares = dense_dates(ends, date(2024, 8, 31))
+    assert dates == [
+        date(2024, 5, 31), date(2024, 6, 1), date(2024, 6, 30), date(2024, 7, 1),
+        date(2024, 7, 31), date(2024, 8, 1), date(2024, 8, 31), date(2024, 9, 30),
+    ]  # fmt: skip
+    assert shares[date(2024, 7, 1)] == 0.5 and shares[date(2024, 8, 31)] == 1.0
+    assert shares[date(2024, 6, 30)] == 0.5  # its first day is dense too: both halved
+
+
+def test_keep_share_keeps_about_half_the_same_households_each_run_and_others_another_day():
+    import pyarrow as pa
+
+    from features.dataset import keep_share
+
+    t = pa.table({"uscc": [f"h{i}" for i in range(4000)]})
+    a = keep_share(t, date(2024, 7, 1), 0.5).column("uscc").to_pylist()
+    b = keep_share(t, date(2024, 7, 1), 0.5).column("uscc").to_pylist()
+    c = keep_share(t, date(2024, 7, 31), 0.5).column("uscc").to_pylist()
+    assert a == b and 1800 < len(a) < 2200 and set(a) != set(c)
+    assert keep_share(t, date(2024, 7, 1), 1.0).num_rows == 4000

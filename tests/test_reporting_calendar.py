@@ -58,12 +58,12 @@ def test_a_report_not_yet_due_is_not_late_nor_missing(as_of):
 def test_the_filing_period_days_count_only_while_it_is_open_and_the_report_unfiled():
     records = on_time_through(2023)
     assert feats(records, date(2024, 12, 31))["open_report_unfiled_days"] == 0
-    assert feats(records, date(2025, 1, 1))["open_report_unfiled_days"] == 0
-    assert feats(records, date(2025, 1, 31))["open_report_unfiled_days"] == 30
-    assert feats(records, date(2025, 6, 30))["open_report_unfiled_days"] == 180
+    assert feats(records, date(2025, 1, 1))["open_report_unfiled_days"] == 1  # 0: nothing pending
+    assert feats(records, date(2025, 1, 31))["open_report_unfiled_days"] == 31
+    assert feats(records, date(2025, 6, 30))["open_report_unfiled_days"] == 181
     assert feats(records, date(2025, 7, 1))["open_report_unfiled_days"] == 0
     filed = on_time_through(2024)  # 2024's filed on 15 March 2025
-    assert feats(filed, date(2025, 3, 14))["open_report_unfiled_days"] == 72
+    assert feats(filed, date(2025, 3, 14))["open_report_unfiled_days"] == 73
     assert feats(filed, date(2025, 3, 15))["open_report_unfiled_days"] == 0
 
 
@@ -99,11 +99,13 @@ def test_the_marking_ends_the_pending_marking_and_is_its_own_record():
     assert on["last_report_missing"] == 1
 
 
-def test_the_months_to_the_deadline_count_30_june_inside_the_period():
+def test_the_reporting_cycle_runs_on_across_1_january_and_1_july_and_turns_on_1_august():
     records = on_time_through(2023)
-    assert feats(records, date(2025, 6, 30))["months_to_report_deadline"] == 0
-    assert feats(records, date(2025, 7, 1))["months_to_report_deadline"] == 11
-    assert feats(records, date(2025, 1, 1))["months_to_report_deadline"] == 5
+    days = {d: feats(records, d)["reporting_cycle_day"] for d in (
+        date(2024, 8, 1), date(2024, 12, 31), date(2025, 1, 1), date(2025, 6, 30),
+        date(2025, 7, 1), date(2025, 7, 31), date(2025, 8, 1),
+    )}  # fmt: skip
+    assert list(days.values()) == [1, 153, 154, 334, 335, 365, 1]
 
 
 # --- the standing reads no calendar feature ----------------------------------------------
@@ -134,7 +136,7 @@ def _additive_model() -> ScoringModel:
         num_boost_round=1,
     )
     table = PointsTable(-2.0, numeric, categorical, CREDREF)
-    reference = {"months_to_report_deadline": 6.0, "open_report_unfiled_days": 0.0}
+    reference = {"reporting_cycle_day": 153.0, "open_report_unfiled_days": 0.0}
     return ScoringModel(
         booster, "additive", 1.0, 0.0, (0.1, 0.2, 0.4), ScoreScale(), table, "v",
         CREDREF, 1.0, 0.0, reference,
@@ -155,12 +157,12 @@ def test_score_class_and_reasons_ignore_the_calendar_features_the_pd_does_not():
         }
     )
     base = model.score_frame(rows)
-    for months, days in [(0, 180), (5, 0), (11, 0), (3, 90)]:
+    for since, days in [(365, 180), (185, 1), (1, 0), (270, 90)]:
         moved = model.score_frame(
-            rows.assign(months_to_report_deadline=months, open_report_unfiled_days=days)
+            rows.assign(reporting_cycle_day=since, open_report_unfiled_days=days)
         )
         for col in ("score", "risk_class", "reasons", "long_run_pd"):
-            assert (moved[col] == base[col]).all(), (months, days, col)
+            assert (moved[col] == base[col]).all(), (since, days, col)
     pd_moved = model.score_frame(rows.assign(open_report_unfiled_days=180))["pd"]
     assert not np.allclose(
         pd_moved, model.score_frame(rows.assign(open_report_unfiled_days=0))["pd"]

@@ -102,7 +102,7 @@ def _a_guide_a_platform_can_read(g: dict) -> None:
         assert lower["score_from"] >= upper["score_to"]
     assert sum(c["households"] for c in g["classes"]) > 0
     for c in g["classes"]:
-        if c["observed_rate"] is not None:
+        if c.get("observed_rate") is not None:
             lo, hi = c["interval_95"]
             assert lo <= c["observed_rate"] <= hi
     odds = [r["odds_good_to_bad"] for r in g["score_to_odds"]]

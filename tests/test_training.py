@@ -50,10 +50,9 @@ def datasets(tmp_path_factory):
     wh = root / "wh.duckdb"
     ingest(export, wh, progress=False)
     con = duckdb.connect(str(wh), read_only=True)
-    # half-yearly to train and validate; every month end of the test year (the gate's
-    # month-by-month targets need consecutive month ends)
-    dates = as_of_dates(date(2021, 6, 30), date(2024, 6, 30), 6)
-    dates += as_of_dates(date(2024, 7, 31), date(2025, 6, 30), 1)
+    # every month end: a model trained on two calendar positions is miscalibrated on the
+    # others, and the gate's month-by-month targets refuse it
+    dates = as_of_dates(date(2022, 6, 30), date(2025, 6, 30), 1)
     build_training_set(con, dates, root / "ds", truth_dir=export / "truth")
     build_training_set(con, dates, root / "ds_all", policy=Policy.ALL_PUBLISHED)
     con.close()

@@ -52,7 +52,7 @@ from training.spec import CREDREF, ModelSpec
 CLASSES = ("A", "B", "C", "D")
 #: Where the score, the class and the reasons read the calendar features: as on a day
 #: between filing periods (31 December: every due report's fate known, none pending).
-CALENDAR_REFERENCE = {"months_to_report_deadline": 6.0, "open_report_unfiled_days": 0.0}
+CALENDAR_REFERENCE = {"reporting_cycle_day": 153.0, "open_report_unfiled_days": 0.0}
 MAX_REASONS = 4
 _FEW_ROWS = 8  # up to this many rows, points are looked up in plain Python
 
