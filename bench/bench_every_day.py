@@ -37,7 +37,7 @@ from features.catalogue import FEATURE_NAMES  # noqa: E402
 from serving.events import watched_frame  # noqa: E402
 from serving.online import OnlineStore, mirror_path  # noqa: E402
 from serving.refresh import refresh  # noqa: E402
-from training.by_month import record_columns  # noqa: E402
+from training.by_month import standing_view  # noqa: E402
 
 FIRST, LAST = date(2025, 9, 30), date(2026, 9, 29)
 WATCHED = 5_000
@@ -74,7 +74,7 @@ def day_answers(online: Path, model, with_reasons: bool) -> tuple[pd.DataFrame, 
     scored = model.score_frame(op[list(FEATURE_NAMES)], with_reasons=with_reasons)
     if with_reasons:
         scored["first_reason"] = scored.reasons.str.split(";").str[0]
-    return op[record_columns(model.spec)], scored
+    return standing_view(op, model.spec), scored
 
 
 def compare(before, after) -> dict:
@@ -84,8 +84,12 @@ def compare(before, after) -> dict:
     a, b = rec0.loc[both], rec1.loc[both]
     quiet = ((a == b) | (a.isna() & b.isna())).all(axis=1).to_numpy()
     moved = sc0.risk_class.loc[both].to_numpy() != sc1.risk_class.loc[both].to_numpy()
+    # the day's change of the mean PD, split into what each group's households add
+    delta = (sc1.pd.loc[both].to_numpy() - sc0.pd.loc[both].to_numpy()) / len(both)
     return {
         "both": len(both),
+        "pd_change_with_event": float(delta[~quiet].sum()),
+        "pd_change_without_event": float(delta[quiet].sum()),
         "moved": int(moved.sum()),
         "with_event": int((~quiet).sum()),
         "moved_with_event": int((moved & ~quiet).sum()),
@@ -129,7 +133,7 @@ def main() -> None:
     shutil.copy(args.demo / "warehouse.duckdb", wh)
     version, model = champion(args.demo)
     rng = np.random.default_rng(7)
-    rows, turns, started = [], {}, time.perf_counter()
+    rows, turns, started, history = [], {}, time.perf_counter(), {}
     previous, watched, watch_events = None, None, {"with_event": 0, "without_event": 0}
     day, refresh_s = FIRST, []
     while day <= LAST:
@@ -160,6 +164,10 @@ def main() -> None:
             if day in TURNS:
                 turns[day.isoformat()] = decomposition(previous, current)
         rows.append(row)
+        history[day] = (
+            pd.util.hash_pandas_object(rec, index=False).set_axis(rec.index),
+            sc.risk_class.astype("category"),
+        )
         previous = current
         print(
             json.dumps({k: row[k] for k in ("as_of", "class_A", "class_D", "mean_pd")}), flush=True
@@ -168,6 +176,7 @@ def main() -> None:
     days = pd.DataFrame(rows)
     days.to_csv(args.out / "days.csv", index=False)
     summary = summarise(days, turns, watch_events, version, time.perf_counter() - started)
+    summary["over_30_days"] = thirty_days(history)
     summary["refresh_seconds"] = {
         "median": float(np.median(refresh_s)),
         "max": float(np.max(refresh_s)),
@@ -175,6 +184,23 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(days, ROOT / "bench/figures/every_day.png")
     print(json.dumps(summary, indent=2))
+
+
+def thirty_days(history: dict) -> dict:
+    """Among households whose record features are the same on a day and 30 days later,
+    the share whose class differs: the largest over every such pair of days."""
+    worst, on = 0.0, None
+    for day, (h0, c0) in history.items():
+        later = history.get(day + timedelta(days=30))
+        if later is None:
+            continue
+        h1, c1 = later
+        both = h0.index.intersection(h1.index)
+        quiet = both[(h0.loc[both].to_numpy() == h1.loc[both].to_numpy())]
+        share = float((c0.loc[quiet].to_numpy() != c1.loc[quiet].to_numpy()).mean())
+        if share > worst:
+            worst, on = share, day.isoformat()
+    return {"moves_without_event_max": worst, "from": on}
 
 
 def summarise(days: pd.DataFrame, turns: dict, watch: dict, version: str, seconds: float) -> dict:
@@ -201,6 +227,10 @@ def summarise(days: pd.DataFrame, turns: dict, watch: dict, version: str, second
         "largest_day_change": {
             c: float(days[c].diff().abs().max()) for c in ("class_A", "class_D", "mean_pd")
         },
+        "largest_mean_pd_change_on": days.as_of[days.mean_pd.diff().abs().idxmax()],
+        "largest_pd_change_without_event": float(d.pd_change_without_event.abs().max()),
+        "largest_pd_change_without_event_on": d.as_of[d.pd_change_without_event.abs().idxmax()],
+        "largest_pd_change_with_event": float(d.pd_change_with_event.abs().max()),
         "first_reason_R04_on": {
             d.isoformat(): float(days.first_reason_R04[days.as_of == d.isoformat()].iloc[0])
             for d in sorted(REASON_DAYS)

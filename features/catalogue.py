@@ -57,6 +57,11 @@ class Feature:
     monotone: int  # +1 / -1 / 0, relative to risk
     reason: str | None = None  # reason code for the adverse direction
     calendar: bool = False  # where T stands in the calendar: the PD only (see above)
+    #: A feature that grows with every day (age, days since a record): the published
+    #: edges of the bands the score and class read it in (``training.scoring``), so a
+    #: household's class moves on the dated day its age or record enters a band, never
+    #: a little every day
+    bands: tuple[float, ...] = ()
 
 
 _REPAIR = "市场监督管理信用修复管理办法（国市监信规〔2021〕3号）"
@@ -221,6 +226,7 @@ FEATURES: tuple[Feature, ...] = (
         "float",
         -1,
         "R01",
+        bands=(1.0, 2.0, 3.0, 5.0, 10.0),
     ),
     Feature("org_form_family", "是否家庭经营", "Family-run (家庭经营)", "households", "bool", 0),
     Feature("industry", "行业门类", "Industry section (GB/T 4754)", "households", "category", 0),
@@ -350,6 +356,7 @@ FEATURES: tuple[Feature, ...] = (
         "int",
         1,
         "R05",
+        bands=(90.0, 180.0, 365.0, 730.0),
     ),
     Feature(
         "penalties_1y",
@@ -395,6 +402,8 @@ FEATURES: tuple[Feature, ...] = (
         "int",
         -1,
         "R06",
+        # 3 months (minor publicity), 6 months and a year (repair), 2 and 3 years (publicity)
+        bands=(90.0, 180.0, 365.0, 730.0, 1095.0),
     ),
     Feature(
         "penalty_violation_types",

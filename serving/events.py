@@ -8,8 +8,8 @@ idempotent per (publication, model version), so a rerun after a kill adds nothin
 
 Events carry codes, classes, statuses and reason codes with their guidance, never a
 record: a penalty in publicity is told by its reason code only. A class change says its
-``cause``: ``record`` (a record of the household, a deadline or a window moved it) or
-``calendar`` (only the days passing did).
+``cause``: ``record`` (a record of the household was learnt or changed, a deadline passed)
+or ``window`` (only the days passing: its age or a record's age entered a new band).
 """
 
 from __future__ import annotations
@@ -334,10 +334,11 @@ def _explain_class_changes(found: Found, feats: pd.DataFrame, model: ScoringMode
 def _class_change_causes(
     found: Found, snap: Snapshot, model: ScoringModel, previous: date | None
 ) -> None:
-    """Say of each ``class_changed`` event whether a record moved it or the calendar alone:
-    the household's records of today, read as on the day its last answer was derived
-    (``previous``), give its last class back when only the days passing moved it (its age,
-    the days in a marking or since a penalty crossing a band of the points)."""
+    """Say of each ``class_changed`` event whether a record moved it (``record``: learnt,
+    changed, past a deadline) or only the days passing (``window``: its registration's age
+    or the time since a marking or penalty entered a new published band, a record left a
+    window): the household's records of today, read as on the day its last answer was
+    derived (``previous``), give its last class back when only the days moved it."""
     moved = [c for c, evs in found.items() if any(k == "class_changed" for k, _ in evs)]
     if not moved:
         return
@@ -351,7 +352,7 @@ def _class_change_causes(
     for code in moved:
         for kind, detail in found[code]:
             if kind == "class_changed":
-                detail["cause"] = "calendar" if then.get(code) == detail["from"] else "record"
+                detail["cause"] = "window" if then.get(code) == detail["from"] else "record"
 
 
 def _body(code: str, kind: str, as_of: str, version: str, detail: dict) -> str:

@@ -241,11 +241,12 @@ class Event(BaseModel):
     to: str | None = Field(None, description="Class or status after.")
     reasons: list[Reason] | None = Field(None, description="Class events: the new reasons.")
     reason: Reason | None = Field(None, description="Marking, listing and penalty events.")
-    cause: Literal["record", "calendar"] | None = Field(
+    cause: Literal["record", "window"] | None = Field(
         None,
-        description="class_changed: whether a record of the household moved it (a record "
-        "learnt, a deadline passed, a record leaving its window) or only the days passing "
-        "did (its registration age, the days in a marking or since a penalty).",
+        description="class_changed: `record` (a record of the household was learnt or "
+        "changed, a deadline passed) or `window` (only the days passing: its registration's "
+        "age or the time since a marking or penalty entered a new published band, a record "
+        "left its window). Never the season: the class reads no calendar position.",
     )
 
 

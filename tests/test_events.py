@@ -180,7 +180,7 @@ def test_expired_watches_stop_events_and_old_events_expire_with_their_cursors(tm
 
 def test_a_class_change_says_whether_a_record_or_the_calendar_moved_it(service_home):
     """Today's records read as on an earlier day give the earlier class back when only the
-    days passing moved it (cause ``calendar``), and not when a record did (``record``)."""
+    days passing moved it (cause ``window``), and not when a record did (``record``)."""
     import mlflow
 
     from features.catalogue import FEATURE_NAMES
@@ -208,6 +208,6 @@ def test_a_class_change_says_whether_a_record_or_the_calendar_moved_it(service_h
             codes[0]: [("class_changed", {"from": other, "to": "X"})],
         }
         _class_change_causes(found, snap, model, earlier)
-    assert found[code][0][1]["cause"] == "calendar"
+    assert found[code][0][1]["cause"] == "window"
     if codes[0] != code:
         assert found[codes[0]][0][1]["cause"] == "record"

@@ -7,9 +7,9 @@ scored from the publication as the service would. Each day:
 * every reason served is true of the household's records on that day, checked against
   the record tables themselves (not the feature SQL): R04 only once a report is overdue,
   R07 only for a severe penalty, R01 only for a young business...;
-* among households with no event of their own that day (their record features as they
-  were the day before: no record learnt, no deadline passed, no window ended for them),
-  at most 0.5% change class; over 30 days, at most 5%.
+* among households with no event of their own that day (their standing reads the same
+  records as the day before: no record learnt, no deadline passed, no window or published
+  band entered), at most 0.5% change class; over 30 days, at most 5%.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from features.dataset import as_of_dates, build_training_set
 from serving.online import OnlineStore
 from serving.refresh import refresh
 from tests.helpers import SECRET
-from training.by_month import record_columns
+from training.by_month import standing_view
 from training.calibration import make_scoring_model
 from training.data import load_training_set, split_out_of_time
 from training.models import fit_booster, points_table
@@ -102,7 +102,6 @@ def year(small_warehouse, model, tmp_path_factory):
     home = tmp_path_factory.mktemp("year")
     wh, online = home / "warehouse.duckdb", home / "online"
     shutil.copy(small_warehouse, wh)
-    record = record_columns(model.spec)
     days, kinds = {}, set()
     day = FIRST
     while day <= LAST:
@@ -119,7 +118,8 @@ def year(small_warehouse, model, tmp_path_factory):
             truths = con.sql(_truths_sql(day)).df().set_index("uscc")
         finally:
             con.close()
-        days[day] = (op[record], scored[["risk_class", "reasons"]], truths.loc[op.index])
+        view = standing_view(op, model.spec)
+        days[day] = (view, scored[["risk_class", "reasons"]], truths.loc[op.index])
         day += timedelta(days=1)
     assert kinds == {"full", "incremental"}  # one first build, then the daily refresh
     return days

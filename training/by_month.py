@@ -5,8 +5,9 @@ each calendar position (a filing period opening, its last weeks, the July markin
 quiet autumn) is judged on its own: discrimination (AUC, and its ratio to the oracle's
 on the same rows when the generator's truth is there), calibration of the PD on the day
 (ECE), the class shares, and the class moves the calendar alone makes: among households
-present at two consecutive month ends whose record features are identical (no record
-learnt, no deadline passed, no window ended for them), the share whose class changed.
+present at two consecutive month ends whose standing reads the same records
+(:func:`standing_view`: no record learnt, no deadline passed, no window or band entered
+for them), the share whose class changed.
 The promotion gate refuses a model whose worst month falls below the targets here.
 """
 
@@ -15,10 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.elapsed import ELAPSED
 from training.evaluate import auc, ece
 from training.scoring import CLASSES
-from training.spec import ModelSpec
+from training.spec import ModelSpec, band_floor
 
 #: Targets every month of the test year must meet (issue: answers true on every day).
 ECE_MAX = 0.02
@@ -28,13 +28,17 @@ CALENDAR_MOVES_MAX = 0.05
 #: Class moves are measured between consecutive as-of dates at most this far apart.
 MONTH_DAYS = 31
 
-_ELAPSED = {e.name for e in ELAPSED}
 
-
-def record_columns(spec: ModelSpec) -> list[str]:
-    """The features that move only when a household's records (or their windows) do:
-    not the calendar features, not the ones that grow with every day (age, days marked)."""
-    return [f for f in spec.features if f not in spec.calendar and f not in _ELAPSED]
+def standing_view(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """What a household's standing (score, class, reasons) reads of its records: every
+    feature but the calendar ones, those that grow with every day as their band
+    (``ModelSpec.bands``). Two days on which it is equal are days on which nothing of the
+    household's own moved: no record learnt, no deadline passed, no window or band entered."""
+    cols = [f for f in spec.features if f not in spec.calendar]
+    out = frame[cols].copy()
+    for name, edges in spec.bands.items():
+        out[name] = band_floor(pd.to_numeric(out[name]).to_numpy(dtype=float), edges)
+    return out
 
 
 def by_month(
@@ -85,10 +89,12 @@ def calendar_moves(before: pd.DataFrame | None, after: pd.DataFrame, spec: Model
     the share whose class changed (``None`` for the first month)."""
     if before is None:
         return {"without_event": None, "class_moves_without_event": None}
-    cols = record_columns(spec)
-    both = before[["uscc", "risk_class", *cols]].merge(
-        after[["uscc", "risk_class", *cols]], on="uscc", suffixes=("_0", "_1")
-    )
+    cols = [f for f in spec.features if f not in spec.calendar]
+    views = [
+        pd.concat([g[["uscc", "risk_class"]], standing_view(g, spec)], axis=1)
+        for g in (before, after)
+    ]
+    both = views[0].merge(views[1], on="uscc", suffixes=("_0", "_1"))
     same = np.ones(len(both), dtype=bool)
     for c in cols:
         a, b = both[f"{c}_0"], both[f"{c}_1"]

@@ -9,9 +9,12 @@ model:
   stands in the reporting calendar) included, so it is calibrated on every day;
 * the **score, class and reasons** are the household's standing on its records: the
   same model read with the calendar features at one fixed reference position (the day
-  between filing periods, :data:`CALENDAR_REFERENCE`) and calibrated to the long-run
-  (all-calendar) outcome rate. They move when the household's records move, never with
-  the season, and no reason ever comes from a calendar feature.
+  between filing periods, :data:`CALENDAR_REFERENCE`) and the features that grow with
+  every day (age, days since a record) at the lower edge of their published band
+  (``ModelSpec.bands``), calibrated to the long-run (all-calendar) outcome rate. They
+  move when the household's records move or on the dated day one of its records or its
+  registration enters a new band, never with the season, and no reason ever comes from
+  a calendar feature.
 
 One module, one object for batch scoring, Spark, the MLflow pyfunc and the online
 service, so every path gives the same answer for the same features. It depends on the
@@ -47,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import NO_ADVERSE, REASONS
-from training.spec import CREDREF, ModelSpec
+from training.spec import CREDREF, ModelSpec, band_floor
 
 CLASSES = ("A", "B", "C", "D")
 #: Where the score, the class and the reasons read the calendar features: as on a day
@@ -357,6 +360,7 @@ class ScoringModel:
         cols = [self.spec.features.index(f) for f in self.calendar_reference]
         self._ref_cols = np.asarray(cols, dtype=np.int64)
         self._ref_values = np.asarray(list(self.calendar_reference.values()), dtype=float)
+        self._bands = [(self.spec.features.index(f), e) for f, e in self.spec.bands.items()]
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -367,12 +371,17 @@ class ScoringModel:
         return np.zeros(len(X), dtype=bool) if col is None else X[:, col] > 0
 
     def at_reference(self, X: np.ndarray) -> np.ndarray:
-        """The matrix with the calendar features at the reference position: what the
-        score, the class and the reasons read."""
-        if not len(self._ref_cols):
+        """What the score, the class and the reasons read: the matrix with the calendar
+        features at the reference position, and the features that grow with every day
+        (age, days since a record) at the lower edge of their published band, so the
+        standing moves on the dated day a band is entered, not a little every day."""
+        if not len(self._ref_cols) and not self._bands:
             return X
         out = X.copy()
-        out[:, self._ref_cols] = self._ref_values
+        if len(self._ref_cols):
+            out[:, self._ref_cols] = self._ref_values
+        for j, edges in self._bands:
+            out[:, j] = band_floor(out[:, j], edges)
         return out
 
     def margin(self, X: np.ndarray) -> np.ndarray:

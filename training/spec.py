@@ -39,6 +39,9 @@ class ModelSpec:
     #: reason -> conditions (feature, operator, value), any of which makes its text true;
     #: a reason without an entry is served on its contributions alone
     evidence: Mapping[str, tuple[tuple[str, str, float], ...]] = field(default_factory=dict)
+    #: feature -> the edges of the bands the standing reads it in (features that grow
+    #: with every day: age, days since a record); see :func:`band_floor`
+    bands: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
@@ -49,6 +52,7 @@ class ModelSpec:
         if self.override_feature is not None and self.override_feature not in self.features:
             unknown.add(self.override_feature)
         unknown |= set(self.calendar) - set(self.features)
+        unknown |= set(self.bands) - set(self.features)
         unknown |= set(self.evidence) - set(self.reasons)
         unknown |= {c[0] for conds in self.evidence.values() for c in conds} - set(self.features)
         if any(c[1] not in _OPS for conds in self.evidence.values() for c in conds):
@@ -118,6 +122,7 @@ class ModelSpec:
                 "override_reason": self.override_reason,
                 "calendar": list(self.calendar),
                 "evidence": {k: [list(c) for c in v] for k, v in self.evidence.items()},
+                "bands": {k: list(v) for k, v in self.bands.items()},
             },
             ensure_ascii=False,
         )
@@ -136,8 +141,18 @@ class ModelSpec:
             override_reason=d["override_reason"],
             calendar=tuple(d.get("calendar", ())),
             evidence={k: tuple(tuple(c) for c in v) for k, v in d.get("evidence", {}).items()},
+            bands={k: tuple(v) for k, v in d.get("bands", {}).items()},
             name=d.get("name", "custom"),
         )
+
+
+def band_floor(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
+    """Each value as the lower edge of its band (0, then ``edges``): 0.4 and 0.9 years
+    both read as 0, 1.5 as 1, 12 as 10; NaN stays NaN."""
+    lows = np.asarray((0.0, *edges))
+    idx = np.searchsorted(lows, values, side="right") - 1
+    out = lows[np.clip(idx, 0, len(lows) - 1)]
+    return np.where(np.isnan(values), np.nan, np.where(idx < 0, values, out))
 
 
 def credref_spec() -> ModelSpec:
@@ -158,6 +173,7 @@ def credref_spec() -> ModelSpec:
         override_reason="R08",
         calendar=tuple(f.name for f in FEATURES if f.calendar),
         evidence=REASON_EVIDENCE,
+        bands={f.name: f.bands for f in FEATURES if f.bands},
         name="credref",
     )
 
