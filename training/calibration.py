@@ -54,7 +54,8 @@ def make_scoring_model(
     if scale is None:
         long_run = 1.0 / (1.0 + np.exp(-(sa * standing + sb)))
         risky, safe = (float(np.percentile(long_run, 100 - q)) for q in SCALE_PERCENTILES)
-        scale = ScoreScale.spanning(risky, safe)
+        # a model that ranks (nearly) no one apart has no spread to span: the default scale
+        scale = ScoreScale.spanning(risky, safe) if risky > safe * 1.0001 else ScoreScale()
     return ScoringModel(
         booster, kind, a, b, tuple(class_bands), scale, points,  # type: ignore[arg-type]
         catalogue or catalogue_version(), spec, sa, sb, reference,

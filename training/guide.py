@@ -25,9 +25,10 @@ OUTCOME = (
 )
 PHILOSOPHY = (
     "The score and the class are the household's standing on its records: the model read "
-    "as on a day between filing periods, calibrated to the long-run (all-calendar) outcome "
-    "rate. They change when a record of the household changes, a deadline passes for it "
-    "or a record leaves its window, never with the season. The PD is point-in-time: the "
+    "as on a day between filing periods, with its age and the time since its records in "
+    "published bands, calibrated to the long-run (all-calendar) outcome rate. They change "
+    "when a record of the household changes, a deadline passes for it, a record leaves its "
+    "window or its age enters a new band, never with the season. The PD is point-in-time: the "
     "probability of the outcome in the 12 months from the day, which does follow the "
     "reporting calendar (a report not yet filed in June is lawful, never a reason, and "
     "moves neither the score nor the class, but its July marking is near)."
