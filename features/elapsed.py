@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+import numpy as np
+
 from features.policy import filing_period_open, open_report_year
 
 DAYS_PER_YEAR = 365.25
@@ -134,3 +136,32 @@ def derive(anchors: dict[str, date | None], as_of: date) -> dict[str, float | in
     out: dict[str, float | int] = {e.name: e.value(anchors[e.anchor], as_of) for e in ELAPSED}
     out[CALENDAR.name] = CALENDAR.value(as_of)
     return out
+
+
+# --- the calendar positions a model learns, and the days between them ---------------------
+
+#: Days of each month of a reporting cycle (August to July), February as in a common year.
+_CYCLE_MONTHS = (31, 30, 31, 30, 31, 31, 28, 31, 30, 31, 30, 31)
+_CYCLE_STARTS = tuple(1 + sum(_CYCLE_MONTHS[:k]) for k in range(12))
+#: The cycle day of 31 December: the day before the filing period's first.
+_DECEMBER_31 = _CYCLE_STARTS[5] - 1
+
+
+def calendar_brackets(cycle_day: np.ndarray, unfiled_days: np.ndarray):
+    """The calendar features at the two positions a model is trained on around each day
+    (the first day of its month and its month end: ``features.dataset.dense_dates``), and
+    the weight of the later one, 0 on the first day and 1 on the month end.
+
+    Between the two, a model's splits would jump half-way; the point-in-time PD instead
+    moves from one to the other by the day (``training.scoring``). A household unfiled on
+    the day was unfiled on the first of the month and is read as still unfiled at its end.
+    In a leap year the days after 28 February are read one day late."""
+    c = np.clip(np.asarray(cycle_day, dtype=float), 1, 365)
+    month = np.searchsorted(np.asarray(_CYCLE_STARTS), c, side="right") - 1
+    first = np.asarray(_CYCLE_STARTS, dtype=float)[month]
+    last = first + np.asarray(_CYCLE_MONTHS, dtype=float)[month] - 1
+    weight = (c - first) / (last - first)
+    unfiled = np.asarray(unfiled_days, dtype=float) > 0
+    u0 = np.where(unfiled, np.clip(first - _DECEMBER_31, 0, FILING_PERIOD_DAYS), 0.0)
+    u1 = np.where(unfiled, np.clip(last - _DECEMBER_31, 0, FILING_PERIOD_DAYS), 0.0)
+    return (first, u0), (last, u1), weight

@@ -123,9 +123,11 @@ def _additive_model() -> ScoringModel:
             continue
         direction = CREDREF.monotone[CREDREF.features.index(name)] or 1
         heavy = 2.0 if name in CREDREF.calendar else 0.3
+        # calendar features split where days of a cycle do
+        cuts = [60.0, 160.0, 320.0] if name in CREDREF.calendar else [0.5, 2.5]
         numeric[name] = {
-            "thresholds": [0.5, 2.5],
-            "points": sorted(direction * heavy * rng.uniform(-1, 1, 3) * 1.0),
+            "thresholds": cuts,
+            "points": sorted(direction * heavy * rng.uniform(-1, 1, len(cuts) + 1)),
             "nan": 0.0,
         }
     import lightgbm as lgb
@@ -180,3 +182,36 @@ def test_a_reason_is_never_served_without_its_claim():
     assert "R07" not in reasons and "R04" not in reasons and "R01" not in reasons
     severe = model.score_frame(pd.DataFrame([row | {"penalty_max_severity": 4.0}]))
     assert "R07" in severe["reasons"].iloc[0].split(";")
+
+
+def test_the_pd_moves_by_the_day_between_the_trained_positions():
+    """On the first day of a month and on its last the PD is the model's own at that
+    position; between them it moves from one to the other a little each day, never in a
+    step half-way (a household still unfiled through June, lawfully)."""
+    from dataclasses import replace
+
+    from features.elapsed import CALENDAR
+
+    model = replace(_additive_model(), between_positions=True)
+    plain = _additive_model()
+    row = {n: 0.0 for n in FEATURE_NAMES} | {"industry": "H", "city": "Wuhan", "reg_age_years": 6.0}
+    days = [date(2026, 6, 1) + timedelta(days=k) for k in range(30)]
+    frame = pd.DataFrame(
+        [
+            row
+            | {
+                "reporting_cycle_day": CALENDAR.value(d),
+                "open_report_unfiled_days": (d - date(2025, 12, 31)).days,
+            }
+            for d in days
+        ]
+    )
+    pds = model.score_frame(frame)["pd"].to_numpy()
+    ends = plain.score_frame(frame.iloc[[0, -1]])["pd"].to_numpy()
+    assert np.isclose(pds[0], ends[0]) and np.isclose(pds[-1], ends[-1])
+    steps = np.diff(pds)
+    assert abs(ends[-1] - ends[0]) > 0.01  # the month moves the PD: the check bites
+    assert (np.sign(steps) == np.sign(ends[-1] - ends[0])).all()  # one way, every day
+    assert np.abs(steps).max() < abs(ends[-1] - ends[0]) / 10  # no day takes a big share
+    # the standing reads none of it
+    assert model.score_frame(frame)["risk_class"].nunique() == 1

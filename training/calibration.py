@@ -16,6 +16,9 @@ from training.spec import CREDREF, ModelSpec
 #: same thing on every day (never quantiles of one window).
 DEFAULT_CLASS_BANDS = (0.065, 0.10, 0.14)
 
+#: The calendar features whose trained positions the PD interpolates between.
+BRACKETED = ("reporting_cycle_day", "open_report_unfiled_days")
+
 #: The score scale puts these percentiles of the validation's long-run PD (riskiest,
 #: safest) at 300 and 800 points.
 SCALE_PERCENTILES = (1.0, 99.0)
@@ -59,4 +62,5 @@ def make_scoring_model(
     return ScoringModel(
         booster, kind, a, b, tuple(class_bands), scale, points,  # type: ignore[arg-type]
         catalogue or catalogue_version(), spec, sa, sb, reference,
+        between_positions=set(BRACKETED) <= set(spec.calendar),
     )  # fmt: skip

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import NO_ADVERSE, REASONS
+from features.elapsed import calendar_brackets
 from training.spec import CREDREF, ModelSpec, band_floor
 
 CLASSES = ("A", "B", "C", "D")
@@ -353,6 +354,9 @@ class ScoringModel:
     calendar_reference: dict[str, float] = field(default_factory=dict)
     #: The score guide (:mod:`training.guide`), set when the version is evaluated
     guide: dict | None = None
+    #: The PD on a day between two trained calendar positions moves from one to the other
+    #: by the day (``features.elapsed.calendar_brackets``) instead of jumping half-way
+    between_positions: bool = False
 
     def __post_init__(self) -> None:
         if self.standing_a is None or self.standing_b is None:
@@ -396,6 +400,23 @@ class ScoringModel:
             return self.points.contributions(X)
         return self.booster.predict(X, pred_contrib=True)[:, : len(self.spec.features)]
 
+    def margin_on_the_day(self, X: np.ndarray) -> np.ndarray:
+        """The margin of each row on its day: with ``between_positions``, the margins at the
+        two trained calendar positions around the day, weighted by how far the day is from
+        each (exact on the positions themselves), so the PD follows the days between them
+        smoothly rather than in a step."""
+        if not self.between_positions:
+            return self.margin(X)
+        cycle = self.spec.features.index("reporting_cycle_day")
+        unfiled = self.spec.features.index("open_report_unfiled_days")
+        (c0, u0), (c1, u1), w = calendar_brackets(X[:, cycle], X[:, unfiled])
+        at = []
+        for c, u in ((c0, u0), (c1, u1)):
+            Xi = X.copy()
+            Xi[:, cycle], Xi[:, unfiled] = c, u
+            at.append(self.margin(Xi))
+        return (1.0 - w) * at[0] + w * at[1]
+
     def pd_from_margin(self, m: np.ndarray) -> np.ndarray:
         """The point-in-time PD of a margin on the day."""
         return 1.0 / (1.0 + np.exp(-(self.calib_a * m + self.calib_b)))
@@ -422,7 +443,7 @@ class ScoringModel:
             standing, contrib = self.explain(standing_X)
         else:
             standing, contrib = self.margin(standing_X), None
-        on_the_day = self.margin(X) if standing_X is not X else standing
+        on_the_day = self.margin_on_the_day(X) if standing_X is not X else standing
         long_run = self.standing_pd(standing)
         out = {
             "pd": self.pd_from_margin(on_the_day),
@@ -474,6 +495,7 @@ class ScoringModel:
             "standing_a": self.standing_a,
             "standing_b": self.standing_b,
             "calendar_reference": self.calendar_reference,
+            "between_positions": self.between_positions,
         }
         out = {
             "booster.txt": self.booster.model_to_string(),
@@ -516,6 +538,7 @@ class ScoringModel:
             standing_b=meta.get("standing_b"),
             calendar_reference=meta.get("calendar_reference", {}),
             guide=json.loads(files["guide.json"]) if "guide.json" in files else None,
+            between_positions=meta.get("between_positions", False),
         )
 
     @classmethod
