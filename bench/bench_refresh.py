@@ -126,6 +126,10 @@ def under_load(home: Path, model_home: Path, wh: Path, feed: Path, day: Path, ra
         ]
     random.Random(0).shuffle(operating)
     bodies = [{"uscc": u, "purpose": "onboarding"} for u in operating[:50_000]]
+    # the platform's merchants: verified with a match on the operator (serving.relation)
+    from serving.limits import VerifyLimits
+
+    VerifyLimits(home / "limits.sqlite").remember_matches("bench", operating[:50_000])
     headers = {"Authorization": f"Bearer {key}"}
     log = home / "service.log"
     proc = launch.start(env, log, workers=2)

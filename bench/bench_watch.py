@@ -73,7 +73,7 @@ def watch_all(store: WatchStore, online: Path, served, today: date) -> dict:
     with measure() as m:
         for platform, (a, b) in SPANS.items():
             part = codes[a:b]
-            store.watch(platform, f"key-{platform}", part, today, set(part), cap=10**7)
+            store.watch(platform, f"key-{platform}", part, today, (10**7, 10**7))
     out["watch_rows"] = sum(b - a for a, b in SPANS.values())
     out["watch"] = _fig(m)
     with measure() as m, OnlineStore(online).current() as snap:

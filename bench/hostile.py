@@ -15,6 +15,14 @@ champion), against ``credref serve`` with two workers:
    unknown fields, sizes, ID numbers as codes, random paths, websocket upgrades),
    repeated: answers by status class; 5xx must be 0.
 4. **Leak sweep**: the server log and the audit store searched for every value sent.
+5. **Minimum necessity on every path** (#25): a key walking the register through
+   ``/v1/score_batch`` (100,000 codes it has no relation with); the honest platform
+   scoring each applicant it verified, then reviewing every household of the domain as
+   its watched merchants (about 100,000) through ``/v1/score_batch`` and reading its
+   feed; a misbehaving key spending its platform's guesses while the platform's other key
+   verifies; 10,000 requests without a key (the audit's growth); a rotating
+   ``X-Forwarded-For`` against the failed-authentication limiter; lone surrogates in
+   every string field of every route.
 
     python bench/hostile.py --warehouse var/demo/warehouse.duckdb --model-home var/demo
 """
@@ -31,10 +39,12 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 
 import httpx
 from stdnum.cn import ric
+from stdnum.cn import uscc as s_uscc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import publish_snapshot, service_env, verify_bodies
@@ -42,6 +52,19 @@ from measure import machine
 
 from serving import launch
 from serving.limits import expected_days
+
+WINDOW_S = 10.0  # CREDREF_AUDIT_AGGREGATE_S for the run (60 s by default)
+
+
+def _fake_code(i: int) -> str:
+    """A valid household code that is probably not registered (a walker's guess)."""
+    base = f"92110000MA{i:07d}"[:17]
+    return base + s_uscc.calc_check_digit(base)
+
+
+def _today(env: dict) -> date:
+    return date.fromisoformat(env["CREDREF_TODAY"])
+
 
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红梅鹏飞鑫波斌宇浩凯健俊帆帅旭宁龙林欢阳建国志文晨"
 
@@ -87,15 +110,17 @@ def attack(url: str, keys: list[str], uscc: str, field: str, candidates: list[st
 
 
 def honest(url: str, key: str, claims: list[dict]) -> dict:
+    """Onboarding: each applicant verified, then scored (the relation the match makes)."""
+
     def share(part: list[dict]) -> list[tuple[int, bool]]:
         out = []
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
             for body in part:
                 r = c.post("/v1/verify", json=body)
                 fields = set(r.json().get("fields", {}).values())
-                out.append(
-                    (r.status_code, r.status_code == 200 and fields <= {"match", "not_provided"})
-                )
+                ok = r.status_code == 200 and fields <= {"match", "not_provided"}
+                s = c.post("/v1/score", json={"uscc": body["uscc"], "purpose": "onboarding"})
+                out.append((max(r.status_code, s.status_code), ok and s.status_code == 200))
         return out
 
     started = time.monotonic()
@@ -191,6 +216,187 @@ def hostile_bodies(url: str, key: str, code: str, claimed_id: str, name: str, ro
     }
 
 
+def _auth(key: str | None) -> dict:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _items(c: httpx.Client, codes: list[str], counts: Counter) -> None:
+    for i in range(0, len(codes), 1000):
+        r = c.post(
+            "/v1/score_batch", json={"usccs": codes[i : i + 1000], "purpose": "risk_reference"}
+        )
+        if r.status_code != 200:
+            counts[f"batch {r.status_code} {r.json()['error']['code']}"] += 1
+            continue
+        for item in r.json()["results"]:
+            counts[item["error"]["code"] if "error" in item else "answered"] += 1
+
+
+def register_walk(url: str, key: str, codes: list[str]) -> dict:
+    """One key asking about codes it has no relation with, 1,000 a batch."""
+    counts: Counter = Counter()
+    started = time.monotonic()
+    with httpx.Client(base_url=url, headers=_auth(key), timeout=60) as c:
+        _items(c, codes, counts)
+    return {
+        "codes": len(codes),
+        "answers": dict(counts),
+        "scored_or_status_told": counts["answered"],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def review(url: str, key: str, codes: list[str]) -> dict:
+    """The platform's watched merchants through /v1/score_batch, then its whole feed."""
+    counts: Counter = Counter()
+    started = time.monotonic()
+    with httpx.Client(base_url=url, headers=_auth(key), timeout=60) as c:
+        _items(c, codes, counts)
+        seconds = time.monotonic() - started
+        feed, after, pages = 0, "", 0
+        while True:
+            r = c.get("/v1/changes", params={"limit": 1000, "after": after})
+            if r.status_code != 200:
+                counts[f"feed {r.status_code}"] += 1
+                break
+            feed, after, pages = feed + len(r.json()["events"]), r.json()["next"], pages + 1
+            if not r.json()["more"]:
+                break
+    return {
+        "watched_merchants": len(codes),
+        "answers": dict(counts),
+        "limits_met": sum(v for k, v in counts.items() if k not in ("answered", "not_found")),
+        "batch_seconds": round(seconds, 1),
+        "feed_events_read": feed,
+        "feed_pages": pages,
+    }
+
+
+def two_keys(url: str, rogue: str, good: str, targets: list[dict], applicants: list[dict]) -> dict:
+    """A misbehaving key sends mismatches until refused; the platform's other key then
+    verifies its applicants (a typo, then the right name) and scores them."""
+    rogue_answers: Counter = Counter()
+    with httpx.Client(base_url=url, headers=_auth(rogue)) as c:
+        for t in targets:
+            r = c.post("/v1/verify", json={"uscc": t["uscc"], "operator_name": "欧阳锋测试"})
+            rogue_answers["mismatch" if r.status_code == 200 else r.json()["error"]["code"]] += 1
+    good_answers: Counter = Counter()
+    with httpx.Client(base_url=url, headers=_auth(good)) as c:
+        for a in applicants:
+            typo = {"uscc": a["uscc"], "operator_name": a["operator_name"] + "某"}
+            for body in (typo, {"uscc": a["uscc"], "operator_name": a["operator_name"]}):
+                r = c.post("/v1/verify", json=body)
+                good_answers[
+                    r.json()["fields"]["operator_name"]
+                    if r.status_code == 200
+                    else r.json()["error"]["code"]
+                ] += 1
+            s = c.post("/v1/score", json={"uscc": a["uscc"], "purpose": "onboarding"})
+            good_answers[f"score {s.status_code}"] += 1
+    return {"rogue_key": dict(rogue_answers), "other_key": dict(good_answers)}
+
+
+def _audit_tail(home: Path, after: int) -> list[dict]:
+    con = sqlite3.connect(home / "audit.sqlite")
+    rows = con.execute(
+        "SELECT outcome, client FROM audit WHERE seq > ? ORDER BY seq", (after,)
+    ).fetchall()
+    con.close()
+    return [{**json.loads(o), "client": c} for o, c in rows]
+
+
+def _head(home: Path) -> int:
+    con = sqlite3.connect(home / "audit.sqlite")
+    (head,) = con.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()
+    con.close()
+    return head
+
+
+def _counts_reach(home: Path, after: int, total: int, timeout_s: float = 180) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = _audit_tail(home, after)
+        if sum(r.get("count", 0) for r in rows) >= total:
+            return rows
+        time.sleep(0.5)
+    return _audit_tail(home, after)
+
+
+def flood(url: str, home: Path, n: int, window_s: float) -> dict:
+    """``n`` requests without a key: how many audit rows they add once counted."""
+    head = _head(home)
+    started = time.monotonic()
+    with httpx.Client(base_url=url) as c:
+        statuses = Counter(c.post("/v1/score", json={}).status_code for _ in range(n))
+    seconds = time.monotonic() - started
+    rows = _counts_reach(home, head, n)
+    return {
+        "requests": n,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "seconds": round(seconds, 1),
+        "audit_rows_added": len(rows),
+        "requests_counted": sum(r.get("count", 0) for r in rows),
+        "bound_rows": int((seconds / window_s + 2) * 2 * 5),
+        "audit_bytes_per_request_before": 290,
+    }
+
+
+def rotating_forwarded_for(url: str, home: Path, n: int) -> dict:
+    head = _head(home)
+    with httpx.Client(base_url=url, headers=_auth("crk_000000000000_not-a-key")) as c:
+        codes = Counter(
+            c.post(
+                "/v1/score", json={}, headers={"X-Forwarded-For": f"10.{i % 250}.{i // 250}.1"}
+            ).json()["error"]["code"]
+            for i in range(n)
+        )
+    rows = _counts_reach(home, head, n)
+    return {
+        "requests": n,
+        "answers": dict(codes),
+        "audited_client_addresses": sorted({r["client"] for r in rows}),
+    }
+
+
+SURROGATE_BODIES = {
+    ("POST", "/v1/verify"): (
+        "uscc",
+        "purpose",
+        "name",
+        "operator_name",
+        "operator_id_number",
+        "address",
+    ),
+    ("POST", "/v1/score"): ("uscc", "purpose"),
+    ("POST", "/v1/score_batch"): ("usccs", "purpose"),
+    ("POST", "/v1/watch"): ("usccs", "purpose"),
+    ("DELETE", "/v1/watch"): ("usccs",),
+}
+
+
+def surrogates(url: str, key: str, code: str) -> dict:
+    """A lone surrogate in every string field of every route, and in the GET queries."""
+    answers: Counter = Counter()
+    with httpx.Client(
+        base_url=url, headers={**_auth(key), "Content-Type": "application/json"}
+    ) as c:
+        for (method, path), fields in SURROGATE_BODIES.items():
+            for field in fields:
+                body = {
+                    f: ([code] if f == "usccs" else code if f == "uscc" else "x") for f in fields
+                }
+                if "purpose" in body:
+                    body["purpose"] = "merchant_monitoring" if path == "/v1/watch" else "onboarding"
+                body[field] = ["\x00LONE"] if field == "usccs" else "\x00LONE"
+                raw = json.dumps(body).replace('"\\u0000LONE"', '"\\ud800"')
+                r = c.request(method, path, content=raw.encode())
+                answers[f"{r.status_code} {r.json()['error']['code']}"] += 1
+        for path in ("/v1/watch", "/v1/changes"):
+            r = c.get(f"{path}?after=%ED%A0%80")
+            answers[f"{r.status_code} {r.json()['error']['code']}"] += 1
+    return {"sent": sum(answers.values()), "answers": dict(answers)}
+
+
 def leaks(home: Path, log: Path, values: list[str]) -> dict:
     text = log.read_text(errors="replace")
     store = b"".join(p.read_bytes() for p in home.glob("audit.sqlite*"))
@@ -229,13 +435,20 @@ def main() -> None:
     by_code = {c["uscc"]: c["operator_name"] for c in claims}
     honest_claims = [c for c in claims if c["uscc"] not in targets]
 
-    env = {**service_env(home, args.model_home, launch.free_port()), "CREDREF_RATE_LIMIT": "100000"}
+    env = {
+        **service_env(home, args.model_home, launch.free_port()),
+        "CREDREF_RATE_LIMIT": "100000",
+        "CREDREF_AUDIT_AGGREGATE_S": str(WINDOW_S),
+    }
     os.environ.update(env)
     from serving.keys import KeyStore
 
     store = KeyStore(home / "keys.sqlite")
     attackers = [store.create(f"attacker{i}", ["verify", "score", "batch"])[1] for i in range(3)]
-    onboarding = store.create("onboarding", ["verify"])[1]
+    onboarding_key, onboarding = store.create("onboarding", ["verify", "score", "batch", "watch"])
+    rogue = store.create("twokeys", ["verify"])[1]
+    good = store.create("twokeys", ["verify", "score"])[1]
+    everyone = [r[0] for r in snap.execute("SELECT uscc FROM subjects ORDER BY uscc")]
     url = f"http://127.0.0.1:{env['CREDREF_PORT']}"
     log = home / "service.log"
     proc = launch.start(env, log, workers=2)
@@ -256,6 +469,23 @@ def main() -> None:
         result["hostile"] = hostile_bodies(
             url, attackers[0], targets[0], ids[0], by_code[targets[0]], args.rounds
         )
+        # 5. minimum necessity on every path
+        walk = [_fake_code(i) for i in range(50_000)] + everyone[:50_000]
+        result["register_walk"] = register_walk(url, attackers[1], walk)
+        from serving.watch import WatchStore
+
+        # the platform's merchants: every household of the domain, watched on earlier days
+        WatchStore(home / "watch.sqlite").watch(
+            "onboarding", onboarding_key.key_id, everyone, _today(env), (10**6, 10**6)
+        )
+        result["review_watched_merchants"] = review(url, onboarding, everyone)
+        rogue_targets = [{"uscc": u} for u in everyone[50_000 : 50_000 + 10_050]]
+        result["two_keys_one_misbehaving"] = two_keys(
+            url, rogue, good, rogue_targets, honest_claims[:100]
+        )
+        result["unauthenticated_flood"] = flood(url, home, 10_000, WINDOW_S)
+        result["rotating_forwarded_for"] = rotating_forwarded_for(url, home, 500)
+        result["lone_surrogates"] = surrogates(url, attackers[2], targets[0])
     finally:
         launch.stop(proc)
     sent = [*names[0], *names[1], *ids, *(c["operator_name"] for c in honest_claims)]

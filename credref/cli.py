@@ -548,6 +548,10 @@ def serve(
         "BENTOML_HOME": str(settings.bentoml_path.resolve()),
         "CREDREF_PORT": str(port or settings.port),
         "CREDREF_WORKERS": str(workers or settings.workers),
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only
+        # the proxies named here may say who the client is (serving.gateway's limiter
+        # and the audit key on the address).
+        "FORWARDED_ALLOW_IPS": settings.trusted_proxies,
     }
     argv = ["bentoml", "serve", "serving.service:ReferenceService"]
     argv += ["--port", env["CREDREF_PORT"], "--host", settings.host]

@@ -80,6 +80,36 @@ def keys_list() -> None:
     _console().print(table)
 
 
+@keys_app.command("platform")
+def keys_platform(
+    platform: Annotated[str, typer.Argument(help="Platform name, e.g. alipay.")],
+    daily_households: Annotated[
+        int | None,
+        typer.Option(
+            help="Distinct households the platform may ask about per day, over all its keys "
+            "and every route (a key gets at most half: serving.limits)."
+        ),
+    ] = None,
+    watch_cap: Annotated[
+        int | None, typer.Option(help="Households the platform may watch at once, all keys.")
+    ] = None,
+) -> None:
+    """Show, or set, a platform's budgets over all its keys."""
+    from serving.keys import KeyRefused, KeyStore
+
+    store = KeyStore(load_settings().keys_path)
+    try:
+        if daily_households is None and watch_cap is None:
+            p = store.platform(platform)
+        else:
+            p = store.set_platform(platform, daily_households, watch_cap)
+    except KeyRefused as e:
+        _fail(str(e))
+    _console().print(
+        f"{p.platform}: {p.daily_households:,} households a day, {p.watch_cap:,} watches"
+    )
+
+
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id (not the secret).")],
@@ -139,6 +169,43 @@ def audit_anchor(
     _console().print(f"checkpoint {path}")
 
 
+@audit_app.command("prune")
+def audit_prune(
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(help="Delete rows older than this (default: CREDREF_AUDIT_RETENTION_DAYS)."),
+    ] = None,
+    key: Annotated[Path | None, typer.Option(help="Signing key (default: setting).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Checkpoint folder (default: CREDREF_AUDIT_ANCHOR_DIR).")
+    ] = None,
+) -> None:
+    """Retention: sign a checkpoint at the last row older than the period, then delete the
+    rows up to it; `audit verify --anchors` checks the rest from that signed base."""
+    from datetime import UTC, datetime, timedelta
+
+    from serving.anchor import AnchorError, prune
+    from serving.audit import AuditLog, AuditUnavailable
+
+    s = load_settings()
+    folder = out or s.audit_anchor_dir
+    if folder is None:
+        _fail("no checkpoint folder: pass --out or set CREDREF_AUDIT_ANCHOR_DIR")
+    assert folder is not None
+    days = s.audit_retention_days if older_than_days is None else older_than_days
+    if days < 1:
+        _fail("--older-than-days must be at least 1")
+    before = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="microseconds")
+    try:
+        base, deleted = prune(AuditLog(s.audit_path), _anchor_key(key), folder, before)
+    except (AnchorError, AuditUnavailable) as e:
+        _fail(str(e))
+    _console().print(
+        f"{deleted:,} rows older than {days} days deleted; the chain now starts after row "
+        f"{base}, vouched for by a signed checkpoint in {folder}"
+    )
+
+
 @audit_app.command("verify")
 def audit_verify(
     anchors: Annotated[
@@ -182,15 +249,20 @@ def audit_verify(
 
 @audit_app.command("export")
 def audit_export(
-    platform: Annotated[str, typer.Option(help="Platform name.")],
     since: Annotated[str, typer.Option(help="From this date (YYYY-MM-DD).")],
+    platform: Annotated[str | None, typer.Option(help="Platform name.")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="One key's id (`credref keys list`): what it asked.")
+    ] = None,
 ) -> None:
-    """Write one platform's audit rows since a date as CSV to standard output."""
+    """Write a platform's or a key's audit rows since a date as CSV to standard output."""
     from credref.cli import _parse_date
     from serving.audit import AuditLog
 
+    if platform is None and key is None:
+        _fail("name a --platform or a --key")
     _parse_date(since)
-    print(AuditLog(load_settings().audit_path).export_csv(platform, since), end="")
+    print(AuditLog(load_settings().audit_path).export_csv(platform, since, key), end="")
 
 
 @audit_app.command("subject")

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     audit_anchor_dir: Path | None = Field(
         None, description="Folder the regulator keeps elsewhere, for audit checkpoints."
     )
+    audit_retention_days: int = Field(
+        1095,
+        ge=1,
+        description="Audit rows older than this are deleted by `credref audit prune` (PIPL "
+        "Art. 19: kept no longer than the purpose needs; set what the regulator requires).",
+    )
     audit_anchor_minutes: float = Field(
         0.0, ge=0, description="The service writes a checkpoint this often (0: never)."
     )
@@ -124,6 +130,24 @@ class Settings(BaseSettings):
     )
     auth_failure_limit: float = Field(
         5.0, gt=0, description="Failed authentications per second allowed per client address."
+    )
+    platform_daily_guesses: int = Field(
+        20_000,
+        ge=2,
+        description="Mismatching verification claims a platform may make per day, over all "
+        "its keys (a key at most half: serving.limits).",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks of reverse proxies whose "
+        "X-Forwarded-For names the client (default: none; every peer is the client).",
+    )
+    audit_aggregate_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Refusals before authentication are audited as one row per client "
+        "address, code and this many seconds (and worker), with their count.",
     )
     today: date | None = Field(
         None,

@@ -13,6 +13,10 @@ key only), that its row still has its hash, and that the chain is intact: it pas
 log that has grown since and fails on any edit, deletion, truncation or rewritten prefix
 up to the last checkpoint. After the last checkpoint, a cut tail or a rewritten tail is
 not detectable: SECURITY.md says so.
+
+Retention (:func:`prune`, ``credref audit prune``): rows older than the retention period
+are deleted after a checkpoint is signed at the last of them; the remaining chain links on
+from that signed base, and ``verify --anchors`` fails if the base is not one.
 """
 
 from __future__ import annotations
@@ -103,17 +107,30 @@ def write_anchor(log: AuditLog, key_path: Path, out_dir: Path) -> Path:
     report = log.verify()
     if not report.ok:
         raise AnchorError("the chain is broken; a checkpoint would vouch for a damaged log")
+    return _sign(key_path, out_dir, report.head_seq, report.head_hash, report.rows)
+
+
+def prune(log: AuditLog, key_path: Path, out_dir: Path, before: str) -> tuple[int, int]:
+    """Retention: delete the rows written before ``before`` (ISO time), after signing a
+    checkpoint at the last of them, which becomes the remaining chain's base; returns
+    (the base's row number, rows deleted). ``verify --anchors`` then checks the rest from
+    that signed base, so a pruned log is as verifiable as a whole one."""
+    report = log.verify()
+    if not report.ok:
+        raise AnchorError("the chain is broken; fix or keep it before pruning")
+    through = log.last_before(before)
+    if through is None:
+        return (log.base() or (0, ""))[0], 0
+    _sign(key_path, out_dir, through[0], through[1], report.rows)
+    return through[0], log.prune(through)
+
+
+def _sign(key_path: Path, out_dir: Path, seq: int, head: str, rows: int) -> Path:
     at = datetime.now(UTC).isoformat(timespec="seconds")
-    body = {
-        "format": FORMAT,
-        "seq": report.head_seq,
-        "rows": report.rows,
-        "hash": report.head_hash,
-        "at": at,
-    }
+    body = {"format": FORMAT, "seq": seq, "rows": rows, "hash": head, "at": at}
     signature = _private(key_path).sign(_canonical(body))
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"checkpoint-{report.head_seq:012d}-{at.replace(':', '')}.json"
+    path = out_dir / f"checkpoint-{seq:012d}-{at.replace(':', '')}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({**body, "signature": base64.b64encode(signature).decode()}))
     os.replace(tmp, path)  # a reader never sees half a checkpoint
@@ -157,6 +174,11 @@ def verify_anchored(log: AuditLog, folder: Path, public: Ed25519PublicKey) -> Ve
     ]
     if not checkpoints:
         unsigned.append(f"no checkpoints in {folder}")
+    base = log.base()
+    if base and base not in {(c.seq, c.hash) for c in checkpoints if c.signed}:
+        unsigned.append(
+            f"the pruned log starts after row {base[0]}, which no signed checkpoint vouches for"
+        )
     report.problems.extend(unsigned)
     return report
 

@@ -37,7 +37,12 @@ FIELDS = (
     "outcome",
     "model_version",
     "latency_ms",
+    "key_id",
+    "client",
 )
+#: Columns added after the first rows were written: a row hashes them only when set, so
+#: the rows written before them keep their hashes (and their checkpoints hold).
+LATER_FIELDS = ("key_id", "client")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -52,7 +57,20 @@ CREATE TABLE IF NOT EXISTS audit (
     model_version TEXT,
     latency_ms    REAL,
     prev_hash     TEXT NOT NULL,
-    hash          TEXT NOT NULL
+    hash          TEXT NOT NULL,
+    key_id        TEXT,
+    client        TEXT
+)"""
+
+
+#: After a retention prune: the last deleted row's number and hash, from which the
+#: remaining chain links on (serving.anchor.prune signs it first).
+_BASE_DDL = """
+CREATE TABLE IF NOT EXISTS audit_base (
+    one       INTEGER PRIMARY KEY CHECK (one = 1),
+    seq       INTEGER NOT NULL,
+    hash      TEXT NOT NULL,
+    pruned_at TEXT NOT NULL
 )"""
 
 
@@ -70,6 +88,8 @@ class AuditRecord:
     subject: str | None = None  # the USCC asked about
     model_version: str | None = None
     latency_ms: float | None = None
+    key_id: str | None = None  # the key that asked (None: refused before authentication)
+    client: str | None = None  # the client's address, as the trusted proxies tell it
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
 
     def values(self) -> tuple:
@@ -83,13 +103,17 @@ class AuditRecord:
             json.dumps(self.outcome, sort_keys=True, ensure_ascii=False),
             self.model_version,
             self.latency_ms,
+            self.key_id,
+            self.client,
         )
 
 
 def row_hash(prev_hash: str, values: tuple) -> str:
-    canonical = json.dumps(
-        dict(zip(FIELDS, values, strict=True)), sort_keys=True, ensure_ascii=False
-    )
+    row = dict(zip(FIELDS, values, strict=True))
+    for name in LATER_FIELDS:
+        if row[name] is None:
+            del row[name]
+    canonical = json.dumps(row, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
@@ -114,6 +138,11 @@ class AuditLog:
             with self._connect() as con:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute(_DDL)
+                con.execute(_BASE_DDL)
+                columns = {r[1] for r in con.execute("PRAGMA table_info(audit)")}
+                for name in LATER_FIELDS:  # a log made before the column existed
+                    if name not in columns:
+                        con.execute(f"ALTER TABLE audit ADD COLUMN {name} TEXT")
         except (OSError, sqlite3.Error) as e:
             raise AuditUnavailable(
                 f"audit store {path} cannot be opened: {type(e).__name__}"
@@ -146,6 +175,8 @@ class AuditLog:
             try:
                 self._begin(con, retry)  # one writer at a time: the chain stays linear
                 last = con.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                if last is None:  # empty, or every row pruned: link on from the base
+                    last = con.execute("SELECT hash FROM audit_base").fetchone()
                 prev = last[0] if last else GENESIS
                 rows, hashes = [], []
                 for record in records:
@@ -184,9 +215,15 @@ class AuditLog:
         A checkpoint is a prefix anchor: it holds on a log that has grown since, and fails
         on any edit, deletion, truncation or rewritten chain up to its row."""
         problems: list[str] = []
-        expected = dict(checkpoints)
+        base = self.base()
+        prev, last_seq = (base[1], base[0]) if base else (GENESIS, 0)
+        n = 0
+        # a checkpoint before the base was checked when its rows were pruned; one at the
+        # base must still name the base's hash
+        expected = {seq: h for seq, h in checkpoints if seq > last_seq}
+        if base and any(seq == base[0] and h != base[1] for seq, h in checkpoints):
+            problems.append(f"the pruned log's base (row {base[0]}) has another hash (rewritten)")
         seen: dict[int, str] = {}
-        prev, last_seq, n = GENESIS, 0, 0
         with self._connect() as con:
             rows = con.execute(
                 f"SELECT seq, {', '.join(FIELDS)}, prev_hash, hash FROM audit ORDER BY seq"
@@ -217,15 +254,64 @@ class AuditLog:
                 )
         return VerifyReport(n, prev, problems, last_seq)
 
-    def export_csv(self, platform: str, since: str) -> str:
-        """Rows of one platform from ``since`` (ISO date or time), as CSV for regulators."""
+    def base(self) -> tuple[int, str] | None:
+        """The last pruned row's (number, hash), or None if nothing was pruned."""
+        with self._connect() as con:
+            row = con.execute("SELECT seq, hash FROM audit_base").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def last_before(self, at: str) -> tuple[int, str] | None:
+        """The last row written before ``at`` (ISO time): its number and hash."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT seq, hash FROM audit WHERE at < ? ORDER BY seq DESC LIMIT 1", (at,)
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def prune(self, through: tuple[int, str]) -> int:
+        """Delete the rows up to ``through`` = (number, hash) and keep it as the chain's
+        base; returns how many rows went. Sign the base first (serving.anchor.prune): the
+        remaining chain is verifiable from it, and only from it."""
+        con = self._connect(wait=False)
+        try:
+            self._begin(con)
+            row = con.execute("SELECT hash FROM audit WHERE seq = ?", (through[0],)).fetchone()
+            if row is None or row[0] != through[1]:
+                raise AuditUnavailable(f"row {through[0]} is not the one to prune through")
+            deleted = con.execute("DELETE FROM audit WHERE seq <= ?", (through[0],)).rowcount
+            con.execute(
+                "INSERT INTO audit_base VALUES (1, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "seq = excluded.seq, hash = excluded.hash, pruned_at = excluded.pruned_at",
+                (*through, datetime.now(UTC).isoformat(timespec="seconds")),
+            )
+            con.execute("COMMIT")
+            return deleted
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def export_csv(self, platform: str | None, since: str, key_id: str | None = None) -> str:
+        """Rows of one platform, or of one key, from ``since`` (ISO date or time), as CSV
+        for regulators (a leaked key: what it asked, apart from the platform's others)."""
         out = io.StringIO()
         w = csv.writer(out)
         w.writerow(["seq", *FIELDS, "hash"])
+        where = ["at >= ?"]
+        args: list[str] = [since]
+        if platform is not None:
+            where.append("platform = ?")
+            args.append(platform)
+        if key_id is not None:
+            where.append("key_id = ?")
+            args.append(key_id)
         with self._connect() as con:
             for row in con.execute(
-                f"SELECT seq, {', '.join(FIELDS)}, hash FROM audit WHERE platform = ? AND at >= ? ORDER BY seq",
-                (platform, since),
+                f"SELECT seq, {', '.join(FIELDS)}, hash FROM audit "
+                f"WHERE {' AND '.join(where)} ORDER BY seq",
+                args,
             ):
                 w.writerow(row)
         return out.getvalue()
@@ -242,19 +328,20 @@ class AuditLog:
                 (f"%{uscc}%", since),
             ).fetchall()
         for at, platform, endpoint, purpose, subject, outcome in rows:
-            codes = subject.split(";")
-            if uscc not in codes:
-                continue
-            answer = answer_kind(endpoint, json.loads(outcome), codes.index(uscc))
-            out.append(
-                {
-                    "at": at,
-                    "platform": platform,
-                    "endpoint": endpoint,
-                    "purpose": purpose,
-                    "answer": answer,
-                }
-            )
+            told = json.loads(outcome)
+            # every position: a feed read can tell several events about one household
+            for position, code in enumerate(subject.split(";")):
+                if code != uscc:
+                    continue
+                out.append(
+                    {
+                        "at": at,
+                        "platform": platform,
+                        "endpoint": endpoint,
+                        "purpose": purpose,
+                        "answer": answer_kind(endpoint, told, position),
+                    }
+                )
         return out
 
 

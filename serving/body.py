@@ -106,7 +106,34 @@ def parse_object(raw: bytes) -> dict:
         raise BodyRefused(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(parsed, dict):
         raise BodyRefused(400, "invalid_json", "the body must be a JSON object")
+    _check_strings(parsed)
     return parsed
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every string in ``value`` (keys too) is valid Unicode text. JSON's
+    ``\\ud800`` escapes decode to lone surrogates, which no UTF-8 encoder can write back:
+    left in, they fail later, in a serialiser, as a 500."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
+
+
+def _check_strings(parsed: dict) -> None:
+    if not _encodable(parsed):
+        raise BodyRefused(
+            400,
+            "invalid_string",
+            "a string in the body is not valid Unicode text (a lone surrogate)",
+        )
 
 
 def parse_query(raw: bytes) -> dict:

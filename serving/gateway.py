@@ -23,7 +23,10 @@ BentoML receives only the validated request, serialised again by credref
 (:func:`serving.body.canonical`), never the client's bytes.
 
 Only the probes ``/livez`` and ``/readyz`` answer without a key and are not audited: they
-name no household and carry no data. ``/metrics`` needs a key with the ``metrics`` scope.
+name no household and carry no data. A refusal before authentication is audited as a
+count per client address and window (:mod:`serving.tally`), so no client can grow the
+audit without bound; every other row names the key id and the client address (the
+peer, or what a proxy in ``CREDREF_TRUSTED_PROXIES`` says it forwarded for). ``/metrics`` needs a key with the ``metrics`` scope.
 A websocket upgrade is refused in JSON (where the server supports the denial extension)
 and audited.
 """
@@ -65,6 +68,7 @@ from serving.schemas import (
     WatchRequest,
     valid_uscc,
 )
+from serving.tally import RefusalTally
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +84,16 @@ MAX_HEADER_BYTES = 16 * 1024
 STATE_KEY = "credref"
 PURPOSES = frozenset({*(p.value for p in Purpose), "merchant_monitoring", "score_guide"})
 _JSON = (b"content-type", b"application/json")
+#: Refusals made before a key is known: counted, not audited one by one (serving.tally).
+BEFORE_KEY = frozenset(
+    {
+        "missing_key",
+        "invalid_key",
+        "too_many_failures",
+        "headers_too_large",
+        "websocket_not_supported",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -132,6 +146,7 @@ class Exchange:
     outcome: dict = field(default_factory=dict)
     model_version: str | None = None
     publication: str | None = None  # the online-store publication the answer came from
+    client: str | None = None  # the client's address (a trusted proxy's word for it)
 
 
 class TokenBucket:
@@ -183,6 +198,13 @@ def _subject(body: dict) -> str | None:
     return _valid_code(body.get("uscc"))
 
 
+def _client(scope: Scope) -> str:
+    """The client's address: the peer's, or the one a trusted proxy forwarded for (uvicorn
+    rewrites ``scope['client']`` only for the peers in ``FORWARDED_ALLOW_IPS``, which
+    ``credref serve`` sets from ``CREDREF_TRUSTED_PROXIES``)."""
+    return str((scope.get("client") or ("?", 0))[0])[:64]
+
+
 def replay(body: bytes) -> Receive:
     """An ASGI ``receive`` that hands over ``body`` whole, then reports a disconnect."""
     sent = False
@@ -211,11 +233,13 @@ class Gateway:
         openapi: Callable[[], dict] | None = None,
         body_timeout_s: float = 10.0,
         answer_timeout_s: float = 10.0,
+        audit_aggregate_s: float = 60.0,
     ):
         self.app = app
         self.keys = keys
         self.audit = audit
         self.writer = GroupWriter(audit)
+        self.tally = RefusalTally(self.writer.submit, audit_aggregate_s)
         self.max_body = max_body_bytes
         self.openapi = openapi  # the document to serve at /docs.json (else none)
         self.rate = TokenBucket(rate_limit)
@@ -232,7 +256,7 @@ class Gateway:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        ex = Exchange(uuid.uuid4().hex, route_label(scope["path"]))
+        ex = Exchange(uuid.uuid4().hex, route_label(scope["path"]), client=_client(scope))
         scope.setdefault("state", {})[STATE_KEY] = ex
         try:
             forward = await self._admit(scope, receive, ex)
@@ -253,6 +277,10 @@ class Gateway:
             status, headers, body = self._error(
                 ex, Refusal(500, "internal_error", "the service failed; the request id is logged")
             )
+        if ex.key is None and ex.outcome.get("error") in BEFORE_KEY:
+            self.tally.add(_client(scope), ex.outcome["error"], status)
+            await self._send(send, ex, status, headers, body)
+            return
         await self._audit_and_send(send, ex, status, headers, body, started)
 
     # --- checks ---------------------------------------------------------------------
@@ -268,7 +296,7 @@ class Gateway:
 
     def _authenticate(self, scope: Scope) -> ApiKey:
         secret = self._key(scope)
-        client = (scope.get("client") or ("?", 0))[0]
+        client = _client(scope)
         if not secret:
             self._count_failure(client)
             raise Refusal(401, "missing_key", "an API key is required (Authorization: Bearer)")
@@ -367,19 +395,18 @@ class Gateway:
                 return b"".join(chunks)
 
     async def _refuse_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+        """Refused before any key is read, so counted like the other refusals before
+        authentication (serving.tally), not audited one row each."""
         ex = Exchange(uuid.uuid4().hex, route_label(scope.get("path", "")))
         await receive()  # websocket.connect
         status, headers, body = self._error(
             ex, Refusal(400, "websocket_not_supported", "this service answers plain HTTP only")
         )
+        self.tally.add(_client(scope), "websocket_not_supported", status)
         if "websocket.http.response" in (scope.get("extensions") or {}):
-            await self._audit_and_send(send, ex, status, headers, body, started, "websocket.http.")
+            await self._send(send, ex, status, headers, body, "websocket.http.")
             return
-        try:  # the server can only close the handshake (it answers 403 itself)
-            await self._audit(ex, status, started)
-        except AuditUnavailable:
-            logger.error("audit store unavailable: request %s refused", ex.request_id)
+        # the server can only close the handshake (it answers 403 itself)
         await send({"type": "websocket.close", "code": 1008})
 
     # --- forwarding, errors, audit --------------------------------------------------
@@ -419,6 +446,8 @@ class Gateway:
                 **({"publication": ex.publication} if ex.publication else {}),
             },
             platform=ex.key.platform if ex.key else None,
+            key_id=ex.key.key_id if ex.key else None,
+            client=ex.client,
             purpose=ex.purpose,
             subject=ex.subject,
             model_version=ex.model_version,
@@ -449,6 +478,17 @@ class Gateway:
             status, headers, body = self._error(
                 ex, Refusal(503, "audit_unavailable", "the audit log cannot be written; retry")
             )
+        await self._send(send, ex, status, headers, body, prefix)
+
+    async def _send(
+        self,
+        send: Send,
+        ex: Exchange,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        prefix: str = "http.",
+    ) -> None:
         outcome = ex.outcome.get("error") or ("ok" if status < 400 else f"http_{status}")
         self.metrics.answers.labels(ex.endpoint, outcome).inc()
         headers = [

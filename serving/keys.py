@@ -26,6 +26,11 @@ SCOPES = ("verify", "score", "score:pd", "batch", "watch", "metrics")
 DEFAULT_DAILY_HOUSEHOLDS = 20_000
 #: Households a key may watch unless set at creation (serving.watch).
 DEFAULT_WATCH_CAP = 100_000
+#: A platform's distinct households a day over all its keys and every path, unless set
+#: with ``credref keys platform`` (serving.limits: the household budget).
+DEFAULT_PLATFORM_DAILY_HOUSEHOLDS = 100_000
+#: Households a platform may watch at once over all its keys, unless set.
+DEFAULT_PLATFORM_WATCH_CAP = 500_000
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -38,7 +43,21 @@ CREATE TABLE IF NOT EXISTS api_keys (
     daily_households INTEGER NOT NULL DEFAULT 20000,
     watch_cap   INTEGER NOT NULL DEFAULT 100000
 )"""
+_PLATFORMS_DDL = """
+CREATE TABLE IF NOT EXISTS platforms (
+    platform         TEXT PRIMARY KEY,
+    daily_households INTEGER NOT NULL,
+    watch_cap        INTEGER NOT NULL
+)"""
 _COLUMNS = "key_id, platform, key_hash, scopes, created_at, revoked_at, daily_households, watch_cap"
+#: A key's row with its platform's budgets (the defaults where none is set).
+_SELECT = (
+    "SELECT k.key_id, k.platform, k.key_hash, k.scopes, k.created_at, k.revoked_at, "
+    "k.daily_households, k.watch_cap, "
+    f"coalesce(p.daily_households, {DEFAULT_PLATFORM_DAILY_HOUSEHOLDS}), "
+    f"coalesce(p.watch_cap, {DEFAULT_PLATFORM_WATCH_CAP}) "
+    "FROM api_keys k LEFT JOIN platforms p ON p.platform = k.platform"
+)
 
 
 class KeyRefused(ValueError):
@@ -54,14 +73,23 @@ class ApiKey:
     revoked_at: str | None
     daily_households: int = DEFAULT_DAILY_HOUSEHOLDS
     watch_cap: int = DEFAULT_WATCH_CAP
+    platform_daily_households: int = DEFAULT_PLATFORM_DAILY_HOUSEHOLDS
+    platform_watch_cap: int = DEFAULT_PLATFORM_WATCH_CAP
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
 
 
+@dataclass(frozen=True)
+class PlatformLimits:
+    platform: str
+    daily_households: int
+    watch_cap: int
+
+
 def _key(row: tuple) -> ApiKey:
-    return ApiKey(row[0], row[1], frozenset(row[3].split(",")), row[4], row[5], row[6], row[7])
+    return ApiKey(row[0], row[1], frozenset(row[3].split(",")), row[4], row[5], *row[6:10])
 
 
 def _hash(secret: str) -> str:
@@ -85,6 +113,7 @@ class KeyStore:
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(_DDL)
+            con.execute(_PLATFORMS_DDL)
             columns = {r[1] for r in con.execute("PRAGMA table_info(api_keys)")}
             for name, default in (  # a store made before the budget or the cap existed
                 ("daily_households", DEFAULT_DAILY_HOUSEHOLDS),
@@ -133,8 +162,17 @@ class KeyStore:
                     watch_cap,
                 ),
             )
+        p = self.platform(platform)
         key = ApiKey(
-            key_id, platform, frozenset(scopes), created, None, daily_households, watch_cap
+            key_id,
+            platform,
+            frozenset(scopes),
+            created,
+            None,
+            daily_households,
+            watch_cap,
+            p.daily_households,
+            p.watch_cap,
         )
         return key, secret
 
@@ -155,10 +193,7 @@ class KeyStore:
                 self._version = version
             row = self._known.get(digest)
             if row is None:
-                row = self._reader.execute(
-                    f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = ?",
-                    (digest,),
-                ).fetchone()
+                row = self._reader.execute(f"{_SELECT} WHERE k.key_hash = ?", (digest,)).fetchone()
                 if row is not None:  # only stored keys: unknown guesses cannot fill memory
                     self._known[digest] = row
         if row is None or not hmac.compare_digest(row[2], digest) or row[5] is not None:
@@ -167,10 +202,43 @@ class KeyStore:
 
     def list(self) -> list[ApiKey]:
         with self._connect() as con:
-            rows = con.execute(
-                f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, key_id"
-            ).fetchall()
+            rows = con.execute(f"{_SELECT} ORDER BY k.created_at, k.key_id").fetchall()
         return [_key(r) for r in rows]
+
+    def set_platform(
+        self, platform: str, daily_households: int | None = None, watch_cap: int | None = None
+    ) -> PlatformLimits:
+        """Set a platform's budgets over all its keys (those not given keep their value)."""
+        current = self.platform(platform)
+        limits = PlatformLimits(
+            platform,
+            current.daily_households if daily_households is None else daily_households,
+            current.watch_cap if watch_cap is None else watch_cap,
+        )
+        if limits.daily_households < 2:
+            raise KeyRefused("a platform's daily household budget must be at least 2")
+        if limits.watch_cap < 0:
+            raise KeyRefused("a platform's watch cap must be at least 0")
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO platforms VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "daily_households = excluded.daily_households, watch_cap = excluded.watch_cap",
+                (platform, limits.daily_households, limits.watch_cap),
+            )
+        return limits
+
+    def platform(self, platform: str) -> PlatformLimits:
+        """A platform's budgets (the defaults if never set)."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT daily_households, watch_cap FROM platforms WHERE platform = ?",
+                (platform,),
+            ).fetchone()
+        if row is None:
+            return PlatformLimits(
+                platform, DEFAULT_PLATFORM_DAILY_HOUSEHOLDS, DEFAULT_PLATFORM_WATCH_CAP
+            )
+        return PlatformLimits(platform, *row)
 
     def revoke(self, key_id: str) -> None:
         """Revoke at once: the next request with that key is refused."""

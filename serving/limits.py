@@ -15,18 +15,32 @@ The policy (:class:`LimitPolicy`; the numbers and their reasons):
   platform cannot buy more guesses with more keys. An applicant who mistypes a field a
   few times is still answered; a search is not.
 - **Per household, per field, across platforms**: guesses beyond each platform's first
-  ``reserved`` (3) in 365 days draw on a shared pool of ``household_pool`` (5). The pool
-  bounds what several platforms together can learn (at most ``3 P + 5`` guesses a year
+  ``reserved`` (5) in 365 days draw on a shared pool of ``household_pool`` (5). The pool
+  bounds what several platforms together can learn (at most ``5 P + 5`` guesses a year
   for P platforms, instead of ``10 P``); the reserved guesses are why one platform
   exhausting the pool cannot stop another from verifying its own applicant: every
-  platform keeps its first three guesses, and a ``match`` is never refused for the pool.
+  platform keeps its first five guesses, and a ``match`` is never refused for the pool.
   (It is refused once a field is limited for that pair: answering matches but refusing
   mismatches would turn the refusal itself into the oracle.)
 - **Per platform, per day**: at most ``platform_daily`` (20,000) guesses over all its
   households and keys: a bound on breadth (many households, few guesses each).
-- **Per key, per day**: at most the key's ``daily_households`` distinct households asked
-  about (set at ``credref keys create --daily-households N``): a bound on walking the
-  register (found / not found) with a stolen or misused key.
+- **Per key, per day**: at most :data:`KEY_SHARE` of its platform's daily guesses, so one
+  misused or leaked key cannot spend the allowance its platform's other keys verify with.
+- **Distinct households a day, on every path** (the *household budget*): per key its
+  ``daily_households`` and per platform its ``platform_daily_households`` (``credref keys
+  create`` / ``credref keys platform``), a key never more than :data:`KEY_SHARE` of its
+  platform's. Every household a verification names is charged; on ``/v1/score``,
+  ``/v1/score_batch`` and ``/v1/watch`` a household the platform has no relation with
+  (:mod:`serving.relation`) is charged and refused. A bound on walking the register
+  (found / not found, status, class) with a stolen or misused key.
+
+Why the first five guesses are the platform's own: guesses beyond a platform's
+``reserved`` in a year draw on the household's pool shared by all platforms, so once
+others have spent the pool a platform has only its reserved guesses left. With
+``reserved`` equal to ``pair_daily`` a platform's applicant always keeps a whole day of
+typos (five) that no other platform's guesses can take; only a sixth mismatch in a year
+can meet a pool others spent (it was three, and the fourth claim, even a correct one,
+was refused for up to a year).
 
 Days are China Standard Time (UTC+8, no daylight saving) calendar days. A refused request
 gets ``429`` with ``Retry-After`` (seconds until the limit frees a guess) and is audited
@@ -35,10 +49,10 @@ limits hold across workers and restarts; if it cannot be written the request fai
 (``503 limits_unavailable``), like the audit.
 
 Expected cost of the searches in the issue, with these numbers (:func:`expected_days`):
-one platform gets 8 guesses a year on a field of a household (3 reserved + the pool's 5),
-the three pilot platforms together 14. An ID number from a birth date (160 candidates)
-then takes one platform 9.5 years on average and all three together 5.2 years; an
-operator name from a surname (2,612 candidates) 163 and 93 years. A household's
+one platform gets 10 guesses a year on a field of a household (5 reserved + the pool's
+5), the three pilot platforms together 20. An ID number from a birth date (160
+candidates) then takes one platform 7.5 years on average and all three together 3.5
+years; an operator name from a surname (2,612 candidates) 130 and 65 years. A household's
 registration lives about 4.7 years on average (Hangzhou, DOMAIN.md), and every guess is
 audited and counted on ``/metrics`` long before.
 """
@@ -72,21 +86,44 @@ _DDL = (
     """CREATE TABLE IF NOT EXISTS key_day (
         key_id TEXT NOT NULL, day TEXT NOT NULL, households INTEGER NOT NULL,
         PRIMARY KEY (key_id, day))""",
-    # The last verification with a match, per platform and household: what a platform
-    # must have before it may watch the household (serving.watch).
+    """CREATE TABLE IF NOT EXISTS platform_households (
+        platform TEXT NOT NULL, day TEXT NOT NULL, subject TEXT NOT NULL,
+        PRIMARY KEY (platform, day, subject))""",
+    """CREATE TABLE IF NOT EXISTS platform_households_day (
+        platform TEXT NOT NULL, day TEXT NOT NULL, households INTEGER NOT NULL,
+        PRIMARY KEY (platform, day))""",
+    """CREATE TABLE IF NOT EXISTS key_guess_day (
+        key_id TEXT NOT NULL, day TEXT NOT NULL, guesses INTEGER NOT NULL,
+        PRIMARY KEY (key_id, day))""",
+    # The last verification with a match on the operator's identity, per platform and
+    # household: the relation a platform needs before it is told about the household
+    # (serving.relation), and before it may watch it (serving.watch).
     """CREATE TABLE IF NOT EXISTS matches (
         platform TEXT NOT NULL, subject TEXT NOT NULL, at REAL NOT NULL,
         PRIMARY KEY (platform, subject))""",
 )
 
 
+#: No key may spend more than this share of its platform's daily allowances (distinct
+#: households, guesses): one misused key cannot block the platform's other keys.
+KEY_SHARE = 0.5
+#: Fields whose match makes a relation with the household: the operator's identity,
+#: never the shop's name alone (anyone can read that off the shop front).
+RELATION_FIELDS = ("operator_name", "operator_id_number")
+
+
 @dataclass(frozen=True)
 class LimitPolicy:
     pair_daily: int = 5
     pair_yearly: int = 10
-    reserved: int = 3
+    reserved: int = 5
     household_pool: int = 5
     platform_daily: int = 20_000
+
+    @property
+    def key_daily(self) -> int:
+        """Guesses a day one key may make: its share of the platform's."""
+        return max(1, int(self.platform_daily * KEY_SHARE))
 
 
 class LimitReached(Exception):
@@ -129,14 +166,39 @@ def expected_days(candidates: int, platforms: int, policy: LimitPolicy | None = 
 
 
 @dataclass(frozen=True)
-class Ask:
-    """One verification: who asks, about whom, which fields are claimed."""
+class Asker:
+    """Who asks: a key, its platform, and their household budgets (serving.keys)."""
 
     platform: str
     key_id: str
-    daily_households: int
+    key_households: int
+    platform_households: int
+
+    @property
+    def key_budget(self) -> int:
+        """Distinct households a day for this key: its own, at most its platform's share."""
+        return min(self.key_households, max(1, int(self.platform_households * KEY_SHARE)))
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One verification: who asks, about whom, which fields are claimed."""
+
+    asker: Asker
     subject: str
     fields: tuple[str, ...]
+
+    @property
+    def platform(self) -> str:
+        return self.asker.platform
+
+
+KEY_BUDGET = "household_budget_exhausted"
+PLATFORM_BUDGET = "platform_budget_exhausted"
+BUDGET_MESSAGES = {
+    KEY_BUDGET: "this key has asked about its daily number of distinct households",
+    PLATFORM_BUDGET: "this platform has asked about its daily number of distinct households",
+}
 
 
 class VerifyLimits:
@@ -183,7 +245,10 @@ class VerifyLimits:
             begin_immediate(con, self.timeout_s)
             try:
                 self._purge(con, now, day)
-                self._count_household(con, ask, day, now)
+                spent = self._charge(con, ask.asker, [ask.subject], day)
+                if spent:
+                    code = spent[ask.subject]
+                    raise LimitReached(code, BUDGET_MESSAGES[code], seconds_to_next_day(now), [])
                 pool_use = self._check_fields(con, ask, day, now)
                 matched = judge()
                 self._record(con, ask, day, now, matched, pool_use)
@@ -206,29 +271,69 @@ class VerifyLimits:
         con.execute("DELETE FROM key_households WHERE day < ?", (day,))
         con.execute("DELETE FROM key_day WHERE day < ?", (day,))
         con.execute("DELETE FROM platform_day WHERE day < ?", (day,))
+        con.execute("DELETE FROM platform_households WHERE day < ?", (day,))
+        con.execute("DELETE FROM platform_households_day WHERE day < ?", (day,))
+        con.execute("DELETE FROM key_guess_day WHERE day < ?", (day,))
         self._purged_day = day
 
-    def _count_household(self, con: sqlite3.Connection, ask: Ask, day: str, now: float) -> None:
-        new = con.execute(
-            "INSERT OR IGNORE INTO key_households VALUES (?, ?, ?)", (ask.key_id, day, ask.subject)
-        ).rowcount
-        if not new:
-            return
-        row = con.execute(
-            "SELECT households FROM key_day WHERE key_id = ? AND day = ?", (ask.key_id, day)
-        ).fetchone()
-        used = row[0] if row else 0
-        if used >= ask.daily_households:
-            raise LimitReached(
-                "household_budget_exhausted",
-                "this key has asked about its daily number of distinct households",
-                seconds_to_next_day(now),
-                [],
-            )
-        con.execute(
-            "INSERT INTO key_day VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET households = households + 1",
-            (ask.key_id, day),
-        )
+    def charge(self, asker: Asker, subjects: list[str]) -> dict[str, str]:
+        """Charge ``subjects`` to the asker's household budgets for today, in order, in one
+        transaction; returns those refused, each with its code (key's or platform's
+        budget spent). A household already charged today costs nothing again."""
+        now = self.clock()
+        day = cst_day(now)
+        con = self._connection()
+        try:
+            begin_immediate(con, self.timeout_s)
+            try:
+                self._purge(con, now, day)
+                refused = self._charge(con, asker, list(dict.fromkeys(subjects)), day)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        except (OSError, sqlite3.Error) as e:
+            self._con = None
+            raise LimitsUnavailable(f"limits store cannot be written: {type(e).__name__}") from e
+        return refused
+
+    def _charge(
+        self, con: sqlite3.Connection, asker: Asker, subjects: list[str], day: str
+    ) -> dict[str, str]:
+        key_used = _count(con, "key_day", "key_id", asker.key_id, day)
+        platform_used = _count(con, "platform_households_day", "platform", asker.platform, day)
+        refused: dict[str, str] = {}
+        key_new = platform_new = 0
+        for subject in subjects:
+            new_for_key = not con.execute(
+                "SELECT 1 FROM key_households WHERE key_id = ? AND day = ? AND subject = ?",
+                (asker.key_id, day, subject),
+            ).fetchone()
+            new_for_platform = not con.execute(
+                "SELECT 1 FROM platform_households WHERE platform = ? AND day = ? AND subject = ?",
+                (asker.platform, day, subject),
+            ).fetchone()
+            if new_for_key and key_used + key_new >= asker.key_budget:
+                refused[subject] = KEY_BUDGET
+                continue
+            if new_for_platform and platform_used + platform_new >= asker.platform_households:
+                refused[subject] = PLATFORM_BUDGET
+                continue
+            if new_for_key:
+                con.execute(
+                    "INSERT INTO key_households VALUES (?, ?, ?)", (asker.key_id, day, subject)
+                )
+                key_new += 1
+            if new_for_platform:
+                con.execute(
+                    "INSERT INTO platform_households VALUES (?, ?, ?)",
+                    (asker.platform, day, subject),
+                )
+                platform_new += 1
+        _add(con, "key_day", "households", asker.key_id, day, key_new)
+        _add(con, "platform_households_day", "households", asker.platform, day, platform_new)
+        return refused
 
     def _check_fields(self, con: sqlite3.Connection, ask: Ask, day: str, now: float) -> dict:
         """Which claimed fields may be judged; whether a mismatch on each would draw on the
@@ -244,6 +349,17 @@ class VerifyLimits:
             raise LimitReached(
                 "platform_guess_limit",
                 "this platform has used its daily number of mismatching claims",
+                seconds_to_next_day(now),
+                list(ask.fields),
+            )
+        key_guesses = con.execute(
+            "SELECT guesses FROM key_guess_day WHERE key_id = ? AND day = ?",
+            (ask.asker.key_id, day),
+        ).fetchone()
+        if ask.fields and key_guesses and key_guesses[0] >= p.key_daily:
+            raise LimitReached(
+                "key_guess_limit",
+                "this key has used its share of the platform's daily mismatching claims",
                 seconds_to_next_day(now),
                 list(ask.fields),
             )
@@ -288,11 +404,8 @@ class VerifyLimits:
         matched: dict[str, bool],
         pool_use: dict[str, bool],
     ) -> None:
-        if any(matched.get(f, False) for f in ask.fields):
-            con.execute(
-                "INSERT INTO matches VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET at = excluded.at",
-                (ask.platform, ask.subject, now),
-            )
+        if any(matched.get(f, False) for f in ask.fields if f in RELATION_FIELDS):
+            self._remember(con, ask.platform, [ask.subject], now)
         misses = [f for f in ask.fields if not matched.get(f, False)]
         if not misses:
             return
@@ -300,13 +413,31 @@ class VerifyLimits:
             "INSERT INTO guesses VALUES (?, ?, ?, ?, ?, ?)",
             [(ask.platform, ask.subject, f, now, day, int(pool_use[f])) for f in misses],
         )
-        con.execute(
-            "INSERT INTO platform_day VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET guesses = guesses + ?",
-            (ask.platform, day, len(misses), len(misses)),
+        _add(con, "platform_day", "guesses", ask.platform, day, len(misses))
+        _add(con, "key_guess_day", "guesses", ask.asker.key_id, day, len(misses))
+
+    @staticmethod
+    def _remember(con: sqlite3.Connection, platform: str, subjects: list[str], at: float) -> None:
+        con.executemany(
+            "INSERT INTO matches VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET at = excluded.at",
+            [(platform, s, at) for s in subjects],
         )
 
+    def remember_matches(self, platform: str, subjects: list[str]) -> None:
+        """Record operator matches made elsewhere: for a test's or a benchmark's set-up
+        of relations (the service records its own in :meth:`verify`)."""
+        con = self._connection()
+        begin_immediate(con, self.timeout_s)
+        try:
+            self._remember(con, platform, subjects, self.clock())
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
     def matched_since(self, platform: str, subjects: list[str], days: float) -> set[str]:
-        """Which of ``subjects`` the platform verified with a match in the last ``days``."""
+        """Which of ``subjects`` the platform verified with a match on the operator's
+        identity (:data:`RELATION_FIELDS`) in the last ``days``."""
         since = self.clock() - days * 86400
         try:
             rows = (
@@ -327,3 +458,20 @@ class VerifyLimits:
         if self._con is not None:
             self._con.close()
             self._con = None
+
+
+def _count(con: sqlite3.Connection, table: str, who_column: str, who: str, day: str) -> int:
+    row = con.execute(
+        f"SELECT * FROM {table} WHERE {who_column} = ? AND day = ?", (who, day)
+    ).fetchone()
+    return row[2] if row else 0
+
+
+def _add(con: sqlite3.Connection, table: str, column: str, who: str, day: str, n: int) -> None:
+    """Add ``n`` to today's counter (tables keyed by (who, day), one counter column)."""
+    if n:
+        con.execute(
+            f"INSERT INTO {table} VALUES (?, ?, ?) "
+            f"ON CONFLICT DO UPDATE SET {column} = {column} + excluded.{column}",
+            (who, day, n),
+        )

@@ -25,10 +25,11 @@ from starlette.responses import Response
 
 from features.codes import compact, uscc_problem
 from serving.events import baseline
-from serving.limits import LimitsUnavailable, VerifyLimits
+from serving.limits import BUDGET_MESSAGES, LimitsUnavailable, VerifyLimits
 from serving.model_store import ServedModel
 from serving.online import Snapshot
-from serving.replies import echo, error, exchange, reply
+from serving.relation import NO_RELATION_MESSAGE, asker_of, screen
+from serving.replies import error, exchange, reply
 from serving.schemas import (
     ChangesQuery,
     ChangesResponse,
@@ -40,9 +41,20 @@ from serving.schemas import (
     WatchResponse,
     WatchResult,
 )
-from serving.watch import MATCH_WINDOW_DAYS, CursorExpired, CursorInvalid, Cursors, WatchStore
+from serving.watch import (
+    STATUS_ONLY,
+    CursorExpired,
+    CursorInvalid,
+    Cursors,
+    Refused,
+    WatchStore,
+)
 
 _UNAVAILABLE = ("watch_unavailable", "the watch store cannot be used now; retry")
+_REFUSALS = {
+    "no_relation": NO_RELATION_MESSAGE,
+    **BUDGET_MESSAGES,
+}
 
 
 def _valid(usccs: list[str]) -> tuple[list[str], dict[int, str]]:
@@ -51,8 +63,11 @@ def _valid(usccs: list[str]) -> tuple[list[str], dict[int, str]]:
     return [compact(u) if i not in problems else "" for i, u in enumerate(usccs)], problems
 
 
-def _refused(uscc: str, code: str, message: str) -> WatchResult:
-    return WatchResult(uscc=uscc, watched=False, error={"code": code, "message": message})  # type: ignore[arg-type]
+def _refused(index: int, uscc: str | None, code: str, message: str) -> WatchResult:
+    # an invalid item is named by its position only: its value is the client's, and could
+    # be anything (an ID number sent by mistake)
+    error = {"code": code, "message": message}
+    return WatchResult(index=index, uscc=uscc, watched=False, error=error)  # type: ignore[arg-type]
 
 
 class MonitoringRoutes:
@@ -66,8 +81,9 @@ class MonitoringRoutes:
 
     @bentoml.api(route="/v1/watch")
     async def watch(self, body: WatchRequest, /, ctx: bentoml.Context) -> WatchResponse:
-        """Watch (or renew for 400 days) households this platform verified with a match in
-        the last 30 days; each item is answered on its own."""
+        """Watch (or renew for 400 days) households this platform has a relation with
+        (serving.relation: an operator match in the last 30 days, or watched already);
+        each item is answered on its own, an invalid one named by its position."""
         ex = exchange(ctx)
         req = ex.body if isinstance(ex.body, WatchRequest) else body
         key = ex.key
@@ -77,12 +93,14 @@ class MonitoringRoutes:
             return snap
         codes, problems = _valid(req.usccs)
         valid = [c for c in codes if c]
+        today: date = self._today()
         try:
             with snap:
-                matched = self.limits.matched_since(key.platform, valid, MATCH_WINDOW_DAYS)
-                done = self.watches.watch(
-                    key.platform, key.key_id, valid, self._today(), matched, key.watch_cap
-                )
+                refused = screen(self.limits, self.watches, asker_of(key), valid, today)
+                caps = (key.watch_cap, key.platform_watch_cap)
+                allowed = [c for c in valid if c not in refused]
+                done: dict = self.watches.watch(key.platform, key.key_id, allowed, today, caps)
+                done.update({c: Refused(r, _REFUSALS[r]) for c, r in refused.items()})
                 new = [c for c, r in done.items() if isinstance(r, str)]
                 baseline(self.watches, snap, new, self.served.model, self.served.version)
         except LimitsUnavailable:
@@ -92,15 +110,15 @@ class MonitoringRoutes:
         except (sqlite3.Error, OSError):
             return error(ctx, ex, 503, *_UNAVAILABLE)
         results = []
-        for i, (sent, code) in enumerate(zip(req.usccs, codes, strict=True)):
+        for i, code in enumerate(codes):
             got = done.get(code) if code else None
             if i in problems:
-                results.append(_refused(echo(sent), "invalid_uscc", problems[i]))
+                results.append(_refused(i, None, "invalid_uscc", problems[i]))
             elif isinstance(got, str):
-                results.append(WatchResult(uscc=code, watched=True, expires_on=got))
+                results.append(WatchResult(index=i, uscc=code, watched=True, expires_on=got))
             else:
                 assert got is not None
-                results.append(_refused(code, got.code, got.message))
+                results.append(_refused(i, code, got.code, got.message))
         ex.outcome = {
             "results": ";".join("watched" if r.watched else r.error.code for r in results)  # type: ignore[union-attr]
         }
@@ -118,10 +136,10 @@ class MonitoringRoutes:
         except (sqlite3.Error, OSError):
             return error(ctx, ex, 503, *_UNAVAILABLE)
         results = [
-            _refused(echo(sent), "invalid_uscc", problems[i])
+            _refused(i, None, "invalid_uscc", problems[i])
             if i in problems
-            else WatchResult(uscc=code, watched=False)
-            for i, (sent, code) in enumerate(zip(req.usccs, codes, strict=True))
+            else WatchResult(index=i, uscc=code, watched=False)
+            for i, code in enumerate(codes)
         ]
         ex.outcome = {
             "results": ";".join(
@@ -163,7 +181,10 @@ class MonitoringRoutes:
         assert ex.key is not None
         platform = ex.key.platform
         try:
-            page = self.watches.page(platform, self.cursors.decode(platform, req.after), req.limit)
+            after = self.cursors.decode(platform, req.after)
+            # a key reads what its scopes would get from /v1/score, and nothing more
+            kinds = None if "score" in ex.key.scopes else STATUS_ONLY
+            page = self.watches.page(platform, after, req.limit, kinds)
         except CursorInvalid as e:
             return error(ctx, ex, 400, "invalid_cursor", str(e))
         except CursorExpired as e:

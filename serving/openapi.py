@@ -16,10 +16,13 @@ from serving.schemas import ErrorResponse
 
 ERRORS = {
     "400": "invalid_json (not one UTF-8 JSON object), body_too_deep, unknown_field (counted, "
-    "never named), invalid_request (each wrong field named, never its value), or "
+    "never named), invalid_string (a string that is not Unicode text, e.g. a lone "
+    "surrogate), invalid_request (each wrong field named, never its value), or "
     "invalid_cursor (/v1/changes: not a cursor issued to this platform)",
     "401": "missing_key or invalid_key",
-    "403": "scope_not_granted: the key may not use this route",
+    "403": "scope_not_granted: the key may not use this route; no_relation (/v1/score): this "
+    "platform neither verified the household's operator with a match in the last 30 days "
+    "nor watches it (said the same for a registered and an unregistered code)",
     "404": "not_found: no household under this code on the as-of date (/v1/score); unknown_route",
     "405": "method_not_allowed: the route takes other methods",
     "408": "body_timeout: the body did not arrive in time",
@@ -27,7 +30,9 @@ ERRORS = {
     "415": "unsupported_media_type: send Content-Type: application/json, no content coding",
     "431": "headers_too_large",
     "429": "rate_limited or too_many_failures; on /v1/verify also verify_guess_limit, "
-    "platform_guess_limit, household_budget_exhausted (see Retry-After and serving.limits)",
+    "platform_guess_limit, key_guess_limit; on every household route "
+    "household_budget_exhausted (this key's distinct households today) or "
+    "platform_budget_exhausted (the platform's) (see Retry-After and serving.limits)",
     "410": "cursor_expired (/v1/changes): events after the cursor were deleted (90 days are "
     "kept); start again without a cursor",
     "503": "audit_unavailable, watch_unavailable, limits_unavailable, answer_timeout, snapshot_stale or guide_unavailable: not "

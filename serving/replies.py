@@ -36,11 +36,6 @@ def error(
     return JSONResponse({"request_id": ex.request_id, "error": body}, status, headers=headers)
 
 
-def echo(value: str) -> str:
-    """A refused item's code as sent, if it is short printable ASCII (else blank)."""
-    return value if len(value) <= 40 and value.isascii() and value.isprintable() else ""
-
-
 def reply(model: Any) -> Any:
     # Typed Any: the endpoints' annotations name the body for the OpenAPI document, while
     # the reply is a ready JSONResponse (fields left out rather than null).

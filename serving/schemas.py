@@ -155,7 +155,10 @@ class Reason(BaseModel):
 
 
 class ScoreResult(BaseModel):
-    uscc: str
+    uscc: str | None = Field(
+        None, description="The code, compact; absent on an item refused as not a valid code."
+    )
+    index: int | None = Field(None, description="Batch items only: the item's position (from 0).")
     status: Status | None = None
     as_of: str | None = None
     score: int | None = Field(
@@ -182,6 +185,7 @@ class ScoreResult(BaseModel):
 
 
 class ScoreResponse(ScoreResult):
+    uscc: str
     request_id: str
     model_version: str
 
@@ -194,7 +198,10 @@ class BatchResponse(BaseModel):
 
 
 class WatchResult(BaseModel):
-    uscc: str
+    uscc: str | None = Field(
+        None, description="The code, compact; absent on an item refused as not a valid code."
+    )
+    index: int = Field(description="The item's position in the request (from 0).")
     watched: bool
     expires_on: str | None = Field(None, description="The watch ends on this day unless renewed.")
     error: ErrorBody | None = Field(None, description="Why this code is not watched.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sqlite3
 import threading
 import time
 from datetime import date
@@ -33,14 +34,22 @@ from features.codes import compact, uscc_problem
 from serving.audit import AuditLog
 from serving.gateway import Exchange, Gateway
 from serving.keys import KeyStore
-from serving.limits import Ask, LimitReached, LimitsUnavailable, VerifyLimits
+from serving.limits import (
+    BUDGET_MESSAGES,
+    Ask,
+    LimitPolicy,
+    LimitReached,
+    LimitsUnavailable,
+    VerifyLimits,
+    seconds_to_next_day,
+)
 from serving.metrics import metrics
 from serving.model_store import load_served_model, use_store
 from serving.monitoring import MonitoringRoutes
 from serving.online import OnlineStore, Snapshot
 from serving.openapi import document as openapi_document
 from serving.preflight import check_compatible
-from serving.replies import echo as _echo
+from serving.relation import NO_RELATION, NO_RELATION_MESSAGE, asker_of, screen
 from serving.replies import error as _error
 from serving.replies import exchange as _exchange
 from serving.replies import reply as _json
@@ -91,7 +100,8 @@ class ReferenceService(MonitoringRoutes):
         use_store(s.bentoml_path)
         self.served = load_served_model(s.tracking_uri, s.registered_model)
         self.store = OnlineStore(s.online_path)
-        self.limits = VerifyLimits(s.limits_path, timeout_s=s.audit_timeout_s)
+        policy = LimitPolicy(platform_daily=s.platform_daily_guesses)
+        self.limits = VerifyLimits(s.limits_path, policy, timeout_s=s.audit_timeout_s)
         self.watches = WatchStore(s.watch_path, timeout_s=s.audit_timeout_s)
         self.cursors = Cursors(s.id_secret_bytes())
         self._today = s.domain_today  # the domain's clock (CREDREF_TODAY, else the calendar)
@@ -180,7 +190,7 @@ class ReferenceService(MonitoringRoutes):
         key = ex.key
         assert key is not None  # the gate authenticated the request
         claims = claimed_fields(req) if subject is not None else ()
-        ask = Ask(key.platform, key.key_id, key.daily_households, req.uscc, claims)
+        ask = Ask(asker_of(key), req.uscc, claims)
         verdicts: dict = {}
 
         def judged() -> dict[str, bool]:
@@ -275,11 +285,32 @@ class ReferenceService(MonitoringRoutes):
         ex.model_version = self.served.version
         return ex.key is not None and "score:pd" in ex.key.scopes
 
+    def _unrelated(self, ctx: bentoml.Context, ex: Exchange, codes: list[str]) -> dict | Any:
+        """The codes this platform has no relation with, each with its refusal code
+        (serving.relation), or a 503 if the relations cannot be checked."""
+        assert ex.key is not None  # the gate authenticated the request
+        try:
+            return screen(self.limits, self.watches, asker_of(ex.key), codes, self._today())
+        except (LimitsUnavailable, sqlite3.Error, OSError):
+            logger.error("relations unavailable: request %s refused (503)", ex.request_id)
+            return _error(
+                ctx, ex, 503, "limits_unavailable", "relations cannot be checked now; retry"
+            )
+
     @bentoml.api(route="/v1/score")
     async def score(self, body: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
         """Reference score, class A-D and up to four reasons for one household."""
         ex = _exchange(ctx)
         req = ex.body if isinstance(ex.body, ScoreRequest) else body
+        refused = self._unrelated(ctx, ex, [req.uscc])
+        if not isinstance(refused, dict):
+            return refused
+        if refused:
+            code = refused[req.uscc]
+            if code == NO_RELATION:
+                return _error(ctx, ex, 403, code, NO_RELATION_MESSAGE)
+            retry = seconds_to_next_day(time.time())
+            return _error(ctx, ex, 429, code, BUDGET_MESSAGES[code], None, retry)
         snap = self._current(ctx, ex)
         if not isinstance(snap, Snapshot):
             return snap
@@ -307,12 +338,16 @@ class ReferenceService(MonitoringRoutes):
         with_pd = self._with_pd(ex)
         problems = [uscc_problem(u, household=True) for u in req.usccs]
         codes = [compact(u) if p is None else "" for u, p in zip(req.usccs, problems, strict=True)]
+        refused = self._unrelated(ctx, ex, [c for c in codes if c])
+        if not isinstance(refused, dict):
+            snap.close()
+            return refused
         with snap:
-            answers = self._score(snap, [c for c in codes if c], with_pd)
+            answers = self._score(snap, [c for c in codes if c and c not in refused], with_pd)
         it = iter(answers)
-        results: list[dict[str, Any]] = [
-            next(it) if c else {"uscc": _echo(u), "error": {"code": "invalid_uscc", "message": p}}
-            for u, c, p in zip(req.usccs, codes, problems, strict=True)
+        results = [
+            {"index": i, **_batch_item(c, p, refused, it)}
+            for i, (c, p) in enumerate(zip(codes, problems, strict=True))
         ]
         ex.outcome = {
             "results": ";".join(
@@ -352,6 +387,19 @@ class ReferenceService(MonitoringRoutes):
         return _json(answer)
 
 
+def _batch_item(code: str, problem: str | None, refused: dict[str, str], scored: Any) -> dict:
+    """A batch item's answer: the next scored answer, or why it is refused (an invalid
+    item is named by its position only, never by what was sent)."""
+    if not code:
+        return {"error": {"code": "invalid_uscc", "message": problem}}
+    if code in refused:
+        message = (
+            NO_RELATION_MESSAGE if refused[code] == NO_RELATION else BUDGET_MESSAGES[refused[code]]
+        )
+        return {"uscc": code, "error": {"code": refused[code], "message": message}}
+    return next(scored)
+
+
 def _start_anchoring(s: Settings) -> threading.Event | None:
     """Periodic audit checkpoints, from the first worker only (one writer is enough)."""
     if not (s.audit_anchor_minutes and s.audit_anchor_key and s.audit_anchor_dir):
@@ -379,6 +427,7 @@ class ServiceGateway(Gateway):
             openapi=lambda: openapi_document(ReferenceService.openapi_spec.asdict()),  # type: ignore[attr-defined]
             body_timeout_s=s.body_timeout_s,
             answer_timeout_s=s.answer_timeout_s,
+            audit_aggregate_s=s.audit_aggregate_s,
         )
 
 

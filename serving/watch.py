@@ -4,24 +4,34 @@ by ``credref refresh``).
 
 The rules (minimum necessity):
 
-- A platform may watch a household only if it verified it with at least one ``match`` in
-  the last :data:`MATCH_WINDOW_DAYS` days (the limits store remembers the last match:
-  :meth:`serving.limits.VerifyLimits.matched_since`); otherwise the item is refused with
-  ``no_recent_match``. Watching again renews the watch, under the same rule.
+- A platform may watch a household only if it has a relation with it
+  (:mod:`serving.relation`): it verified the operator with a ``match`` in the last
+  :data:`serving.relation.RELATION_DAYS` days, or it watches the household already (watching again
+  renews the watch while the merchant stays with the platform); otherwise the item is
+  refused with ``no_relation``.
 - A watch lasts :data:`WATCH_DAYS` domain days from the day it was made or renewed; an
   expired watch is neither listed nor given events, and is deleted on the next write.
-- A key may hold at most its ``watch_cap`` watches (set at ``credref keys create``).
+- A key may hold at most its ``watch_cap`` watches (set at ``credref keys create``), and
+  a platform over all its keys its ``platform_watch_cap`` (``credref keys platform``).
 - A platform sees only its own watches and its own events: every read names it.
 
 Events are written by :mod:`serving.events` during the daily refresh and at promotion,
 one row per (platform, household, event), for the platforms watching that household on
-the publication's day. Rows are never changed once written, and ids only grow, so the
-same cursor always returns the same events; they are kept :data:`KEEP_EVENT_DAYS` days,
-after which a cursor pointing before them gets ``cursor_expired``.
+the publication's day. Each platform's events are numbered by a sequence of its own
+(``seq``: 1, 2, 3... with no gaps), so nothing in an event's id, a cursor or the order of
+a platform's events depends on what other platforms watch. Rows are never changed once
+written, and numbers only grow, so the same cursor always returns the same events; they
+are kept :data:`KEEP_EVENT_DAYS` days, after which a cursor pointing before them gets
+``cursor_expired``.
 
-A cursor is the last event id a platform has read, with an HMAC over (platform, id): it
-is opaque to the platform, cannot be forged or moved to another platform, and, being a
-plain id underneath, stays valid across restarts.
+What a key reads is what its scopes would get from ``/v1/score``: a key without the
+``score`` scope reads status changes only (what ``/v1/verify`` tells), never a class or a
+reason code (:data:`STATUS_ONLY`).
+
+A cursor is the last number a platform has read (its own count: nothing about others),
+with a version byte and an HMAC over (platform, version, number): it cannot be forged or
+moved to another platform, and stays valid across restarts. Cursors of the first version (global
+ids) answer ``cursor_expired``: start again without one.
 """
 
 from __future__ import annotations
@@ -42,13 +52,14 @@ import pyarrow as pa
 
 from serving.sqlite_lock import begin_immediate
 
-#: A watch needs a verification with a match this recently (days, by the wall clock).
-MATCH_WINDOW_DAYS = 30
 #: A watch lasts this many days unless renewed.
 WATCH_DAYS = 400
 #: Events are kept this many days after their publication's day.
 KEEP_EVENT_DAYS = 90
 MAX_PAGE = 1000
+#: The event kinds a key without the ``score`` scope may read.
+STATUS_ONLY = ("status_changed",)
+CURSOR_VERSION = 2
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS watches (
@@ -60,11 +71,13 @@ _DDL = (
     """CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY AUTOINCREMENT, platform TEXT NOT NULL,
         subject TEXT NOT NULL, kind TEXT NOT NULL, as_of TEXT NOT NULL,
-        body TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS events_platform ON events (platform, id)",
+        body TEXT NOT NULL, seq INTEGER)""",
     "CREATE INDEX IF NOT EXISTS events_day ON events (as_of)",
     """CREATE TABLE IF NOT EXISTS expired (
         platform TEXT PRIMARY KEY, through_id INTEGER NOT NULL)""",
+    # each platform's last event number
+    """CREATE TABLE IF NOT EXISTS feed_seq (
+        platform TEXT PRIMARY KEY, last INTEGER NOT NULL)""",
     # What each watched household's answer was when events were last derived for it.
     """CREATE TABLE IF NOT EXISTS subject_state (
         subject TEXT PRIMARY KEY, status TEXT NOT NULL, risk_class TEXT,
@@ -101,12 +114,10 @@ class Refused:
     message: str
 
 
-NO_RECENT_MATCH = Refused(
-    "no_recent_match",
-    f"watch only a household this platform verified with a match in the last "
-    f"{MATCH_WINDOW_DAYS} days",
-)
 CAP_REACHED = Refused("watch_cap_reached", "this key holds its maximum number of watches")
+PLATFORM_CAP_REACHED = Refused(
+    "platform_watch_cap_reached", "this platform holds its maximum number of watches"
+)
 
 
 @dataclass(frozen=True)
@@ -117,33 +128,36 @@ class Page:
 
 
 class Cursors:
-    """Opaque cursors: ``base64url(id, HMAC(platform, id))``."""
+    """Opaque cursors: ``base64url(version, number, HMAC(platform, version, number))``."""
 
     def __init__(self, secret: bytes):
         self._key = hmac.new(secret, b"credref change-feed cursor", hashlib.sha256).digest()
 
-    def _mac(self, platform: str, last_id: int) -> bytes:
-        msg = platform.encode() + b"\0" + struct.pack(">Q", last_id)
+    def _mac(self, platform: str, head: bytes) -> bytes:
+        msg = platform.encode() + b"\0" + head
         return hmac.new(self._key, msg, hashlib.sha256).digest()[:12]
 
-    def encode(self, platform: str, last_id: int) -> str:
-        raw = struct.pack(">Q", last_id) + self._mac(platform, last_id)
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    def encode(self, platform: str, last_seq: int) -> str:
+        head = struct.pack(">BQ", CURSOR_VERSION, last_seq)
+        return base64.urlsafe_b64encode(head + self._mac(platform, head)).decode().rstrip("=")
 
     def decode(self, platform: str, cursor: str | None) -> int:
-        """The event id a cursor stands for (0: from the start); raises CursorInvalid."""
+        """The event number a cursor stands for (0: from the start); raises CursorInvalid,
+        or CursorExpired for a cursor of the first version (global ids)."""
         if not cursor:
             return 0
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (ValueError, TypeError):
             raise CursorInvalid("the cursor is not one this service issued") from None
-        if len(raw) != 20:
+        if len(raw) == 20 and hmac.compare_digest(raw[8:], self._mac(platform, raw[:8])):
+            raise CursorExpired("this cursor is from an earlier feed; start again without one")
+        if len(raw) != 21 or not hmac.compare_digest(raw[9:], self._mac(platform, raw[:9])):
             raise CursorInvalid("the cursor is not one this service issued")
-        (last_id,) = struct.unpack(">Q", raw[:8])
-        if not hmac.compare_digest(raw[8:], self._mac(platform, last_id)):
+        version, last_seq = struct.unpack(">BQ", raw[:9])
+        if version != CURSOR_VERSION:
             raise CursorInvalid("the cursor is not one this service issued")
-        return last_id
+        return last_seq
 
 
 class WatchStore:
@@ -157,6 +171,7 @@ class WatchStore:
             con.execute("PRAGMA journal_mode=WAL")
             for ddl in _DDL:
                 con.execute(ddl)
+            _number_events(con)
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
@@ -176,30 +191,34 @@ class WatchStore:
         key_id: str,
         codes: list[str],
         today: date,
-        matched: set[str],
-        cap: int,
+        caps: tuple[int, int],
     ) -> dict[str, Refused | str]:
-        """Watch (or renew) each code; returns code -> its expiry date, or why refused."""
+        """Watch (or renew) each code, all related to the platform (serving.relation),
+        within the key's and the platform's ``caps``; returns code -> its expiry date, or
+        why refused."""
         expires = (today + timedelta(days=WATCH_DAYS)).isoformat()
         out: dict[str, Refused | str] = {}
         con = self._write()
         try:
             self._drop_expired(con, today)
             held = con.execute("SELECT count(*) FROM watches WHERE key_id = ?", (key_id,))
-            room = cap - held.fetchone()[0]
+            room = caps[0] - held.fetchone()[0]
+            held = con.execute("SELECT count(*) FROM watches WHERE platform = ?", (platform,))
+            platform_room = caps[1] - held.fetchone()[0]
             for code in dict.fromkeys(codes):
-                if code not in matched:
-                    out[code] = NO_RECENT_MATCH
-                    continue
                 mine = con.execute(
                     "SELECT key_id FROM watches WHERE platform = ? AND subject = ?",
                     (platform, code),
                 ).fetchone()
+                if mine is None and platform_room <= 0:
+                    out[code] = PLATFORM_CAP_REACHED
+                    continue
                 if mine is None or mine[0] != key_id:  # a new watch for this key
                     if room <= 0:
                         out[code] = CAP_REACHED
                         continue
                     room -= 1
+                platform_room -= mine is None
                 con.execute(
                     "INSERT INTO watches VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                     "key_id = excluded.key_id, watched_on = excluded.watched_on, "
@@ -228,6 +247,16 @@ class WatchStore:
             _close(con)
         return gone
 
+    def watching(self, platform: str, codes: list[str], today: date) -> set[str]:
+        """Which of ``codes`` the platform watches today (a live watch)."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT subject FROM watches WHERE platform = ? AND expires_on > ? "
+                "AND subject IN (SELECT value FROM json_each(?))",
+                (platform, today.isoformat(), json.dumps(codes)),
+            ).fetchall()
+        return {r[0] for r in rows}
+
     def listing(
         self, platform: str, today: date, after: str = "", limit: int = MAX_PAGE
     ) -> tuple[int, list[tuple[str, str]]]:
@@ -246,28 +275,33 @@ class WatchStore:
             ).fetchall()
         return count, [(s, e) for s, e in page]
 
-    def page(self, platform: str, after_id: int, limit: int) -> Page:
-        """Up to ``limit`` of the platform's events after ``after_id``, in id order.
-        Raises CursorExpired when events after ``after_id`` were already deleted."""
+    def page(
+        self, platform: str, after: int, limit: int, kinds: tuple[str, ...] | None = None
+    ) -> Page:
+        """Up to ``limit`` of the platform's events numbered after ``after``, in order
+        (only ``kinds``, if given). Raises CursorExpired when events after ``after`` were
+        already deleted."""
+        only = "" if kinds is None else "AND kind IN (SELECT value FROM json_each(?)) "
+        args = (platform, after) + (() if kinds is None else (json.dumps(kinds),))
         with self._connect() as con:
             con.execute("BEGIN")  # the expiry and the page from one state of the file
             row = con.execute(
                 "SELECT through_id FROM expired WHERE platform = ?", (platform,)
             ).fetchone()
-            if after_id and row is not None and after_id < row[0]:
+            if after and row is not None and after < row[0]:
                 raise CursorExpired(
                     f"events after this cursor were deleted ({KEEP_EVENT_DAYS} days are kept); "
                     "start again without a cursor"
                 )
             rows = con.execute(
-                "SELECT id, subject, kind, body FROM events WHERE platform = ? AND id > ? "
-                "ORDER BY id LIMIT ?",
-                (platform, after_id, limit + 1),
+                f"SELECT seq, subject, kind, body FROM events WHERE platform = ? AND seq > ? "
+                f"{only}ORDER BY seq LIMIT ?",
+                (*args, limit + 1),
             ).fetchall()
             con.rollback()
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page(rows, rows[-1][0] if rows else after_id, more)
+        return Page(rows, rows[-1][0] if rows else after, more)
 
     # --- the refresh's side (serving.events) -------------------------------------------
 
@@ -355,9 +389,11 @@ class WatchStore:
         events and expired watches."""
         con = self._write()
         try:
+            numbered = _numbered(con, events)
             con.executemany(
-                "INSERT INTO events (platform, subject, kind, as_of, body) VALUES (?, ?, ?, ?, ?)",
-                events,
+                "INSERT INTO events (platform, subject, kind, as_of, body, seq) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                numbered,
             )
             con.executemany(
                 "INSERT OR REPLACE INTO subject_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -379,7 +415,7 @@ class WatchStore:
     def _expire_events(self, con: sqlite3.Connection, today: date) -> None:
         before = (today - timedelta(days=KEEP_EVENT_DAYS)).isoformat()
         for platform, through in con.execute(
-            "SELECT platform, max(id) FROM events WHERE as_of < ? GROUP BY platform", (before,)
+            "SELECT platform, max(seq) FROM events WHERE as_of < ? GROUP BY platform", (before,)
         ).fetchall():
             con.execute(
                 "INSERT INTO expired VALUES (?, ?) ON CONFLICT DO UPDATE SET "
@@ -391,6 +427,38 @@ class WatchStore:
     @staticmethod
     def _drop_expired(con: sqlite3.Connection, today: date) -> None:
         con.execute("DELETE FROM watches WHERE expires_on <= ?", (today.isoformat(),))
+
+
+def _numbered(con: sqlite3.Connection, events: list[tuple]) -> list[tuple]:
+    """The events with each platform's next numbers, in the order given; the platforms'
+    counters moved on (in the caller's transaction)."""
+    last = dict(con.execute("SELECT platform, last FROM feed_seq").fetchall())
+    out = []
+    for event in events:
+        last[event[0]] = last.get(event[0], 0) + 1
+        out.append((*event, last[event[0]]))
+    con.executemany(
+        "INSERT INTO feed_seq VALUES (?, ?) ON CONFLICT DO UPDATE SET last = excluded.last",
+        list(last.items()),
+    )
+    return out
+
+
+def _number_events(con: sqlite3.Connection) -> None:
+    """A store made when events had one global id: add the platforms' own numbers
+    (cursors of then answer cursor_expired; the deleted range starts again at 0)."""
+    columns = {r[1] for r in con.execute("PRAGMA table_info(events)")}
+    if "seq" not in columns:
+        con.execute("ALTER TABLE events ADD COLUMN seq INTEGER")
+    if con.execute("SELECT 1 FROM events WHERE seq IS NULL LIMIT 1").fetchone():
+        con.execute(
+            "UPDATE events SET seq = n.seq FROM (SELECT id, row_number() OVER "
+            "(PARTITION BY platform ORDER BY id) AS seq FROM events) n WHERE events.id = n.id"
+        )
+        con.execute("DELETE FROM feed_seq")
+        con.execute("INSERT INTO feed_seq SELECT platform, max(seq) FROM events GROUP BY platform")
+        con.execute("DELETE FROM expired")
+    con.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_seq ON events (platform, seq)")
 
 
 def _close(con: sqlite3.Connection) -> None:

@@ -33,6 +33,23 @@ def service_env(home: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def relate(home: Path, platform: str, codes: list[str] | None = None) -> None:
+    """Make ``codes`` (default: every household of the current publication) the platform's
+    merchants, as a verification with an operator match would (serving.relation): for the
+    tests whose subject is not the relation rule itself (test_necessity_server's is)."""
+    import sqlite3
+
+    from serving.limits import VerifyLimits
+
+    if codes is None:
+        snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
+        codes = [r[0] for r in snap.execute("SELECT uscc FROM subjects")]
+        snap.close()
+    limits = VerifyLimits(home / "limits.sqlite")
+    limits.remember_matches(platform, codes)
+    limits.close()
+
+
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     launch.wait_ready(f"{url}/readyz", proc, log, timeout)
 

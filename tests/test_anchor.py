@@ -14,6 +14,7 @@ from serving.anchor import (
     AnchorError,
     generate_key,
     load_public,
+    prune,
     public_path,
     verify_anchored,
     write_anchor,
@@ -78,7 +79,7 @@ def test_a_rewritten_chain_fails_although_every_link_holds(anchored):
     with sqlite3.connect(log.path) as con:
         rows = con.execute(
             "SELECT seq, request_id, at, platform, endpoint, purpose, subject, outcome, "
-            "model_version, latency_ms FROM audit ORDER BY seq"
+            "model_version, latency_ms, key_id, client FROM audit ORDER BY seq"
         ).fetchall()
         prev = GENESIS
         for seq, *values in rows:
@@ -160,3 +161,73 @@ def test_the_service_side_writer_checkpoints_on_its_interval(tmp_path):
         stop.set()
     log.append(_record(1))
     assert verify_anchored(log, tmp_path / "anchors", load_public(public_path(key))).ok
+
+
+def _dated(i: int, at: str) -> AuditRecord:
+    return AuditRecord(
+        request_id=f"d{i}", endpoint="/v1/score", outcome={"http": 200}, platform="p", at=at
+    )
+
+
+@pytest.fixture()
+def pruned(tmp_path):
+    """Rows from 2022 and 2026; the 2022 rows pruned under a signed base."""
+    log = AuditLog(tmp_path / "audit.sqlite")
+    key = tmp_path / "keys" / "anchor.key"
+    generate_key(key)
+    for i in range(5):
+        log.append(_dated(i, f"2022-0{i + 1}-01T00:00:00+00:00"))
+    for i in range(5, 8):
+        log.append(_dated(i, f"2026-0{i - 4}-01T00:00:00+00:00"))
+    base, deleted = prune(log, key, tmp_path / "anchors", "2023-01-01T00:00:00+00:00")
+    return log, key, tmp_path / "anchors", base, deleted
+
+
+def test_pruning_keeps_the_rest_verifiable_from_a_signed_base(pruned):
+    log, key, folder, base, deleted = pruned
+    assert (base, deleted) == (5, 5)
+    public = load_public(public_path(key))
+    report = verify_anchored(log, folder, public)
+    assert report.ok, report.problems
+    assert report.rows == 3 and report.head_seq == 8
+    log.append(_record(9))  # the chain goes on from the base
+    assert verify_anchored(log, folder, public).ok
+    assert [r for r in log.about("x")] == []  # queries still work on what is left
+
+
+def test_a_pruned_log_whose_base_no_signature_vouches_for_fails(pruned):
+    log, key, folder, *_ = pruned
+    public = load_public(public_path(key))
+    with sqlite3.connect(log.path) as con:  # an insider moves the base to hide a rewrite
+        con.execute("UPDATE audit_base SET hash = ?", ("f" * 64,))
+    report = verify_anchored(log, folder, public)
+    assert not report.ok
+    assert any("no signed checkpoint vouches" in p for p in report.problems)
+    assert any("link to the previous row is broken" in p for p in report.problems)
+
+
+def test_a_pruned_base_checkpoint_deleted_is_seen(pruned):
+    log, key, folder, base, _ = pruned
+    for f in folder.glob(f"checkpoint-{base:012d}-*.json"):
+        f.unlink()
+    write_anchor(log, key, folder)  # a later checkpoint alone does not vouch for the base
+    report = verify_anchored(log, folder, load_public(public_path(key)))
+    assert any("no signed checkpoint vouches" in p for p in report.problems)
+
+
+def test_the_cli_prunes_by_the_retention_period(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    log = AuditLog(home / "audit.sqlite")
+    for i in range(3):
+        log.append(_dated(i, "2020-01-01T00:00:00+00:00"))
+    log.append(_record(3))  # now
+    key = tmp_path / "anchor.key"
+    generate_key(key)
+    monkeypatch.setenv("CREDREF_HOME", str(home))
+    monkeypatch.setenv("CREDREF_AUDIT_ANCHOR_KEY", str(key))
+    monkeypatch.setenv("CREDREF_AUDIT_ANCHOR_DIR", str(tmp_path / "anchors"))
+    r = CliRunner().invoke(app, ["audit", "prune", "--older-than-days", "365"])
+    assert r.exit_code == 0, r.output
+    assert "3 rows older than 365 days deleted" in r.output
+    r = CliRunner().invoke(app, ["audit", "verify", "--anchors", str(tmp_path / "anchors")])
+    assert r.exit_code == 0, r.output

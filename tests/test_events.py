@@ -76,7 +76,7 @@ def _run(store: WatchStore, plans: list[dict]) -> dict[str, list[tuple]]:
     for i, plan in enumerate(plans):
         day = START + timedelta(days=i)
         for p, c in sorted(plan["watch"]):
-            assert isinstance(store.watch(p, f"key-{p}", [c], day, {c}, cap=100)[c], str)
+            assert isinstance(store.watch(p, f"key-{p}", [c], day, (100, 100))[c], str)
         for p, c in sorted(plan["unwatch"]):
             store.unwatch(p, [c])
         watched = (watched | plan["watch"]) - plan["unwatch"]
@@ -127,7 +127,7 @@ def test_each_platform_gets_exactly_its_watched_households_events_from_any_curso
 def test_the_rules_ignore_a_first_answer_and_households_never_watched(tmp_path):
     store = WatchStore(tmp_path / "watch.sqlite")
     a = Answer("operating", "A", 0, 0, 0, 0, V1)
-    store.watch("alipay", "k", [CODES[0]], START, {CODES[0]}, cap=10)
+    store.watch("alipay", "k", [CODES[0]], START, (10, 10))
     derive(store, START, "d0", V1, lambda codes: (answer_table({c: a for c in codes}), _no))
     moved = a._replace(risk_class="D", abnormal=1)
     derive(
@@ -154,7 +154,7 @@ def test_expired_watches_stop_events_and_old_events_expire_with_their_cursors(tm
         d = START + timedelta(days=i)
         derive(store, d, f"d{i}", V1, lambda codes: (answer_table({c: ans for c in codes}), _no))
 
-    store.watch("alipay", "k", [CODES[0]], START, {CODES[0]}, cap=10)
+    store.watch("alipay", "k", [CODES[0]], START, (10, 10))
     day(0, a)
     day(1, b)
     day(2, a)
@@ -165,7 +165,7 @@ def test_expired_watches_stop_events_and_old_events_expire_with_their_cursors(tm
     assert store.page("alipay", first.last_id, 10).events == []
     assert store.listing("alipay", START + timedelta(days=WATCH_DAYS))[0] == 0
     renewed = START + timedelta(days=WATCH_DAYS + 1)
-    store.watch("alipay", "k", [CODES[0]], renewed, {CODES[0]}, cap=10)
+    store.watch("alipay", "k", [CODES[0]], renewed, (10, 10))
     day(WATCH_DAYS + 1, b)  # watched anew: a first answer, no event
     day(WATCH_DAYS + 2, a)
     later = store.page("alipay", first.last_id, 10)

@@ -23,7 +23,7 @@ import pytest
 
 from serving.keys import KeyStore
 from tests.conftest import SECRET, SERVICE_AS_OF
-from tests.helpers import start_server, stop_server, wait_ready
+from tests.helpers import relate, start_server, stop_server, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -130,6 +130,7 @@ def _audited(home: Path) -> set[str]:
 def _serving(home: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, str]]:
     """A real 2-worker server on ``home`` and a key with score and batch; stopped after."""
     _, key = KeyStore(home / "keys.sqlite").create("faults", ["score", "batch"])
+    relate(home, "faults")
     log = tmp_path / "server.log"
     proc, url = start_server(home, log, workers=2)
     try:
@@ -199,6 +200,7 @@ def test_the_service_starts_from_bentomls_store_when_mlflow_is_unreachable(home,
     try:
         wait_ready(url, proc, log)
         _, key = KeyStore(home / "keys.sqlite").create("faults", ["score"])
+        relate(home, "faults")
         r = httpx.post(
             f"{url}/v1/score",
             json={"uscc": _operating(home, 1)[0], "purpose": "onboarding"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -16,7 +17,7 @@ from serving.gateway import STATE_KEY, Gateway, TokenBucket
 from serving.keys import KeyStore
 
 
-def _app(tmp_path, rate: float = 1000.0, failures: float = 1000.0):
+def _app(tmp_path, rate: float = 1000.0, failures: float = 1000.0, window_s: float = 60.0):
     async def score(request):
         ex = request.scope["state"][STATE_KEY]
         ex.outcome = {"echo": "ok"}
@@ -32,6 +33,7 @@ def _app(tmp_path, rate: float = 1000.0, failures: float = 1000.0):
         rate_limit=rate,
         auth_failure_limit=failures,
         max_body_bytes=1024,
+        audit_aggregate_s=window_s,
     )
     return app, keys
 
@@ -61,8 +63,19 @@ def test_a_key_over_its_rate_gets_429_with_retry_after_and_is_audited(tmp_path):
     )
 
 
-def test_guessing_keys_is_slowed_down_and_every_guess_audited(tmp_path):
-    app, keys = _app(tmp_path, failures=2.0)
+def _counted(tmp_path, total: int, timeout_s: float = 30.0) -> list[dict]:
+    """The audit's rows once their counts reach ``total`` (the window's flush is a timer)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = _rows(tmp_path)
+        if sum(r.get("count", 0) for r in rows) >= total:
+            return rows
+        time.sleep(0.05)
+    raise AssertionError(f"the counts did not reach {total}: {_rows(tmp_path)}")
+
+
+def test_guessing_keys_is_slowed_down_and_every_guess_counted_in_the_audit(tmp_path):
+    app, keys = _app(tmp_path, failures=2.0, window_s=0.5)
     _, secret = keys.create("p", ["score"])
     with TestClient(app) as c:
         guesses = [
@@ -70,11 +83,16 @@ def test_guessing_keys_is_slowed_down_and_every_guess_audited(tmp_path):
             for i in range(25)
         ]
         codes = [g.status_code for g in guesses]
+        rows = _counted(tmp_path, 25)
     assert codes[:10] == [401] * 10  # the burst
     assert codes.count(429) >= 10
     assert {g.json()["error"]["code"] for g in guesses} == {"invalid_key", "too_many_failures"}
-    rows = _rows(tmp_path)
-    assert len(rows) == 25
+    # one row per (client, endpoint, code) and window, with the count: not one per guess
+    by_code: dict[str, int] = {}
+    for r in rows:
+        by_code[r["error"]] = by_code.get(r["error"], 0) + r["count"]
+    assert by_code == {"invalid_key": codes.count(401), "too_many_failures": codes.count(429)}
+    assert len(rows) <= 2 * 3  # two codes, a window of 0.5 s: at most a few windows
     text = (tmp_path / "audit.sqlite").read_bytes()
     assert secret.encode() not in text and b"crk_000000000000_x" not in text
 
@@ -99,3 +117,33 @@ def test_the_token_bucket_refills_at_its_rate():
     time.sleep(0.01)
     assert b.allow("k")
     assert b.allow("other") and b.allow("other")
+
+
+def test_a_window_keeps_at_most_max_clients_apart_and_counts_the_rest_together():
+    import asyncio
+
+    from serving.tally import MAX_CLIENTS, OTHER, RefusalTally
+
+    written = []
+
+    async def run():
+        loop = asyncio.get_running_loop()
+
+        def submit(record):
+            written.append(record)
+            fut = loop.create_future()
+            fut.set_result("h")
+            return fut
+
+        tally = RefusalTally(submit, window_s=3600)
+        for i in range(MAX_CLIENTS + 500):
+            tally.add(f"10.0.{i // 256}.{i % 256}", "invalid_key", 401)
+            tally.add(f"10.0.{i // 256}.{i % 256}", "invalid_key", 401)
+        tally.flush()
+
+    asyncio.run(run())
+    assert len(written) == MAX_CLIENTS + 1
+    other = [r for r in written if r.client == OTHER]
+    assert [r.outcome["count"] for r in other] == [2 * 500]
+    assert sum(r.outcome["count"] for r in written) == 2 * (MAX_CLIENTS + 500)
+    assert {r.endpoint for r in written} == {"before_key"} and {r.key_id for r in written} == {None}

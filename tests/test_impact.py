@@ -70,7 +70,7 @@ def _watching(path, people, online):
         day = snap.day
     for platform, rows in WATCHED.items():
         codes = list(people.uscc.iloc[rows])
-        store.watch(platform, f"key-{platform}", codes, day, set(codes), cap=10_000)
+        store.watch(platform, f"key-{platform}", codes, day, (10_000, 10_000))
     return path
 
 

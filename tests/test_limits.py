@@ -11,6 +11,7 @@ from serving.limits import (
     CST,
     YEAR_S,
     Ask,
+    Asker,
     LimitPolicy,
     LimitReached,
     VerifyLimits,
@@ -42,8 +43,15 @@ def limits(tmp_path, clock):
     return VerifyLimits(tmp_path / "limits.sqlite", clock=clock)
 
 
-def ask(platform="alipay", subject="H1", fields=("operator_name",), key="k1", budget=100) -> Ask:
-    return Ask(platform, key, budget, subject, tuple(fields))
+def ask(
+    platform="alipay",
+    subject="H1",
+    fields=("operator_name",),
+    key="k1",
+    budget=100,
+    platform_budget=10**6,
+) -> Ask:
+    return Ask(Asker(platform, key, budget, platform_budget), subject, tuple(fields))
 
 
 def miss(fields=("operator_name",)):
@@ -72,7 +80,9 @@ def test_five_mismatches_a_day_then_the_field_is_refused_until_the_next_day(limi
     assert e.value.retry_after_s == seconds_to_next_day(clock.t)
     assert limits.verify(ask(fields=("address",)), miss(("address",))) == {"address": False}
     clock.days(1)
-    assert guesses(limits, ask(), 5) == 3  # the year's 8 (3 reserved + pool 5) are spent
+    assert guesses(limits, ask(), 6) == 5  # the year's 10 (5 reserved + pool 5) are spent
+    clock.days(1)
+    assert guesses(limits, ask(), 1) == 0
 
 
 def test_matches_never_count(limits):
@@ -86,7 +96,7 @@ def test_a_year_window_caps_one_platform_at_its_reserved_guesses_plus_the_pool(l
     for _ in range(10):
         answered += guesses(limits, ask(), 5)
         clock.days(1)
-    assert answered == 8  # pair_yearly (10) is above reserved (3) + pool (5)
+    assert answered == 10  # pair_yearly (10) = reserved (5) + pool (5)
     with pytest.raises(LimitReached) as e:
         limits.verify(ask(), miss())
     assert e.value.retry_after_s > 300 * 86400  # the oldest pool guess leaves in a year
@@ -97,11 +107,16 @@ def test_a_year_window_caps_one_platform_at_its_reserved_guesses_plus_the_pool(l
 def test_one_platform_spending_the_pool_leaves_every_other_its_reserved_guesses(limits, clock):
     assert guesses(limits, ask("attacker"), 5) == 5
     clock.days(1)
-    assert guesses(limits, ask("attacker"), 5) == 3  # pool spent (5 of its 8 drew on it)
-    # Another platform verifying its own applicant: its first three mismatches are its own,
-    # and a match is answered.
+    assert guesses(limits, ask("attacker"), 5) == 5  # the pool spent: all 5 drew on it
+    assert guesses(limits, ask("other-attacker"), 5) == 5  # its reserved: nothing more
+    clock.days(1)
+    assert guesses(limits, ask("other-attacker"), 1) == 0
+    # The newcomer of the issue: three typos, then the right claim, is answered a match.
+    assert guesses(limits, ask("wechat"), 3) == 3
     assert limits.verify(ask("wechat"), hit()) == {"operator_name": True}
-    assert guesses(limits, ask("wechat"), 5) == 3
+    # A whole day of typos (5) is its own; only a sixth in the year meets the spent pool.
+    assert guesses(limits, ask("wechat"), 5) == 2
+    clock.days(1)
     with pytest.raises(LimitReached):
         limits.verify(ask("wechat"), hit())
 
@@ -112,7 +127,7 @@ def test_several_platforms_together_get_reserved_each_plus_one_pool(limits, cloc
         for p in ("a", "b", "c"):
             total += guesses(limits, ask(p), 5)
         clock.days(1)
-    assert total == 3 * 3 + 5
+    assert total == 3 * 5 + 5
 
 
 def test_the_pair_limit_holds_whatever_the_number_of_keys(limits):
@@ -120,16 +135,27 @@ def test_the_pair_limit_holds_whatever_the_number_of_keys(limits):
     assert answered == 5
 
 
-def test_a_platforms_daily_guesses_are_bounded_across_households(tmp_path, clock):
-    lim = VerifyLimits(tmp_path / "l.sqlite", LimitPolicy(platform_daily=7), clock=clock)
-    answered = sum(guesses(lim, ask(subject=f"H{i}"), 2) for i in range(6))
-    assert answered == 7
+def test_a_platforms_daily_guesses_are_bounded_across_households_and_keys(tmp_path, clock):
+    lim = VerifyLimits(tmp_path / "l.sqlite", LimitPolicy(platform_daily=8), clock=clock)
+    answered = sum(guesses(lim, ask(subject=f"H{i}", key=f"k{i % 3}"), 2) for i in range(9))
+    assert answered == 8
     with pytest.raises(LimitReached) as e:
-        lim.verify(ask(subject="H99"), hit())
+        lim.verify(ask(subject="H99", key="k9"), hit())
     assert e.value.code == "platform_guess_limit"
     assert lim.verify(ask(subject="H99", fields=()), hit(())) == {}  # found/not found only
     clock.days(1)
     assert guesses(lim, ask(subject="H99"), 1) == 1
+
+
+def test_one_key_spends_at_most_half_its_platforms_guesses(tmp_path, clock):
+    lim = VerifyLimits(tmp_path / "l.sqlite", LimitPolicy(platform_daily=8), clock=clock)
+    assert sum(guesses(lim, ask(subject=f"H{i}", key="rogue"), 5) for i in range(5)) == 4
+    with pytest.raises(LimitReached) as e:
+        lim.verify(ask(subject="H9", key="rogue"), hit())
+    assert e.value.code == "key_guess_limit"
+    # the platform's other key still verifies its applicants, typos included
+    assert lim.verify(ask(subject="H9", key="honest"), hit()) == {"operator_name": True}
+    assert guesses(lim, ask(subject="H10", key="honest"), 4) == 4
 
 
 def test_a_key_verifies_at_most_its_daily_number_of_distinct_households(limits, clock):
@@ -142,6 +168,45 @@ def test_a_key_verifies_at_most_its_daily_number_of_distinct_households(limits, 
     limits.verify(ask(subject="H3", key="k2", budget=3), hit())  # another key's own budget
     clock.days(1)
     limits.verify(ask(subject="H3", budget=3), hit())
+
+
+def test_a_key_gets_at_most_half_its_platforms_household_budget(limits):
+    for i in range(5):
+        limits.verify(ask(subject=f"H{i}", budget=100, platform_budget=10), hit())
+    with pytest.raises(LimitReached) as e:
+        limits.verify(ask(subject="H5", budget=100, platform_budget=10), hit())
+    assert e.value.code == "household_budget_exhausted"
+    for i in range(5, 10):
+        limits.verify(ask(subject=f"H{i}", key="k2", platform_budget=10), hit())
+    with pytest.raises(LimitReached) as e:  # the platform's 10 are spent, whatever the key
+        limits.verify(ask(subject="H10", key="k3", platform_budget=10), hit())
+    assert e.value.code == "platform_budget_exhausted"
+    limits.verify(ask(subject="H1", key="k3", platform_budget=10), hit())  # asked today
+
+
+def test_charging_households_on_the_other_paths(limits, clock):
+    asker = Asker("alipay", "k1", 3, 100)
+    assert limits.charge(asker, ["H1", "H2", "H1"]) == {}
+    assert limits.charge(asker, ["H2", "H3", "H4", "H5"]) == {
+        "H4": "household_budget_exhausted",
+        "H5": "household_budget_exhausted",
+    }
+    with pytest.raises(LimitReached):  # one budget for every path: verify too
+        limits.verify(ask(subject="H6", budget=3), hit())
+    limits.verify(ask(subject="H3", budget=3), hit())
+    clock.days(1)
+    assert limits.charge(asker, ["H4"]) == {}
+
+
+def test_only_an_operator_match_makes_a_relation(limits):
+    limits.verify(ask(subject="H1", fields=("name",)), hit(("name",)))
+    limits.verify(
+        ask(subject="H2", fields=("name", "operator_name")), miss(("name", "operator_name"))
+    )
+    limits.verify(ask(subject="H3", fields=("operator_id_number",)), hit(("operator_id_number",)))
+    limits.verify(ask(subject="H4"), hit())
+    assert limits.matched_since("alipay", ["H1", "H2", "H3", "H4"], 30) == {"H3", "H4"}
+    assert limits.matched_since("wechat", ["H3", "H4"], 30) == set()
 
 
 def test_limits_are_shared_by_every_process_on_the_store(tmp_path, clock):
@@ -163,9 +228,9 @@ def test_a_refused_request_records_nothing(limits):
 
 
 def test_the_expected_days_of_the_searches_in_the_issue():
-    assert expected_days(160, 1) > 9 * 365  # an ID number from a birth date, one platform
-    assert expected_days(160, 3) > 5 * 365  # all three pilot platforms together
-    assert expected_days(2612, 3) > 90 * 365  # an operator name from a surname
+    assert expected_days(160, 1) > 7 * 365  # an ID number from a birth date, one platform
+    assert expected_days(160, 3) > 3 * 365  # all three pilot platforms together
+    assert expected_days(2612, 3) > 60 * 365  # an operator name from a surname
     # without the year window, 5 a day would give the ID number away in about 16 days
     unbounded = LimitPolicy(pair_yearly=10**6, reserved=10**6, household_pool=10**6)
     assert expected_days(160, 1, unbounded) == pytest.approx(15.5)

@@ -24,7 +24,7 @@ from serving.keys import KeyStore
 from serving.online import CURRENT, OnlineStore
 from serving.publish import publish
 from serving.refresh import RefreshRefused, refresh
-from tests.helpers import SECRET, start_server, stop_server, wait_ready
+from tests.helpers import SECRET, relate, start_server, stop_server, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +135,7 @@ def test_sixty_daily_refreshes_each_equal_a_full_publication_and_a_live_server_f
             served, expected = _frame(online), _frame(full)
             assert served.equals(expected), report.as_of
             if i % 10 == 9 or i == len(days):
+                relate(service_home, "refresh-test", list(expected.uscc))
                 _same_answers(url, key, expected, report.as_of, model)
         assert report.status_changed == 1 and (served.status == "revoked").sum() > 0
     finally:

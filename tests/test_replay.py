@@ -21,7 +21,7 @@ from features.schema import PENALTIES, arrow_schema
 from serving.keys import KeyStore
 from serving.online import LEDGER
 from serving.replay import ledger, recompute, replay
-from tests.helpers import SERVICE_AS_OF, service_env
+from tests.helpers import SERVICE_AS_OF, relate, service_env
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def answered(service_home):
             "SELECT uscc FROM subjects WHERE status = 'operating' ORDER BY penalties_3y, uscc LIMIT 3"
         )
     ]
+    relate(service_home, "replay-test", usccs)
     out = {}
     with TestClient(service.ReferenceService.to_asgi()) as client:
         for u in usccs:

@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from serving.keys import KeyStore
-from tests.helpers import SERVICE_AS_OF, service_env
+from tests.helpers import SERVICE_AS_OF, relate, service_env
 
 
 @pytest.fixture()
@@ -34,6 +34,7 @@ def serve(service_home):
         key = KeyStore(service_home / "keys.sqlite").create(
             "stale-test", ["verify", "score", "batch"]
         )
+        relate(service_home, "stale-test")
         return client, key[1]
 
     yield start

@@ -86,7 +86,7 @@ def test_watching_needs_a_recent_match_and_is_invisible_to_other_platforms(
     _verify(client, keys["a"], h3, right=False)  # found, but only a mismatch
     _verify(client, keys["b"], h2)
     got = _watch(client, keys["a"], [h1.uscc, h2.uscc, "92-not-a-code", h3.uscc])
-    assert got == ["watched", "no_recent_match", "invalid_uscc", "no_recent_match"]
+    assert got == ["watched", "no_relation", "invalid_uscc", "no_relation"]
     r = client.post(
         "/v1/watch",
         json={"usccs": [h1.uscc], "purpose": "merchant_monitoring"},

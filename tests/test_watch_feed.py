@@ -90,7 +90,7 @@ def test_a_month_of_events_equals_an_independent_diff_of_the_daily_publications(
         day = read_changeset(d).day
         for p, (codes, start, stop) in plan.items():  # before the day's refresh
             if i == start:  # first answers from the publication current when watched
-                store.watch(p, f"key-{p}", codes, day, set(codes), cap=10**6)
+                store.watch(p, f"key-{p}", codes, day, (10**6, 10**6))
                 with OnlineStore(online).current() as snap:
                     baseline(store, snap, codes, model, VERSION)
                     then = _answers(snap.frame(), model)
