@@ -328,7 +328,9 @@ def _apply(store, warehouse, changed, before: dict, as_of: date, root: Path, sec
     removed = [
         u for u, r in zip(changed.column("uscc").to_pylist(), removed_mask, strict=True) if r
     ]
-    kept = changed.filter([not r for r in removed_mask])
+    # typed: a quiet day's empty list would otherwise be a null-typed array, which
+    # Arrow refuses as a filter (the refresh then failed on every day with nothing to do)
+    kept = changed.filter(pa.array([not r for r in removed_mask], pa.bool_()))
     hasher = FieldHasher(secret)
     insert = f"INSERT OR REPLACE INTO subjects VALUES ({', '.join('?' * (len(_COMPARED) + 5))})"
     store.execute("BEGIN IMMEDIATE")

@@ -317,3 +317,30 @@ def test_a_refresh_killed_midway_leaves_the_previous_publication_and_a_rerun_com
     report = refresh(wh, feed, online, SECRET)  # the rerun completes
     assert report.kind == "incremental" and report.as_of == read_changeset(days[1]).day
     assert _rows(online) == _rows(_full(wh, report.as_of, tmp_path / "full"))
+
+
+def test_a_quiet_day_with_no_row_to_rewrite_moves_the_publication_on(living_domain, tmp_path):
+    """A day whose recomputed candidates all equal their published rows (an empty
+    difference) is still published: no filter on an empty list may fail it."""
+    from serving.incremental import DuckDBRecompute, refresh_in_place
+
+    wh, online = tmp_path / "wh.duckdb", tmp_path / "online"
+    ingest(living_domain, wh, progress=False)
+    first = refresh(wh, None, online, SECRET, as_of=date(2026, 5, 10))
+    quiet = first.as_of + timedelta(days=1)
+    con = connect(wh, read_only=True)
+    try:
+        store = sqlite3.connect(online / CURRENT)
+        meta = dict(store.execute("SELECT key, value FROM meta").fetchall())
+        store.close()
+
+        def nothing_differs(query):  # the real recomputation, its difference emptied
+            real = DuckDBRecompute(con, online, meta, quiet, tmp_path / "rows.parquet")
+            return real(query).slice(0, 0)
+
+        report = refresh_in_place(con, quiet, online, SECRET, recompute=nothing_differs)
+    finally:
+        con.close()
+    assert report.rewritten == 0
+    with OnlineStore(online).current() as snap:
+        assert snap.as_of == quiet.isoformat()
