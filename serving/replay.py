@@ -126,10 +126,27 @@ def replay(
     return result
 
 
-def _compare_fields(row: dict, outcome: dict, found: pd.DataFrame, load_model):
-    """The fields the audit row holds, and the same fields rebuilt."""
+def _recorded(outcome: dict) -> dict:
+    """What the platform was told, as the audit row holds it. A ``not_found`` refusal
+    told it that no household is registered under the code: that is compared too; any
+    other refusal (a limit, the gate) was no answer from the publication."""
+    if "error" in outcome:
+        if outcome["error"] != "not_found":
+            raise ReplayError(
+                f"a refusal ({outcome['error']}) is not an answer from a publication: "
+                "nothing to rebuild"
+            )
+        return {"found": False}
     keys = [k for k in ("found", "status", "class", "score", "reasons") if k in outcome]
     recorded = {k: outcome[k] for k in keys}
+    if not recorded:
+        raise ReplayError("the audit row holds no answer to compare")
+    return recorded
+
+
+def _compare_fields(row: dict, outcome: dict, found: pd.DataFrame, load_model):
+    """The fields the audit row holds, and the same fields rebuilt."""
+    recorded = _recorded(outcome)
     uscc = row["subject"]
     if uscc not in found.index:
         return recorded, {"found": False}

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pytest
 from starlette.testclient import TestClient
+from stdnum.cn import uscc as s_uscc
 from typer.testing import CliRunner
 
 from features.changeset import write_changeset
@@ -20,13 +21,17 @@ from features.ingest import ingest
 from features.schema import PENALTIES, arrow_schema
 from serving.keys import KeyStore
 from serving.online import LEDGER
-from serving.replay import ledger, recompute, replay
+from serving.replay import ReplayError, ledger, recompute, replay
 from tests.helpers import SERVICE_AS_OF, relate, service_env
+
+UNREGISTERED = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit("92440300MA5DKQ0E2")
+UNRELATED = "92440300MA5DKQ0E3" + s_uscc.calc_check_digit("92440300MA5DKQ0E3")
 
 
 @pytest.fixture(scope="module")
 def answered(service_home):
-    """Three /v1/score answers from the served home, by request id and household."""
+    """Three /v1/score answers from the served home, by request id and household; and
+    two refusals by status (404 for a related code not registered, 403 no_relation)."""
     saved = dict(os.environ)
     os.environ.update(service_env(service_home))
     import serving.service
@@ -40,7 +45,7 @@ def answered(service_home):
             "SELECT uscc FROM subjects WHERE status = 'operating' ORDER BY penalties_3y, uscc LIMIT 3"
         )
     ]
-    relate(service_home, "replay-test", usccs)
+    relate(service_home, "replay-test", [*usccs, UNREGISTERED])
     out = {}
     with TestClient(service.ReferenceService.to_asgi()) as client:
         for u in usccs:
@@ -51,9 +56,23 @@ def answered(service_home):
             )
             assert r.status_code == 200, r.text
             out[r.json()["request_id"]] = u
-    yield out
+        refused = {}
+        for u, status in ((UNREGISTERED, 404), (UNRELATED, 403)):
+            r = client.post(
+                "/v1/score",
+                json={"uscc": u, "purpose": "onboarding"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert r.status_code == status, r.text
+            refused[status] = r.json()["request_id"]
+    yield out, refused
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def answers(answered):
+    return answered[0]
 
 
 def _model(home):
@@ -84,11 +103,11 @@ def _late_penalty(uscc: str) -> pa.Table:
 
 
 def test_every_answer_replays_exactly_even_after_the_records_changed(
-    answered, service_home, tmp_path
+    answers, service_home, tmp_path
 ):
     home = service_home
     model = _model(home)
-    for rid in answered:
+    for rid in answers:
         r = replay(rid, home / "audit.sqlite", home / "online", home / "warehouse.duckdb", model)
         assert r.equal, r.differences
         assert set(r.recorded) == {"status", "class", "score", "reasons"}
@@ -96,7 +115,7 @@ def test_every_answer_replays_exactly_even_after_the_records_changed(
     # a late entry arrives after the publication: today's answer would differ, the replay not
     wh = tmp_path / "wh.duckdb"
     shutil.copy(home / "warehouse.duckdb", wh)
-    rid, uscc = next(iter(answered.items()))
+    rid, uscc = next(iter(answers.items()))
     pub = ledger(home / "online")[json.loads(_outcome(home, rid))["publication"]]
     later = date.fromisoformat(pub["known_through"]) + timedelta(days=1)
     ingest(
@@ -114,10 +133,10 @@ def test_every_answer_replays_exactly_even_after_the_records_changed(
     assert replay(rid, home / "audit.sqlite", home / "online", wh, model).equal
 
 
-def test_a_replay_reports_the_differences(answered, service_home, tmp_path):
+def test_a_replay_reports_the_differences(answers, service_home, tmp_path):
     home = tmp_path / "home"
     shutil.copytree(service_home / "online", home / "online", symlinks=True)
-    rid, uscc = next(iter(answered.items()))
+    rid, uscc = next(iter(answers.items()))
     name = json.loads(_outcome(service_home, rid))["publication"]
     wh = tmp_path / "wh.duckdb"
     shutil.copy(service_home / "warehouse.duckdb", wh)
@@ -135,12 +154,32 @@ def test_a_replay_reports_the_differences(answered, service_home, tmp_path):
     assert not r.equal and "score" in r.differences
 
 
-def test_the_cli_replays_and_refuses_what_it_cannot(answered, service_home, monkeypatch):
+def test_a_not_found_answer_is_compared_and_a_refusal_is_not_replayed(
+    answered, service_home, tmp_path
+):
+    _, refused = answered
+    audit = tmp_path / "audit.sqlite"
+    with sqlite3.connect(service_home / "audit.sqlite") as src, sqlite3.connect(audit) as dst:
+        src.backup(dst)  # with what is still in the write-ahead log
+    args = (service_home / "online", service_home / "warehouse.duckdb", _model(service_home))
+    r = replay(refused[404], audit, *args)
+    assert r.recorded == {"found": False} and r.equal
+    # the row's subject changed to a household operating that day: the replay must differ
+    operating = next(iter(answered[0].values()))
+    with sqlite3.connect(audit) as con:
+        con.execute("UPDATE audit SET subject = ? WHERE request_id = ?", (operating, refused[404]))
+    r = replay(refused[404], audit, *args)
+    assert not r.equal and r.differences["found"] == (False, True)
+    with pytest.raises(ReplayError, match=r"not an answer from a publication|not replayable"):
+        replay(refused[403], audit, *args)
+
+
+def test_the_cli_replays_and_refuses_what_it_cannot(answers, service_home, monkeypatch):
     from credref.cli import app
 
     for k, v in service_env(service_home).items():
         monkeypatch.setenv(k, v)
-    rid = next(iter(answered))
+    rid = next(iter(answers))
     ok = CliRunner().invoke(app, ["audit", "replay", rid])
     assert ok.exit_code == 0, ok.output
     assert "equal" in ok.output
