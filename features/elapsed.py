@@ -145,6 +145,8 @@ _CYCLE_MONTHS = (31, 30, 31, 30, 31, 31, 28, 31, 30, 31, 30, 31)
 _CYCLE_STARTS = tuple(1 + sum(_CYCLE_MONTHS[:k]) for k in range(12))
 #: The cycle day of 31 December: the day before the filing period's first.
 _DECEMBER_31 = _CYCLE_STARTS[5] - 1
+_STARTS = np.asarray(_CYCLE_STARTS, dtype=float)
+_LENGTHS = np.asarray(_CYCLE_MONTHS, dtype=float)
 
 
 def calendar_brackets(cycle_day: np.ndarray, unfiled_days: np.ndarray):
@@ -157,9 +159,9 @@ def calendar_brackets(cycle_day: np.ndarray, unfiled_days: np.ndarray):
     the day was unfiled on the first of the month and is read as still unfiled at its end.
     In a leap year the days after 28 February are read one day late."""
     c = np.clip(np.asarray(cycle_day, dtype=float), 1, 365)
-    month = np.searchsorted(np.asarray(_CYCLE_STARTS), c, side="right") - 1
-    first = np.asarray(_CYCLE_STARTS, dtype=float)[month]
-    last = first + np.asarray(_CYCLE_MONTHS, dtype=float)[month] - 1
+    month = np.searchsorted(_STARTS, c, side="right") - 1
+    first = _STARTS[month]
+    last = first + _LENGTHS[month] - 1
     weight = (c - first) / (last - first)
     unfiled = np.asarray(unfiled_days, dtype=float) > 0
     u0 = np.where(unfiled, np.clip(first - _DECEMBER_31, 0, FILING_PERIOD_DAYS), 0.0)

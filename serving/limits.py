@@ -439,13 +439,16 @@ class VerifyLimits:
         """Which of ``subjects`` the platform verified with a match on the operator's
         identity (:data:`RELATION_FIELDS`) in the last ``days``."""
         since = self.clock() - days * 86400
+        if len(subjects) == 1:  # /v1/score's case: a plain look-up by the primary key
+            query, args = "subject = ?", (platform, since, subjects[0])
+        else:
+            query = "subject IN (SELECT value FROM json_each(?))"
+            args = (platform, since, json.dumps(subjects))
         try:
             rows = (
                 self._connection()
                 .execute(
-                    "SELECT subject FROM matches WHERE platform = ? AND at >= ? "
-                    "AND subject IN (SELECT value FROM json_each(?))",
-                    (platform, since, json.dumps(subjects)),
+                    f"SELECT subject FROM matches WHERE platform = ? AND at >= ? AND {query}", args
                 )
                 .fetchall()
             )

@@ -410,12 +410,12 @@ class ScoringModel:
         cycle = self.spec.features.index("reporting_cycle_day")
         unfiled = self.spec.features.index("open_report_unfiled_days")
         (c0, u0), (c1, u1), w = calendar_brackets(X[:, cycle], X[:, unfiled])
-        at = []
-        for c, u in ((c0, u0), (c1, u1)):
-            Xi = X.copy()
-            Xi[:, cycle], Xi[:, unfiled] = c, u
-            at.append(self.margin(Xi))
-        return (1.0 - w) * at[0] + w * at[1]
+        both = np.vstack([X, X])  # one model call for both positions (the service's row)
+        n = len(X)
+        both[:n, cycle], both[:n, unfiled] = c0, u0
+        both[n:, cycle], both[n:, unfiled] = c1, u1
+        m = self.margin(both)
+        return (1.0 - w) * m[:n] + w * m[n:]
 
     def pd_from_margin(self, m: np.ndarray) -> np.ndarray:
         """The point-in-time PD of a margin on the day."""

@@ -17,6 +17,7 @@ import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -88,20 +89,26 @@ class ModelSpec:
         """Positions of the calendar features in the matrix."""
         return np.asarray([self.features.index(f) for f in self.calendar], dtype=np.int64)
 
+    @cached_property
+    def _evidence_plan(self) -> list[tuple[int, list[tuple[int, Any, float]]]]:
+        """Each reason with conditions: its position, and (column, operator, value) per
+        condition (looked up once: the service asks for one row at a time)."""
+        return [
+            (k, [(self.features.index(n), _OPS[op], v) for n, op, v in conds])
+            for k, code in enumerate(self.reasons)
+            if (conds := self.evidence.get(code))
+        ]
+
     def evidence_mask(self, X: np.ndarray) -> np.ndarray:
         """rows x reasons, True where the reason's text is borne out by the row's features
         (every row for a reason without evidence conditions)."""
         out = np.ones((len(X), len(self.reasons)), dtype=bool)
-        for k, code in enumerate(self.reasons):
-            conds = self.evidence.get(code)
-            if not conds:
-                continue
-            held = np.zeros(len(X), dtype=bool)
-            for name, op, value in conds:
-                col = X[:, self.features.index(name)]
-                with np.errstate(invalid="ignore"):
-                    held |= _OPS[op](col, value)
-            out[:, k] = held
+        with np.errstate(invalid="ignore"):  # NaN compares False: no evidence
+            for k, conds in self._evidence_plan:
+                held = np.zeros(len(X), dtype=bool)
+                for col, op, value in conds:
+                    held |= op(X[:, col], value)
+                out[:, k] = held
         return out
 
     @property
