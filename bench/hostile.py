@@ -447,6 +447,7 @@ def main() -> None:
     attackers = [store.create(f"attacker{i}", ["verify", "score", "batch"])[1] for i in range(3)]
     onboarding_key, onboarding = store.create("onboarding", ["verify", "score", "batch", "watch"])
     rogue = store.create("twokeys", ["verify"])[1]
+    every_scope = store.create("surrogates", ["verify", "score", "batch", "watch"])[1]
     good = store.create("twokeys", ["verify", "score"])[1]
     everyone = [r[0] for r in snap.execute("SELECT uscc FROM subjects ORDER BY uscc")]
     url = f"http://127.0.0.1:{env['CREDREF_PORT']}"
@@ -485,7 +486,7 @@ def main() -> None:
         )
         result["unauthenticated_flood"] = flood(url, home, 10_000, WINDOW_S)
         result["rotating_forwarded_for"] = rotating_forwarded_for(url, home, 500)
-        result["lone_surrogates"] = surrogates(url, attackers[2], targets[0])
+        result["lone_surrogates"] = surrogates(url, every_scope, targets[0])
     finally:
         launch.stop(proc)
     sent = [*names[0], *names[1], *ids, *(c["operator_name"] for c in honest_claims)]

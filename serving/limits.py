@@ -62,7 +62,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -238,6 +239,21 @@ class VerifyLimits:
         """Check every limit for ``ask``, then call ``judge`` (field -> matched) and record
         its mismatches, all in one transaction: two workers cannot both spend the last
         guess. Raises :class:`LimitReached` before judging if any limit is spent."""
+        with self._transaction() as (con, now, day):
+            spent = self._charge(con, ask.asker, [ask.subject], day)
+            if spent:
+                code = spent[ask.subject]
+                raise LimitReached(code, BUDGET_MESSAGES[code], seconds_to_next_day(now), [])
+            pool_use = self._check_fields(con, ask, day, now)
+            matched = judge()
+            self._record(con, ask, day, now, matched, pool_use)
+        return matched
+
+    @contextmanager
+    def _transaction(self) -> Iterator[tuple[sqlite3.Connection, float, str]]:
+        """One write transaction on the store, after the daily purge: committed at the end,
+        rolled back on any exception (a :class:`LimitReached` included); a store that
+        cannot be used raises :class:`LimitsUnavailable`."""
         now = self.clock()
         day = cst_day(now)
         con = self._connection()
@@ -245,13 +261,7 @@ class VerifyLimits:
             begin_immediate(con, self.timeout_s)
             try:
                 self._purge(con, now, day)
-                spent = self._charge(con, ask.asker, [ask.subject], day)
-                if spent:
-                    code = spent[ask.subject]
-                    raise LimitReached(code, BUDGET_MESSAGES[code], seconds_to_next_day(now), [])
-                pool_use = self._check_fields(con, ask, day, now)
-                matched = judge()
-                self._record(con, ask, day, now, matched, pool_use)
+                yield con, now, day
                 con.execute("COMMIT")
             except BaseException:
                 if con.in_transaction:
@@ -260,7 +270,6 @@ class VerifyLimits:
         except (OSError, sqlite3.Error) as e:
             self._con = None
             raise LimitsUnavailable(f"limits store cannot be written: {type(e).__name__}") from e
-        return matched
 
     def _purge(self, con: sqlite3.Connection, now: float, day: str) -> None:
         """Once a day per process: drop what no limit can count any more."""
@@ -280,23 +289,8 @@ class VerifyLimits:
         """Charge ``subjects`` to the asker's household budgets for today, in order, in one
         transaction; returns those refused, each with its code (key's or platform's
         budget spent). A household already charged today costs nothing again."""
-        now = self.clock()
-        day = cst_day(now)
-        con = self._connection()
-        try:
-            begin_immediate(con, self.timeout_s)
-            try:
-                self._purge(con, now, day)
-                refused = self._charge(con, asker, list(dict.fromkeys(subjects)), day)
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-        except (OSError, sqlite3.Error) as e:
-            self._con = None
-            raise LimitsUnavailable(f"limits store cannot be written: {type(e).__name__}") from e
-        return refused
+        with self._transaction() as (con, _, day):
+            return self._charge(con, asker, list(dict.fromkeys(subjects)), day)
 
     def _charge(
         self, con: sqlite3.Connection, asker: Asker, subjects: list[str], day: str
@@ -426,14 +420,8 @@ class VerifyLimits:
     def remember_matches(self, platform: str, subjects: list[str]) -> None:
         """Record operator matches made elsewhere: for a test's or a benchmark's set-up
         of relations (the service records its own in :meth:`verify`)."""
-        con = self._connection()
-        begin_immediate(con, self.timeout_s)
-        try:
-            self._remember(con, platform, subjects, self.clock())
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        with self._transaction() as (con, now, _):
+            self._remember(con, platform, subjects, now)
 
     def matched_since(self, platform: str, subjects: list[str], days: float) -> set[str]:
         """Which of ``subjects`` the platform verified with a match on the operator's

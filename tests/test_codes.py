@@ -55,8 +55,8 @@ def _scalar(codes, household: bool) -> list[str | None]:
     return [None if c is None else uscc_problem(c, household) for c in codes]
 
 
-@pytest.mark.parametrize("household, n", [(False, 1_000_000), (True, 200_000)])
-def test_a_million_random_strings_get_stdnums_answer(household, n):
+@pytest.mark.parametrize("household, n", [(False, 250_000), (True, 200_000)])
+def test_random_strings_get_stdnums_answer(household, n):
     codes = _random_strings(n, seed=1 + household)
     fast = uscc_problems(pa.array(codes, pa.string()), household).to_pylist()
     assert fast == _scalar(codes, household)
