@@ -433,6 +433,8 @@ class Gateway:
         headers = [_JSON]
         if r.status == 429:
             headers.append((b"retry-after", b"1"))
+        elif r.status == 503:  # the audit store or the answer's time: brief, retry soon
+            headers.append((b"retry-after", b"5"))
         return r.status, headers, body.encode()
 
     async def _audit(self, ex: Exchange, status: int, started: float) -> None:

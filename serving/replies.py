@@ -10,6 +10,10 @@ from starlette.responses import JSONResponse
 
 from serving.gateway import STATE_KEY, Exchange
 
+#: Seconds a client should wait after a 503 that names no time of its own (a store
+#: briefly unavailable); a stale publication says more (serving.service).
+RETRY_503_S = 5
+
 
 def exchange(ctx: bentoml.Context) -> Exchange:
     ex = ctx.request.scope.get("state", {}).get(STATE_KEY)
@@ -28,6 +32,8 @@ def error(
     retry_after_s: int | None = None,
 ) -> Any:
     ex.outcome = {"error": code}
+    if status == 503 and retry_after_s is None:  # every 503 says when to come back
+        retry_after_s = RETRY_503_S
     ctx.response.status_code = status  # BentoML applies the context's status to the reply
     body: dict[str, Any] = {"code": code, "message": message}
     if details:

@@ -71,6 +71,8 @@ from training.scoring import encode_row, reason_details
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024  # a full batch of 1,000 codes is about 25 KB
+#: Retry-After of a stale publication: the daily refresh is late, not seconds away.
+STALE_RETRY_S = 600
 
 _settings = load_settings()  # for the decorator's arguments only
 
@@ -163,6 +165,7 @@ class ReferenceService(MonitoringRoutes):
                 "snapshot_stale",
                 "the published snapshot is older than allowed: the daily refresh has not "
                 "run; retry later",
+                retry_after_s=STALE_RETRY_S,
             )
         ex.publication = snap.name
         return snap

@@ -454,6 +454,7 @@ def test_the_request_fails_closed_when_the_audit_store_cannot_be_written(
             "/v1/score", json={"uscc": u, "purpose": "onboarding"}, headers=H(keys["all"])
         )
         assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable"
+        assert r.headers["retry-after"] == "5"
         assert "score" not in r.json()
     finally:
         lock.execute("ROLLBACK")

@@ -75,6 +75,7 @@ def test_past_the_allowed_age_nothing_is_answered_and_the_refusal_is_audited(ser
         r = client.post(path, json=body, headers=auth)
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "snapshot_stale"
+        assert r.headers["retry-after"] == "600"  # the refresh is late: not a matter of seconds
         row = _last_audit(service_home)
         assert row["endpoint"] == path and row["outcome"]["error"] == "snapshot_stale"
 
