@@ -336,27 +336,15 @@ class VerifyLimits:
         limited: list[str] = []
         retry = 0
         pool_use: dict[str, bool] = {}
-        platform_row = con.execute(
-            "SELECT guesses FROM platform_day WHERE platform = ? AND day = ?", (ask.platform, day)
-        ).fetchone()
-        if ask.fields and platform_row and platform_row[0] >= p.platform_daily:
-            raise LimitReached(
-                "platform_guess_limit",
-                "this platform has used its daily number of mismatching claims",
-                seconds_to_next_day(now),
-                list(ask.fields),
-            )
-        key_guesses = con.execute(
-            "SELECT guesses FROM key_guess_day WHERE key_id = ? AND day = ?",
-            (ask.asker.key_id, day),
-        ).fetchone()
-        if ask.fields and key_guesses and key_guesses[0] >= p.key_daily:
-            raise LimitReached(
-                "key_guess_limit",
-                "this key has used its share of the platform's daily mismatching claims",
-                seconds_to_next_day(now),
-                list(ask.fields),
-            )
+        daily_caps = (  # the platform's guesses today, and this key's share of them
+            ("platform_day", "platform", ask.platform, p.platform_daily, "platform_guess_limit",
+             "this platform has used its daily number of mismatching claims"),
+            ("key_guess_day", "key_id", ask.asker.key_id, p.key_daily, "key_guess_limit",
+             "this key has used its share of the platform's daily mismatching claims"),
+        )  # fmt: skip
+        for table, who_column, who, cap, code, message in daily_caps if ask.fields else ():
+            if _count(con, table, who_column, who, day) >= cap:
+                raise LimitReached(code, message, seconds_to_next_day(now), list(ask.fields))
         for f in ask.fields:
             rows = con.execute(
                 "SELECT platform, at, day, pool FROM guesses WHERE subject = ? AND field = ? AND at >= ?",
