@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import time
 from datetime import date
@@ -51,10 +52,19 @@ def _start(home, log):
 
 
 @pytest.fixture(scope="module")
-def server(service_home, tmp_path_factory):
+def home(service_home, tmp_path_factory):
+    """A private copy of the served home: this module restarts its server and floods it,
+    which must not disturb the other modules' stores (nor theirs this one's)."""
+    h = tmp_path_factory.mktemp("necessity-home") / "home"
+    shutil.copytree(service_home, h, symlinks=True)
+    return h
+
+
+@pytest.fixture(scope="module")
+def server(home, tmp_path_factory):
     log = tmp_path_factory.mktemp("necessity") / "server.log"
-    proc, url = _start(service_home, log)
-    state = {"proc": proc, "url": url, "log": log, "home": service_home}
+    proc, url = _start(home, log)
+    state = {"proc": proc, "url": url, "log": log, "home": home}
     try:
         yield state
     finally:
@@ -62,11 +72,11 @@ def server(service_home, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def households(service_home):
+def households(home):
     """Operating households with their registered name and operator, in code order."""
-    snap = sqlite3.connect(f"file:{service_home / 'online' / 'current'}?mode=ro", uri=True)
+    snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
     operating = [r[0] for r in snap.execute("SELECT uscc FROM subjects WHERE status = 'operating'")]
-    con = duckdb.connect(str(service_home / "warehouse.duckdb"), read_only=True)
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     rows = con.execute(
         "SELECT uscc, name, operator_name FROM households WHERE list_contains(?, uscc) "
         "AND name IS NOT NULL ORDER BY uscc",
