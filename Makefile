@@ -45,7 +45,7 @@ demo: $(STAMP) ## Generate 100k households, ingest, build datasets, train, promo
 	$(CREDREF) train --config configs/demo.toml
 	$(CREDREF) promote --approver demo-reviewer
 	$(CREDREF) publish
-	$(DEMO_ENV) $(PY) -m serving.demo
+	$(DEMO_ENV) $(PY) -m credref.demo
 
 # Real use reads CREDREF_* from the environment; without CREDREF_HOME it serves the demo.
 SERVE_HOME ?= $(or $(CREDREF_HOME),$(DEMO_DIR))

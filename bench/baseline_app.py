@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from credref.settings import load_settings
-from serving.model_store import load_served_model, use_store
-from serving.online import OnlineStore
-from training.scoring import encode_row, reason_details
+from online_store.reader import OnlineStore
+from scoring.model import encode_row, reason_details
+from scoring.served import load_served_model, use_store
+from settings import load_settings
 
 _s = load_settings()
 use_store(_s.bentoml_path)

@@ -30,10 +30,10 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import machine, measure
 
-from features.changeset import write_changeset
 from features.dataset import build_snapshot
-from features.ingest import ingest
-from features.schema import TABLES_BY_NAME, arrow_schema
+from records.changeset import write_changeset
+from records.ingest import ingest
+from records.schema import TABLES_BY_NAME, arrow_schema
 from synth.generate import generate
 from synth.population import usccs
 

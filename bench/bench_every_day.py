@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from measure import machine  # noqa: E402
 
 from features.catalogue import FEATURE_NAMES  # noqa: E402
+from online_store.reader import OnlineStore, mirror_path  # noqa: E402
+from online_store.refresh import refresh  # noqa: E402
 from serving.events import watched_frame  # noqa: E402
-from serving.online import OnlineStore, mirror_path  # noqa: E402
-from serving.refresh import refresh  # noqa: E402
 from training.by_month import standing_view  # noqa: E402
 
 FIRST, LAST = date(2025, 9, 30), date(2026, 9, 29)

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import machine, measure
 
 from features.dataset import build_snapshot
-from features.ingest import ingest
 from features.pit import feature_sql
-from features.schema import TABLES
+from records.ingest import ingest
+from records.schema import TABLES
 
 
 def scan_sql(as_of: date, all_columns: bool = False) -> str:

@@ -42,9 +42,9 @@ def stage(results: dict, name: str, fn):
 
 def run_size(n: int, root: Path, served, reuse: Path | None) -> dict:
     from features.dataset import build_snapshot
-    from features.ingest import ingest
-    from features.warehouse import connect
-    from serving.batch import score_all_duckdb
+    from records.ingest import ingest
+    from records.warehouse import connect
+    from scoring.batch import score_all_duckdb
     from synth.generate import generate
 
     res: dict = {"households": n}
@@ -84,9 +84,9 @@ def run_size(n: int, root: Path, served, reuse: Path | None) -> dict:
 
 def run_spark(n: int, root: Path, served) -> dict:
     from features.engines import export_tables, spark_session
-    from features.ingest import ingest
-    from features.warehouse import connect
-    from serving.batch import score_all_spark
+    from records.ingest import ingest
+    from records.warehouse import connect
+    from scoring.batch import score_all_spark
     from synth.generate import generate
 
     res: dict = {"households": n, "engine": "spark local[2]"}
@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/out/pilot_chain.json"))
     args = ap.parse_args()
     os.environ.setdefault("BENTOML_HOME", str((args.model_home / "bentoml").resolve()))
-    from serving.model_store import load_served_model, use_store
+    from scoring.served import load_served_model, use_store
 
     use_store(args.model_home / "bentoml")
     served = load_served_model(

@@ -35,13 +35,13 @@ from bench_serve import service_env  # noqa: E402
 from loadgen import run  # noqa: E402
 from measure import machine, measure  # noqa: E402
 
-from features.changeset import read_changeset  # noqa: E402
-from features.ingest import ingest  # noqa: E402
-from features.warehouse import connect  # noqa: E402
+from online_store.publish import publish  # noqa: E402
+from online_store.reader import OnlineStore  # noqa: E402
+from online_store.refresh import refresh  # noqa: E402
+from records.changeset import read_changeset  # noqa: E402
+from records.ingest import ingest  # noqa: E402
+from records.warehouse import connect  # noqa: E402
 from serving import launch  # noqa: E402
-from serving.online import OnlineStore  # noqa: E402
-from serving.publish import publish  # noqa: E402
-from serving.refresh import refresh  # noqa: E402
 
 SECRET = b"credref-development-secret-not-for-production"
 MEMORY = "3GB"  # DuckDB's cap: the refresh must stay within 4 GB in all

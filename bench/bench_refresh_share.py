@@ -86,7 +86,7 @@ def main() -> None:
 def _every_row(wh: Path, home: Path, day: Path) -> dict:
     """The same refresh as before candidates: every row recomputed and compared (the
     path a 30 June or 1 January takes), from the same state, as this run's baseline."""
-    import serving.incremental as incremental
+    import online_store.incremental as incremental
 
     picks = incremental.candidates
     incremental.candidates = lambda *_: None

@@ -4,7 +4,7 @@ On a generated living domain (4,000 households, history, a 30-day feed): two mod
 trained and registered (version 1, then version 2, a different booster); the store is
 refreshed every day of the feed, and each day the service (in process, the real ASGI app)
 scores a random sample of households, from version 1 for the first 15 days and version 2
-after the promotion. Then every audited score is replayed (``serving.replay``: the
+after the promotion. Then every audited score is replayed (``online_store.replay``: the
 household recomputed from the warehouse as known at that publication, scored with that
 registered version) and must equal what was answered.
 
@@ -78,12 +78,12 @@ def main() -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from features.changeset import read_changeset
-    from features.ingest import ingest
+    from online_store.reader import OnlineStore
+    from online_store.refresh import refresh
+    from online_store.replay import replay
+    from records.changeset import read_changeset
+    from records.ingest import ingest
     from serving.keys import KeyStore
-    from serving.online import OnlineStore
-    from serving.refresh import refresh
-    from serving.replay import replay
     from tests.conftest import living_export
     from training.registry import CHAMPION, load_version
 

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def publish_snapshot(warehouse: Path, home: Path, secret: bytes, memory_limit: str = "8GB") -> dict:
     from features.dataset import observed_through
-    from features.warehouse import connect
-    from serving.publish import publish
+    from online_store.publish import publish
+    from records.warehouse import connect
 
     con = connect(warehouse, read_only=True, memory_limit=memory_limit)
     try:
@@ -57,7 +57,7 @@ def service_env(home: Path, model_home: Path, port: int) -> dict[str, str]:
     """Environment for a benchmarked ``credref serve``: its home, the champion's MLflow
     store, no practical rate limit (the generator is one platform), a fixed port, and the
     domain's clock on the publication's day (a generated domain has its own calendar)."""
-    from serving.online import describe_current
+    from online_store.reader import describe_current
 
     return {
         **os.environ,
@@ -138,7 +138,7 @@ def main() -> None:
     env = service_env(home, args.model_home, 3301)
     result: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
     if args.reuse_snapshot and (home / "online" / "current").exists():
-        from serving.online import describe_current
+        from online_store.reader import describe_current
 
         result["publish"] = {**describe_current(home / "online"), "reused": True}
     else:

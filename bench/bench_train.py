@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import machine, measure
 
 from features.dataset import as_of_dates, build_training_set
-from features.ingest import ingest
+from records.ingest import ingest
 from synth.generate import generate
 from training.train import TrainConfig, train
 

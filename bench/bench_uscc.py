@@ -1,5 +1,5 @@
 """Benchmark: the USCC check of a first load, scalar (stdnum per code, as before) against
-vectorised (features.codes.uscc_problems), on the same codes in the same run, and equal.
+vectorised (records.codes.uscc_problems), on the same codes in the same run, and equal.
 
     python bench/bench_uscc.py --export bench/out/pilot
 """
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import machine
 
-from features.codes import uscc_problem, uscc_problems
+from records.codes import uscc_problem, uscc_problems
 
 
 def main() -> None:

@@ -38,11 +38,11 @@ from bench_serve import service_env  # noqa: E402
 from loadgen import run  # noqa: E402
 from measure import machine, measure  # noqa: E402
 
+from online_store.reader import OnlineStore  # noqa: E402
+from online_store.refresh import refresh  # noqa: E402
+from scoring.served import load_served_model, use_store  # noqa: E402
 from serving import launch  # noqa: E402
 from serving.events import baseline, derive_events  # noqa: E402
-from serving.model_store import load_served_model, use_store  # noqa: E402
-from serving.online import OnlineStore  # noqa: E402
-from serving.refresh import refresh  # noqa: E402
 from serving.watch import Cursors, WatchStore  # noqa: E402
 
 SECRET = b"credref-development-secret-not-for-production"

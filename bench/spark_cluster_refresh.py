@@ -8,7 +8,7 @@ the README's recipe on a generated living domain:
    first change set;
 2. ``credref refresh-plan --tables T`` names the current publication and exports the
    record tables and their history;
-3. ``spark-submit --master spark://127.0.0.1:7077 serving/spark_refresh.py`` computes the
+3. ``spark-submit --master spark://127.0.0.1:7077 online_store/spark_refresh.py`` computes the
    day's changed households on the cluster;
 4. ``credref refresh --changes`` applies them; a copy of the store refreshed by DuckDB
    must hold the same rows.
@@ -86,7 +86,7 @@ def rows(online: Path) -> list[tuple]:
 
 
 def main() -> None:
-    from features.changeset import read_changeset
+    from records.changeset import read_changeset
     from tests.conftest import living_export
 
     shutil.rmtree(OUT, ignore_errors=True)
@@ -120,7 +120,7 @@ def main() -> None:
         submit = [str(spark_home() / "bin/spark-submit"), "--master", MASTER]
         submit += ["--py-files", str(code), "--conf", "spark.sql.session.timeZone=UTC"]
         submit += ["--conf", "spark.executor.memory=1g", "--conf", "spark.cores.max=2"]
-        submit += [str(ROOT / "serving/spark_refresh.py"), "--tables", str(OUT / "tables")]
+        submit += [str(ROOT / "online_store/spark_refresh.py"), "--tables", str(OUT / "tables")]
         submit += ["--plan", str(plan), "--as-of", read_changeset(days[0]).day.isoformat()]
         submit += ["--out", str(OUT / "changes")]
         r = subprocess.run(

@@ -12,12 +12,23 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
-from credref.settings import Settings
 from features.catalogue import CATEGORIES, FEATURE_NAMES, FEATURES, REASONS
-from features.policy import Policy
+from features.dataset import observed_through
+from features.engines import DuckDBEngine
+from governance.monitor import champion_reference, gather
+from governance.monitor_metrics import build_report
+from records.policy import Policy
+from records.summary import city_summary
+from records.warehouse import connect
+from scoring.model import encode
+from scoring.served import load_served_model, use_store
+from settings import Settings
+from training.registry import CHAMPION, TEST_ROWS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,14 +43,12 @@ def settings() -> Settings:
 
 def warehouse():
     """A read-only connection to the warehouse."""
-    from features.warehouse import connect
 
     s = settings()
     return connect(s.warehouse_path, read_only=True, memory_limit=s.duckdb_memory_limit)
 
 
 def last_observed(con) -> date:
-    from features.dataset import observed_through
 
     return observed_through(con)
 
@@ -48,7 +57,6 @@ def last_observed(con) -> date:
 
 
 def records_by_city(con) -> pd.DataFrame:
-    from features.summary import city_summary
 
     return city_summary(con)
 
@@ -61,7 +69,6 @@ def age_profile(con, as_of: date) -> pd.DataFrame:
 
 def adverse_rate_by_city(con, as_of: date) -> pd.DataFrame:
     """Share of households operating on ``as_of`` with an adverse event in the next year."""
-    from features.engines import DuckDBEngine
 
     e = DuckDBEngine(con)
     f = e.features(as_of).to_pandas()[["uscc", "city"]]
@@ -101,7 +108,6 @@ def reasons() -> pd.DataFrame:
 
 def features(con, as_of: date, policy: Policy = Policy.LEGAL) -> pd.DataFrame:
     """The point-in-time feature snapshot of ``as_of``."""
-    from features.engines import DuckDBEngine
 
     return DuckDBEngine(con).features(as_of, policy).to_pandas()
 
@@ -130,16 +136,11 @@ class Champion:
     run_id: str
     metrics: dict[str, float]
     params: dict[str, str]
-    model: object  # training.scoring.ScoringModel
+    model: object  # scoring.model.ScoringModel
 
 
 def champion() -> Champion:
     """The MLflow champion: its scoring model, its run's metrics and parameters."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from serving.model_store import load_served_model, use_store
-    from training.registry import CHAMPION
 
     s = settings()
     use_store(s.bentoml_path)
@@ -153,9 +154,6 @@ def champion() -> Champion:
 
 def test_rows(champ: Champion) -> pd.DataFrame:
     """The champion's out-of-time test rows (features and label), as logged at training."""
-    from mlflow.tracking import MlflowClient
-
-    from training.registry import TEST_ROWS
 
     path = MlflowClient().download_artifacts(champ.run_id, TEST_ROWS, tempfile.mkdtemp())
     return pd.read_parquet(path)
@@ -168,7 +166,6 @@ def scored(champ: Champion, frame: pd.DataFrame) -> pd.DataFrame:
 
 def contributions(champ: Champion, frame: pd.DataFrame) -> pd.DataFrame:
     """Per-feature contributions to the margin (SHAP values / points)."""
-    from training.scoring import encode
 
     c = champ.model.contributions(encode(frame))  # type: ignore[attr-defined]
     return pd.DataFrame(c, columns=list(FEATURE_NAMES), index=frame.index)
@@ -201,8 +198,6 @@ def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
 
 def monitoring_report(con, as_of: date, matured: int = 2) -> dict:
     """The figures of ``credref monitor`` (not logged to MLflow)."""
-    from training.monitor import champion_reference, gather
-    from training.monitor_metrics import build_report
 
     champ = champion()
     version, _, reference = champion_reference(settings().registered_model)

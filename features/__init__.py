@@ -1,1 +1,1 @@
-"""Records, the synthetic domain, ingestion, and point-in-time features."""
+"""Features: the catalogue, point-in-time SQL over the records, the engines that run it, datasets."""

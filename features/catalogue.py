@@ -12,7 +12,7 @@ A *calendar* feature (``calendar=True``) says where T stands in the reporting ca
 and what that means for the household (the day of the reporting cycle, the days of the
 filing period with this year's report not yet filed): lawful states, which move
 with the calendar for everyone. They sharpen the point-in-time PD and nothing else:
-never a reason, never the score or the class (``training.scoring``: the score and the
+never a reason, never the score or the class (``scoring.model``: the score and the
 class read the model with the calendar features at their average, so a household's
 class moves when its records do, not with the season; DOMAIN.md §6).
 """
@@ -58,7 +58,7 @@ class Feature:
     reason: str | None = None  # reason code for the adverse direction
     calendar: bool = False  # where T stands in the calendar: the PD only (see above)
     #: A feature that grows with every day (age, days since a record): the published
-    #: edges of the bands the score and class read it in (``training.scoring``), so a
+    #: edges of the bands the score and class read it in (``scoring.model``), so a
     #: household's class moves on the dated day its age or record enters a band, never
     #: a little every day
     bands: tuple[float, ...] = ()

@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 from features.catalogue import catalogue_version
 from features.engines import DuckDBEngine
 from features.pit import feature_sql
-from features.policy import Policy
-from features.progress import track
-from features.warehouse import source_fingerprint
+from records.policy import Policy
+from records.progress import track
+from records.warehouse import source_fingerprint
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from datetime import date
 
 import numpy as np
 
-from features.policy import filing_period_open, open_report_year
+from records.policy import filing_period_open, open_report_year
 
 DAYS_PER_YEAR = 365.25
 
@@ -155,7 +155,7 @@ def calendar_brackets(cycle_day: np.ndarray, unfiled_days: np.ndarray):
     the weight of the later one, 0 on the first day and 1 on the month end.
 
     Between the two, a model's splits would jump half-way; the point-in-time PD instead
-    moves from one to the other by the day (``training.scoring``). A household unfiled on
+    moves from one to the other by the day (``scoring.model``). A household unfiled on
     the day was unfiled on the first of the month and is read as still unfiled at its end.
     In a leap year the days after 28 February are read one day late."""
     c = np.clip(np.asarray(cycle_day, dtype=float), 1, 365)

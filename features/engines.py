@@ -19,9 +19,9 @@ import pyarrow as pa
 import sqlglot
 
 from features.pit import feature_sql, label_sql, outcome_sql
-from features.policy import Policy
-from features.schema import TABLES
-from features.versions import history_name
+from records.policy import Policy
+from records.schema import TABLES
+from records.versions import history_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -56,7 +56,7 @@ class DuckDBEngine:
 
 def export_tables(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, Path]:
     """Write the warehouse's record tables as Parquet (Spark's input): per table, the
-    current versions and the history (``features.versions``)."""
+    current versions and the history (``records.versions``)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in (n for t in TABLES for n in (t.name, history_name(t))):
@@ -72,7 +72,7 @@ def spark_session(
     master: str = "local[2]", app: str = "credref", memory: str = "2g"
 ) -> SparkSession:
     """A Spark session with the settings the feature SQL relies on (UTC, DATE semantics)."""
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # Spark is the scale-out path: loaded when used
 
     # Python tasks (mapInPandas scoring) run in this interpreter, with this environment.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

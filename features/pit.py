@@ -3,7 +3,7 @@
 The SQL is written once, in DuckDB's dialect, over the record tables by name; the
 embedded engine runs it as it is and the Spark engine runs the same text transpiled by
 sqlglot (``features.engines``). Every "is this record usable on T" decision comes from
-``features.policy``; every window is anchored on the as-of date T, so a record
+``records.policy``; every window is anchored on the as-of date T, so a record
 published after T can never reach a feature.
 
 Labels look only at (T, T + horizon], features only at (-inf, T]: the two windows
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from features import policy as P
 from features.catalogue import FEATURE_NAMES
 from features.elapsed import ANCHORS, CALENDAR, DERIVED, ELAPSED
-from features.geography import city_case_sql
-from features.policy import Policy
-from features.versions import with_sources
+from records import policy as P
+from records.geography import city_case_sql
+from records.policy import Policy
+from records.versions import with_sources
 
 
 def _t(as_of: date) -> str:
@@ -245,7 +245,7 @@ def feature_sql(as_of: date, policy: Policy = Policy.LEGAL, known_at: date | Non
     """One row per household operating on ``as_of``: ``uscc``, ``as_of``, the catalogue.
 
     ``known_at``: use only the record versions credref knew at the end of that day
-    (``features.versions``); ``None`` means as known now. The final join of the named
+    (``records.versions``); ``None`` means as known now. The final join of the named
     parts above, each a small query over one record kind."""
     parts, select = _features_select(as_of, policy, online=False)
     return with_sources(parts, select + "\n    ORDER BY p.uscc", known_at)

@@ -1,1 +1,1 @@
-"""The platform-facing reference service."""
+"""The process that answers platforms: the gate, the endpoints, limits, keys, audit, watches."""

@@ -27,10 +27,10 @@ import pyarrow as pa
 
 from features.catalogue import FEATURE_NAMES, SEVERE_PENALTY
 from features.elapsed import CALENDAR, ELAPSED
-from serving.model_store import ServedModel
-from serving.online import STORED_FEATURES, OnlineStore, Snapshot, mirror_path
+from online_store.reader import STORED_FEATURES, OnlineStore, Snapshot, mirror_path
+from scoring.model import ScoringModel, reason_details
+from scoring.served import ServedModel
 from serving.watch import Answer, WatchStore
-from training.scoring import ScoringModel, reason_details
 
 #: Penalty severity from which a new penalty is told as R07 rather than R06 (R07's claim).
 SEVERE = SEVERE_PENALTY

@@ -53,6 +53,7 @@ def metrics() -> Metrics:
     """This process's metrics (created on first use, after BentoML set up the folder)."""
     global _metrics
     if _metrics is None:
+        # After BentoML set PROMETHEUS_MULTIPROC_DIR: the client reads it when a metric is made.
         from prometheus_client import Counter, Gauge, Histogram
 
         _metrics = Metrics(
@@ -79,11 +80,12 @@ def metrics() -> Metrics:
 
 def exposition() -> tuple[bytes, str]:
     """The text format of every worker's metrics (or this process's, outside BentoML)."""
+    # Imported with the metrics (see metrics()): the multiprocess folder is set by then.
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
     metrics()  # so the families exist even before the first request
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+        from prometheus_client import multiprocess  # the multiprocess mode only
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

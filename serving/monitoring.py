@@ -23,11 +23,11 @@ from typing import Any
 import bentoml
 from starlette.responses import Response
 
-from features.codes import compact, uscc_problem
+from online_store.reader import Snapshot
+from records.codes import compact, uscc_problem
+from scoring.served import ServedModel
 from serving.events import baseline
 from serving.limits import BUDGET_MESSAGES, LimitsUnavailable, VerifyLimits
-from serving.model_store import ServedModel
-from serving.online import Snapshot
 from serving.relation import NO_RELATION_MESSAGE, asker_of, screen
 from serving.replies import error, exchange, reply
 from serving.schemas import (

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from serving.model_store import ServedModel
-from serving.online import Snapshot
+from online_store.reader import Snapshot
+from scoring.served import ServedModel
 
 
 class Incompatible(RuntimeError):

@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from features.codes import compact, uscc_problem
-from features.schema import STATUSES
-from serving.verification import Verdict
+from online_store.verification import Verdict
+from records.codes import compact, uscc_problem
+from records.schema import STATUSES
 
 MAX_BATCH = 1000
 MAX_FIELD_CHARS = 200  # longer than any registered name or address

@@ -11,7 +11,7 @@ request validation and the audit row of every request are the gate's work
 (:mod:`serving.gateway`); the endpoints below only answer, from the current snapshot of
 the online store and the MLflow champion imported into BentoML's model store.
 
-Settings: ``CREDREF_*`` (see :mod:`credref.settings`). At import they give only the
+Settings: ``CREDREF_*`` (see :mod:`settings`). At import they give only the
 decorator's arguments (workers, address, timeout); every store is opened in the worker,
 by ``ReferenceService.__init__`` and :class:`ServiceGateway`.
 """
@@ -29,8 +29,12 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from credref.settings import Settings, load_settings
-from features.codes import compact, uscc_problem
+from online_store.reader import OnlineStore, Snapshot
+from online_store.verification import FieldHasher, claimed_fields, judge
+from records.codes import compact, uscc_problem
+from scoring.model import encode_row, reason_details
+from scoring.served import load_served_model, use_store
+from serving.anchor import start_periodic
 from serving.audit import AuditLog
 from serving.gateway import Exchange, Gateway
 from serving.keys import KeyStore
@@ -44,9 +48,7 @@ from serving.limits import (
     seconds_to_next_day,
 )
 from serving.metrics import metrics
-from serving.model_store import load_served_model, use_store
 from serving.monitoring import MonitoringRoutes
-from serving.online import OnlineStore, Snapshot
 from serving.openapi import document as openapi_document
 from serving.preflight import check_compatible
 from serving.relation import NO_RELATION, NO_RELATION_MESSAGE, asker_of, screen
@@ -64,9 +66,8 @@ from serving.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
-from serving.verification import FieldHasher, claimed_fields, judge
 from serving.watch import Cursors, WatchStore
-from training.scoring import encode_row, reason_details
+from settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +322,7 @@ class ReferenceService(MonitoringRoutes):
             (item,) = self._score(snap, [req.uscc], self._with_pd(ex))
         if "error" in item:
             return _error(ctx, ex, 404, item["error"]["code"], item["error"]["message"])
-        # what the platform received, for replay (serving.replay): no input, no personal data
+        # what the platform received, for replay (online_store.replay): no input, no personal data
         ex.outcome = {
             "status": item["status"],
             "class": item.get("risk_class"),
@@ -409,7 +410,6 @@ def _start_anchoring(s: Settings) -> threading.Event | None:
         return None
     if bentoml.server_context.worker_index not in (None, 1):
         return None
-    from serving.anchor import start_periodic
 
     log = AuditLog(s.audit_path, timeout_s=s.audit_timeout_s)
     return start_periodic(log, s.audit_anchor_key, s.audit_anchor_dir, s.audit_anchor_minutes)

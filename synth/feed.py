@@ -2,7 +2,7 @@
 
 The simulation (``synth.records``) gives every record its final content. Here each
 record becomes the versions the credit system saw, each with ``known_from`` and
-``known_to`` (``features.versions``):
+``known_to`` (``records.versions``):
 
 - **Lifecycle.** A record is first known without what happened to it later: a penalty
   before its repair or withdrawal, a marking before its restoration, a listing before
@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.schema import TABLES_BY_NAME, VIOLATION_TYPES, Table
-from features.versions import KNOWN_FROM, KNOWN_TO
+from records.schema import TABLES_BY_NAME, VIOLATION_TYPES, Table
+from records.versions import KNOWN_FROM, KNOWN_TO
 
 LATE_SHARE = 0.04
 LATE_MEAN_DAYS = 10.0

@@ -10,7 +10,7 @@ The export is the records as the credit system knew them at the end of ``end`` (
 ``known_at``): ``synth.feed`` simulates when each version arrived. With ``history`` each
 file carries every version known by then with ``known_from``/``known_to``; with
 ``feed_days`` N the export is as known N days before the end, and ``out/feed/`` holds
-one change set per following day (``features.changeset``).
+one change set per following day (``records.changeset``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.changeset import write_changeset
-from features.progress import track
-from features.schema import HOUSEHOLDS, INDUSTRIES, TABLES, TABLES_BY_NAME, arrow_schema
-from features.validate import KNOWLEDGE_COLUMNS
+from records.changeset import write_changeset
+from records.progress import track
+from records.schema import HOUSEHOLDS, INDUSTRIES, TABLES, TABLES_BY_NAME, arrow_schema
+from records.validate import KNOWLEDGE_COLUMNS
 from synth.feed import chunk_versions, day_changes, feed_part, known_at_day
 from synth.population import (
     addresses,

@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 from stdnum.cn import ric, uscc
 from stdnum.exceptions import ValidationError
 
-from features.geography import CITIES
-from features.identity import id_hmac
-from features.schema import INDUSTRIES
+from records.geography import CITIES
+from records.identity import id_hmac
+from records.schema import INDUSTRIES
 from synth.process import Population
 
 USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"

@@ -1,4 +1,4 @@
-"""Turn simulated events into the regulator's record tables (``features.schema``).
+"""Turn simulated events into the regulator's record tables (``records.schema``).
 
 Every rule of ``../shared/DOMAIN.md`` §2 that concerns dates is applied here:
 penalties are published after their decision, publicity ends after 3 months (public
@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from features.geography import CITIES
-from features.policy import LOW_FINE_YUAN
-from features.schema import (
+from records.geography import CITIES
+from records.policy import LOW_FINE_YUAN
+from records.schema import (
     ABNORMAL_STATUS,
     ANNUAL_REPORTS,
     INDUSTRIES,

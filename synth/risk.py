@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.schema import INDUSTRIES
+from records.schema import INDUSTRIES
 
 EPOCH_YEAR = 2019
 N_INDUSTRIES = len(INDUSTRIES)
@@ -88,7 +88,7 @@ class RiskParams:
             1.0,
         )
     )
-    #: city order as in features.geography.CITIES
+    #: city order as in records.geography.CITIES
     city_mult: np.ndarray = field(
         default_factory=lambda: np.array([0.85, 0.9, 1.05, 1.1, 1.05, 1.15, 1.0, 1.1])
     )

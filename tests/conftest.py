@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from features.ingest import ingest
+from records.ingest import ingest
 from synth.generate import generate
 from tests.helpers import SECRET, SERVICE_AS_OF
 
@@ -52,8 +52,8 @@ def service_home(small_warehouse, tmp_path_factory) -> Path:
 
     from features.catalogue import FEATURE_NAMES
     from features.dataset import as_of_dates, build_training_set
-    from features.identity import id_hmac
-    from serving.publish import publish
+    from online_store.publish import publish
+    from records.identity import id_hmac
     from training.calibration import make_scoring_model
     from training.data import load_training_set, split_out_of_time
     from training.guide import score_guide

@@ -10,8 +10,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from features.schema import TABLES
-from features.warehouse import table_ddl
+from records.schema import TABLES
+from records.warehouse import table_ddl
 from serving import launch
 
 #: The ID-hash secret of every test domain.

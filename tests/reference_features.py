@@ -14,8 +14,8 @@ import pandas as pd
 from dateutil.relativedelta import relativedelta
 
 from features.catalogue import FEATURE_NAMES
-from features.geography import city_of_division
-from features.schema import TABLES
+from records.geography import city_of_division
+from records.schema import TABLES
 
 LOW_FINE = 3000
 

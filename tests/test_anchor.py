@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from credref.cli import app
+from credref.cli.app import app
 from serving.anchor import (
     AnchorError,
     generate_key,

@@ -6,7 +6,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from serving.batch import score_all_duckdb, score_all_spark
+from scoring.batch import score_all_duckdb, score_all_spark
 from tests.conftest import SERVICE_AS_OF
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 def test_spark_and_duckdb_score_all_agree(service_home, tmp_path):
     from features.engines import export_tables, spark_session
-    from serving.model_store import load_served_model, use_store
+    from scoring.served import load_served_model, use_store
 
     use_store(service_home / "bentoml")
     served = load_served_model(f"sqlite:///{service_home / 'mlflow.db'}", "credref-reference")
@@ -49,8 +49,8 @@ def test_spark_and_duckdb_score_all_agree(service_home, tmp_path):
 
 def test_the_spark_submit_entry_point_scores_the_same(service_home, tmp_path):
     from features.engines import export_tables, spark_session
-    from serving.model_store import load_served_model, use_store
-    from serving.spark_job import main
+    from scoring.served import load_served_model, use_store
+    from scoring.spark_job import main
 
     use_store(service_home / "bentoml")
     served = load_served_model(f"sqlite:///{service_home / 'mlflow.db'}", "credref-reference")

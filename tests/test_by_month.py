@@ -7,8 +7,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from scoring.spec import CREDREF
 from training import by_month
-from training.spec import CREDREF
 
 
 def _month(

@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.changeset import ChangeSetError, seal, write_changeset
-from features.ingest import ExportError, ingest
 from features.pit import feature_sql
-from features.schema import PENALTIES, arrow_schema
+from records.changeset import ChangeSetError, seal, write_changeset
+from records.ingest import ExportError, ingest
+from records.schema import PENALTIES, arrow_schema
 from tests.test_ingest import _snapshot
 
 T = date(2026, 6, 30)
@@ -193,7 +193,7 @@ _KILL_AFTER_FIRST_TABLE = textwrap.dedent(
     """
     import logging, sys, threading
     from pathlib import Path
-    from features.ingest import ingest
+    from records.ingest import ingest
 
     class Freeze(logging.Handler):
         # Once the first table is written (not yet committed), say so and never go on.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from credref.cli import app
-from credref.settings import DEV_ID_HASH_SECRET, load_settings
+from credref.cli.app import app
+from settings import DEV_ID_HASH_SECRET, load_settings
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from stdnum.cn import uscc as s_uscc
 
-from features.codes import uscc_problem, uscc_problems
+from records.codes import uscc_problem, uscc_problems
 
 ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 

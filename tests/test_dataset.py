@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from credref.cli import app
+from credref.cli.app import app
 from features.catalogue import FEATURE_NAMES, catalogue_version
 from features.dataset import as_of_dates, build_snapshot, build_training_set, parse_every
 from features.engines import DuckDBEngine

@@ -11,8 +11,8 @@ import pytest
 
 from features.elapsed import CALENDAR, DERIVED, ELAPSED
 from features.pit import feature_sql
-from serving.online import OnlineStore
-from serving.publish import publish
+from online_store.publish import publish
+from online_store.reader import OnlineStore
 from tests.helpers import SECRET
 
 DAYS = [date(2022, 1, 1) + timedelta(days=i) for i in range(4 * 366)]

@@ -184,10 +184,10 @@ def test_a_class_change_says_whether_a_record_or_the_calendar_moved_it(service_h
     import mlflow
 
     from features.catalogue import FEATURE_NAMES
+    from online_store.reader import OnlineStore
+    from scoring.model import CLASSES
     from serving.events import _class_change_causes
-    from serving.online import OnlineStore
     from training.registry import load_version
-    from training.scoring import CLASSES
 
     mlflow.set_tracking_uri(f"sqlite:///{service_home / 'mlflow.db'}")
     model = load_version("credref-reference", "1").unwrap_python_model().model

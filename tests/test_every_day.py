@@ -24,8 +24,8 @@ import pytest
 
 from features.catalogue import FEATURE_NAMES, RECENT_YEARS
 from features.dataset import as_of_dates, build_training_set
-from serving.online import OnlineStore
-from serving.refresh import refresh
+from online_store.reader import OnlineStore
+from online_store.refresh import refresh
 from tests.helpers import SECRET
 from training.by_month import standing_view
 from training.calibration import make_scoring_model

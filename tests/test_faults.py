@@ -167,7 +167,7 @@ def test_a_killed_worker_is_replaced_and_every_answer_was_audited(home, tmp_path
 
 
 def test_publishing_under_load_gives_no_errors_and_never_mixes_snapshots(home, tmp_path):
-    from serving.publish import publish
+    from online_store.publish import publish
 
     with _serving(home, tmp_path) as (_, url, key), Load(url, key, _operating(home)) as load:
         load.wait_answers(30)
@@ -190,7 +190,7 @@ def test_publishing_under_load_gives_no_errors_and_never_mixes_snapshots(home, t
 
 
 def test_the_service_starts_from_bentomls_store_when_mlflow_is_unreachable(home, tmp_path):
-    from serving.model_store import BENTO_MODEL, import_champion, use_store
+    from scoring.served import BENTO_MODEL, import_champion, use_store
 
     use_store(home / "bentoml")
     import_champion(f"sqlite:///{home / 'mlflow.db'}", "credref-reference")  # imported before

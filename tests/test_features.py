@@ -22,8 +22,8 @@ from features.catalogue import (
 )
 from features.engines import DuckDBEngine
 from features.pit import FEATURE_COLUMNS, feature_sql, label_sql
-from features.policy import Policy
-from features.schema import TABLES
+from records.policy import Policy
+from records.schema import TABLES
 from tests.helpers import H, T, assert_frames_equal, household, micro, penalty_row
 from tests.reference_features import reference
 

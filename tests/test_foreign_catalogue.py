@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from scoring.model import ScoringModel
+from scoring.spec import CREDREF, ModelSpec
 from training.calibration import make_scoring_model
 from training.checks import run_checks
 from training.data import Split, model_matrix
 from training.models import fit_booster, points_table
-from training.scoring import ScoringModel
-from training.spec import CREDREF, ModelSpec
 
 SPEC = ModelSpec(
     features=("months_on_book", "late_payments", "utilisation", "region", "bankrupt"),

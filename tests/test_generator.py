@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from stdnum.cn import ric, uscc
 
-from features.geography import CITIES
-from features.schema import TABLES
+from records.geography import CITIES
+from records.schema import TABLES
 from synth.generate import generate, quarter_ends
 from tests.conftest import END, SECRET
 

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from training.impact import impact, population, run_impact
+from governance.impact import impact, population, run_impact
 from training.registry import (
     TEST_ROWS,
     load_version,
@@ -62,7 +62,7 @@ WATCHED = {"alipay": slice(0, 300), "wechat": slice(200, 260)}  # rows of the po
 
 def _watching(path, people, online):
     """A watch store where two platforms watch some of the published households."""
-    from serving.online import OnlineStore
+    from online_store.reader import OnlineStore
     from serving.watch import WatchStore
 
     store = WatchStore(path)
@@ -141,9 +141,9 @@ def test_credref_promote_tells_watching_platforms_whose_class_the_new_champion_m
     event for each watched household whose class moves, and none for the others."""
     from typer.testing import CliRunner
 
-    from credref.cli import app
+    from credref.cli.app import app
+    from online_store.reader import OnlineStore
     from serving.events import baseline
-    from serving.online import OnlineStore
     from serving.watch import WatchStore
 
     client = store

@@ -11,8 +11,8 @@ import duckdb
 import pytest
 from stdnum.cn import uscc as stdnum_uscc
 
-from features.ingest import ExportError, ingest
-from features.schema import TABLES, TABLES_BY_NAME
+from records.ingest import ExportError, ingest
+from records.schema import TABLES, TABLES_BY_NAME
 
 
 def _rows(export: Path, table: str, where: str = "true", limit: int = 1) -> list[dict]:

@@ -16,7 +16,10 @@ import pytest
 
 from features.catalogue import FEATURE_NAMES
 from features.dataset import as_of_dates, build_training_set
-from features.ingest import ingest
+from governance.monitor import gather
+from governance.monitor_metrics import backtest, build_report, migration, stability, verdict
+from governance.monitor_render import write_report
+from records.ingest import ingest
 from synth.generate import generate
 from tests.conftest import SERVICE_AS_OF
 from tests.helpers import service_env
@@ -24,9 +27,6 @@ from training.calibration import make_scoring_model
 from training.data import load_training_set, split_out_of_time
 from training.evaluate import slice_table
 from training.models import fit_booster, points_table
-from training.monitor import gather
-from training.monitor_metrics import backtest, build_report, migration, stability, verdict
-from training.monitor_render import write_report
 
 
 def _psi(pairs):

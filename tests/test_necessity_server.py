@@ -290,8 +290,8 @@ def _read_all(c: httpx.Client, limit: int = 1) -> tuple[list[dict], list[str]]:
 def test_two_platforms_watching_one_household_learn_nothing_of_each_other(
     server, households, monkeypatch
 ):
-    from credref.cli_refresh import derive_and_print_events
-    from credref.settings import load_settings
+    from credref.cli.refresh import derive_and_print_events
+    from settings import load_settings
 
     home = server["home"]
     shared, a1, a2, b1 = _take(households, 500, 4)

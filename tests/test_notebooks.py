@@ -34,7 +34,7 @@ def _expected(home: Path) -> dict:
     from features.catalogue import FEATURE_NAMES
     from features.dataset import observed_through
     from features.pit import population_sql
-    from training.scoring import ScoringModel
+    from scoring.model import ScoringModel
 
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     as_of = observed_through(con)

@@ -8,11 +8,11 @@ from datetime import date
 import duckdb
 import pytest
 
-from features.identity import normalise_id
 from features.pit import feature_sql
-from serving.online import CURRENT, KEEP_PREVIOUS, NoSnapshot, OnlineStore
-from serving.publish import publish
-from serving.verification import FieldHasher, Verdict, normalise_text, verdict
+from online_store.publish import publish
+from online_store.reader import CURRENT, KEEP_PREVIOUS, NoSnapshot, OnlineStore
+from online_store.verification import FieldHasher, Verdict, normalise_text, verdict
+from records.identity import normalise_id
 
 SECRET = b"test-secret"
 
@@ -93,7 +93,7 @@ def test_normalisation_makes_equivalent_spellings_equal(a, b):
 
 
 def test_id_numbers_normalise_to_the_form_the_warehouse_hashes():
-    from features.identity import id_hmac
+    from records.identity import id_hmac
 
     assert normalise_id(" １１０１０５１９４９１２３１００２ｘ ") == "11010519491231002X"
     assert FieldHasher(SECRET).id_number("11010519491231002x").hex() == id_hmac(

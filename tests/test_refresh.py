@@ -17,13 +17,13 @@ import duckdb
 import httpx
 import pytest
 
-from features.changeset import read_changeset
-from features.ingest import ingest
-from features.warehouse import connect
+from online_store.publish import publish
+from online_store.reader import CURRENT, OnlineStore
+from online_store.refresh import RefreshRefused, refresh
+from records.changeset import read_changeset
+from records.ingest import ingest
+from records.warehouse import connect
 from serving.keys import KeyStore
-from serving.online import CURRENT, OnlineStore
-from serving.publish import publish
-from serving.refresh import RefreshRefused, refresh
 from tests.helpers import SECRET, relate, start_server, stop_server, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -172,7 +172,7 @@ def _revocation(wh: Path, day: date, tmp_path: Path) -> Path:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from features.changeset import write_changeset
+    from records.changeset import write_changeset
 
     con = duckdb.connect(str(wh), read_only=True)
     try:
@@ -268,16 +268,16 @@ def {name}(*args, **kwargs):
     {block}
 
 target.{name} = {name}
-from serving.refresh import refresh
+from online_store.refresh import refresh
 refresh(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), b"test-secret")
 """
 _STAGES = {
     # inside the ingest transaction, one table of the change set merged
-    "ingest": ("features.merge", "merge", "_reached()"),
+    "ingest": ("records.merge", "merge", "_reached()"),
     # the day's rows recomputed in DuckDB, nothing written yet
-    "recomputation": ("serving.incremental", "diff_query", "_reached()"),
+    "recomputation": ("online_store.incremental", "diff_query", "_reached()"),
     # inside the store's write transaction, the first rows inserted, not committed
-    "publication": ("serving.incremental", "rows_of", "yield from out; _reached()"),
+    "publication": ("online_store.incremental", "rows_of", "yield from out; _reached()"),
 }
 
 
@@ -322,7 +322,7 @@ def test_a_refresh_killed_midway_leaves_the_previous_publication_and_a_rerun_com
 def test_a_quiet_day_with_no_row_to_rewrite_moves_the_publication_on(living_domain, tmp_path):
     """A day whose recomputed candidates all equal their published rows (an empty
     difference) is still published: no filter on an empty list may fail it."""
-    from serving.incremental import DuckDBRecompute, refresh_in_place
+    from online_store.incremental import DuckDBRecompute, refresh_in_place
 
     wh, online = tmp_path / "wh.duckdb", tmp_path / "online"
     ingest(living_domain, wh, progress=False)

@@ -16,12 +16,12 @@ from starlette.testclient import TestClient
 from stdnum.cn import uscc as s_uscc
 from typer.testing import CliRunner
 
-from features.changeset import write_changeset
-from features.ingest import ingest
-from features.schema import PENALTIES, arrow_schema
+from online_store.reader import LEDGER
+from online_store.replay import ReplayError, ledger, recompute, replay
+from records.changeset import write_changeset
+from records.ingest import ingest
+from records.schema import PENALTIES, arrow_schema
 from serving.keys import KeyStore
-from serving.online import LEDGER
-from serving.replay import ReplayError, ledger, recompute, replay
 from tests.helpers import SERVICE_AS_OF, relate, service_env
 
 UNREGISTERED = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit("92440300MA5DKQ0E2")
@@ -175,7 +175,7 @@ def test_a_not_found_answer_is_compared_and_a_refusal_is_not_replayed(
 
 
 def test_the_cli_replays_and_refuses_what_it_cannot(answers, service_home, monkeypatch):
-    from credref.cli import app
+    from credref.cli.app import app
 
     for k, v in service_env(service_home).items():
         monkeypatch.setenv(k, v)

@@ -1,4 +1,4 @@
-"""The reporting calendar at its boundaries (DOMAIN.md §6; ``features.policy``, "the
+"""The reporting calendar at its boundaries (DOMAIN.md §6; ``records.policy``, "the
 reporting calendar"): a report for year Y is on time to 30 June of Y+1, overdue from
 1 July; before then "not yet filed" is lawful, never a reason, and moves neither the
 score nor the class. Exact expected values on one household's in-memory records."""
@@ -13,9 +13,9 @@ import pytest
 
 from features.catalogue import FEATURE_NAMES
 from features.pit import feature_sql
+from scoring.model import PointsTable, ScoreScale, ScoringModel
+from scoring.spec import CREDREF
 from tests.helpers import H, household, micro
-from training.scoring import PointsTable, ScoreScale, ScoringModel
-from training.spec import CREDREF
 
 DAY = timedelta(days=1)
 REGISTERED = date(2020, 3, 1)  # reports due for 2020 onwards

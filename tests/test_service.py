@@ -17,10 +17,10 @@ from starlette.testclient import TestClient
 from stdnum.cn import uscc as s_uscc
 
 from features.catalogue import FEATURE_NAMES, NO_ADVERSE, REASONS
+from online_store.reader import describe_current
 from serving.audit import AuditLog
 from serving.keys import KeyStore
 from serving.limits import VerifyLimits
-from serving.online import describe_current
 from serving.preflight import Incompatible
 from tests.conftest import KNOWN_ID, SERVICE_AS_OF
 
@@ -108,7 +108,7 @@ def _fullwidth(s: str) -> str:
 def test_verify_matches_claims_under_normalisation_and_never_returns_stored_values(
     client, keys, records
 ):
-    from features.identity import id_hmac
+    from records.identity import id_hmac
 
     hh = _pick(records, operator_id_hmac=id_hmac(KNOWN_ID, b"test-secret"))
     claim = {
@@ -167,7 +167,7 @@ def test_verify_reports_status_and_unknown_codes(client, keys, records):
 
 def _snapshot_features(home, usccs) -> pd.DataFrame:
     """The published features of ``usccs`` (calendar-derived ones for its day)."""
-    from serving.online import OnlineStore
+    from online_store.reader import OnlineStore
 
     with OnlineStore(home / "online").current() as snap:
         frame = snap.frame().set_index("uscc")
@@ -229,7 +229,7 @@ def test_a_household_not_operating_gets_its_status_and_no_score(client, keys, re
     ],
 )
 def test_a_malformed_code_is_a_400_that_says_which_rule(client, keys, uscc, problem):
-    from features.codes import uscc_problem
+    from records.codes import uscc_problem
 
     problem = problem or "must start with 92"
     if uscc.startswith("91"):  # give it a valid check character first
@@ -473,7 +473,7 @@ def test_a_new_publication_is_picked_up_and_an_incompatible_one_refused(
 ):
     from datetime import date
 
-    from serving.publish import publish
+    from online_store.publish import publish
 
     u = records[records.status_on == "operating"].uscc.iloc[0]
     original = os.readlink(home / "online" / "current")
@@ -544,7 +544,7 @@ def test_the_scoring_path_equals_the_numpy_path_on_every_operating_household(hom
     usccs = [r[0] for r in con.execute("SELECT uscc FROM subjects WHERE status = 'operating'")]
     frame = _snapshot_features(home, usccs[:500])
     a = served.model.score_frame(frame)
-    from training.scoring import encode_row
+    from scoring.model import encode_row
 
     rows = np.asarray([encode_row(snap.get(u).features) for u in usccs[:500]])
     b = served.model.score_array(rows)
@@ -552,7 +552,7 @@ def test_the_scoring_path_equals_the_numpy_path_on_every_operating_household(hom
 
 
 def test_score_all_gives_every_household_the_service_answer(client, keys, home, service, tmp_path):
-    from serving.batch import score_all_duckdb
+    from scoring.batch import score_all_duckdb
 
     served = service.load_served_model(f"sqlite:///{home / 'mlflow.db'}", "credref-reference")
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)

@@ -9,7 +9,7 @@ import pytest
 
 from features.engines import DuckDBEngine, SparkEngine, export_tables, spark_session, to_spark_sql
 from features.pit import feature_sql
-from features.policy import Policy
+from records.policy import Policy
 from tests.helpers import assert_frames_equal
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -93,10 +93,10 @@ def test_the_refresh_recomputed_on_spark_writes_what_duckdb_does(living_domain, 
     import os
     import sqlite3
 
-    from features.changeset import read_changeset
-    from features.ingest import ingest
-    from serving.online import CURRENT
-    from serving.refresh import Recomputation, refresh
+    from online_store.reader import CURRENT
+    from online_store.refresh import Recomputation, refresh
+    from records.changeset import read_changeset
+    from records.ingest import ingest
     from tests.helpers import SECRET
 
     days = sorted((living_domain / "feed").iterdir())[:2]

@@ -19,14 +19,10 @@ from sklearn.exceptions import NotFittedError
 
 from features.catalogue import FEATURE_NAMES, NO_ADVERSE
 from features.dataset import as_of_dates, build_training_set
-from features.ingest import ingest
-from features.policy import Policy
-from synth.generate import generate
-from training.checks import monotonicity_violations
-from training.data import load_training_set, model_matrix, split_out_of_time
-from training.models import WoEScorecard, fit_booster, points_table
-from training.registry import CHAMPION, PREVIOUS, promote, rollback
-from training.scoring import (
+from governance.validation import MODEL_CARD_HEADINGS
+from records.ingest import ingest
+from records.policy import Policy
+from scoring.model import (
     MAX_REASONS,
     ScoreScale,
     ScoringModel,
@@ -35,8 +31,12 @@ from training.scoring import (
     reason_codes,
     reason_strings,
 )
+from synth.generate import generate
+from training.checks import monotonicity_violations
+from training.data import load_training_set, model_matrix, split_out_of_time
+from training.models import WoEScorecard, fit_booster, points_table
+from training.registry import CHAMPION, PREVIOUS, promote, rollback
 from training.train import TrainConfig, train
-from training.validation import MODEL_CARD_HEADINGS
 
 pytestmark = pytest.mark.slow
 NAME = "credref-test"
@@ -257,7 +257,7 @@ def test_bad_parameters_are_clear_errors(splits, config, tmp_path):
 
 @pytest.fixture(scope="module")
 def champion(first_run, store):
-    from training.scoring import ScoringModel
+    from scoring.model import ScoringModel
 
     mlflow.set_tracking_uri(store[0])
     local = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1")
@@ -277,7 +277,7 @@ def test_invariance_what_the_model_must_ignore_changed_in_the_records(champion, 
     import shutil
 
     from features.pit import feature_sql
-    from features.schema import TABLES
+    from records.schema import TABLES
 
     wh = tmp_path / "rewritten.duckdb"
     shutil.copy(datasets / "wh.duckdb", wh)
@@ -364,7 +364,7 @@ def test_a_failed_check_fails_the_run_and_registers_nothing(config, store, monke
 
 
 def test_reason_texts_come_from_the_catalogue():
-    from training.scoring import reason_details
+    from scoring.model import reason_details
 
     d = reason_details("R08;R06")
     assert [x["code"] for x in d] == ["R08", "R06"]

@@ -15,9 +15,9 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from features.pit import feature_sql, label_sql
-from training.monitor_metrics import stability
+from governance.monitor_metrics import stability
+from governance.validation import MODEL_CARD_HEADINGS, render_html, run_validation
 from training.registry import load_version
-from training.validation import MODEL_CARD_HEADINGS, render_html, run_validation
 from training.validation_stats import auc_delong, herfindahl
 
 NAME = "credref-reference"

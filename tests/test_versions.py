@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from features.ingest import ingest
 from features.pit import feature_sql
-from features.schema import TABLES
+from records.ingest import ingest
+from records.schema import TABLES
 from tests.conftest import END, FEED_DAYS, living_export
 from tests.helpers import assert_frames_equal
 
@@ -149,8 +149,8 @@ def test_a_plain_export_is_known_since_its_own_dates(small_warehouse):
 
 
 def test_an_old_warehouse_is_upgraded_in_place(tmp_path):
-    from features.schema import HOUSEHOLDS
-    from features.warehouse import connect
+    from records.schema import HOUSEHOLDS
+    from records.warehouse import connect
 
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
@@ -176,7 +176,7 @@ def test_an_old_warehouse_is_upgraded_in_place(tmp_path):
 def test_history_lists_a_households_versions_without_personal_fields(living_warehouse, monkeypatch):
     from typer.testing import CliRunner
 
-    from credref.cli import app
+    from credref.cli.app import app
 
     con = duckdb.connect(str(living_warehouse), read_only=True)
     uscc, operator, address = con.execute(

@@ -161,8 +161,8 @@ def test_the_change_feed_gives_a_platform_its_events_from_any_cursor_and_after_a
 ):
     """Events derived by the refresh's own step (credref's CLI code) after the watched
     households' last answers are set back to another class and status."""
-    from credref.cli_refresh import derive_and_print_events
-    from credref.settings import load_settings
+    from credref.cli.refresh import derive_and_print_events
+    from settings import load_settings
 
     mine = [operating.iloc[i] for i in (10, 11, 12)]
     for h in mine:

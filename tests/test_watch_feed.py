@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from features.catalogue import FEATURE_NAMES
-from features.changeset import read_changeset
+from online_store.reader import OnlineStore
+from online_store.refresh import refresh
+from records.changeset import read_changeset
 from serving.events import baseline, derive_events
-from serving.online import OnlineStore
-from serving.refresh import refresh
 from serving.watch import WatchStore
 from tests.helpers import SECRET
 from tests.test_events import expected_kinds

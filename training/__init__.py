@@ -1,1 +1,1 @@
-"""Model training, calibration, evaluation and registration."""
+"""Model training: the data, the model family, tuning, calibration, evaluation, registration."""

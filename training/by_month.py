@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from scoring.model import CLASSES
+from scoring.spec import ModelSpec, band_floor
 from training.evaluate import auc, ece
-from training.scoring import CLASSES
-from training.spec import ModelSpec, band_floor
 
 #: Targets every month of the test year must meet (issue: answers true on every day).
 ECE_MAX = 0.02

@@ -1,15 +1,16 @@
 """Fitting the scoring artefact's calibrations, score scale and class bands on validation
-rows (the training side of :mod:`training.scoring`)."""
+rows (the training side of :mod:`scoring.model`)."""
 
 from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 
 from features.catalogue import catalogue_version
-from training.scoring import CALENDAR_REFERENCE, PointsTable, ScoreScale, ScoringModel, encode
-from training.spec import CREDREF, ModelSpec
+from scoring.model import CALENDAR_REFERENCE, PointsTable, ScoreScale, ScoringModel, encode
+from scoring.spec import CREDREF, ModelSpec
 
 #: Long-run PD at the class cuts A|B, B|C, C|D unless the training config says otherwise:
 #: fixed bands, published with each model version in its score guide, so a class means the
@@ -25,7 +26,6 @@ SCALE_PERCENTILES = (1.0, 99.0)
 
 
 def fit_platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y)
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])

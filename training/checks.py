@@ -8,8 +8,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from training.scoring import PointsTable, encode
-from training.spec import CREDREF, ModelSpec
+from scoring.model import PointsTable, encode
+from scoring.spec import CREDREF, ModelSpec
 
 SHAP_TOL = 1e-6
 POINTS_TOL = 1e-9

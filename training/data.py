@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features.dataset import LABEL_COLUMN, ORACLE_COLUMN
-from training.spec import CREDREF, ModelSpec
+from scoring.spec import CREDREF, ModelSpec
 
 
 def model_matrix(df: pd.DataFrame, spec: ModelSpec = CREDREF) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
 
-from training.scoring import CLASSES
+from scoring.model import CLASSES
 
 AGE_BANDS = (0, 1, 3, 5, 10, 1000)
 SLICE_DIMENSIONS = ("city", "org_form", "industry", "age_band")

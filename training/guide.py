@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from training.scoring import CLASSES, ScoringModel
+from scoring.model import CLASSES, ScoringModel
 
 OUTCOME = (
     "An adverse regulator record published in the 12 months after the day of the answer: a "

@@ -10,10 +10,12 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
 
+from scoring.model import PointsTable
+from scoring.spec import CREDREF, ModelSpec
 from training.data import Split
-from training.scoring import PointsTable
-from training.spec import CREDREF, ModelSpec
 
 KINDS = ("monotone", "additive", "unconstrained")
 
@@ -147,8 +149,7 @@ class WoEScorecard:
         self.spec = spec
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> WoEScorecard:
-        from optbinning import BinningProcess
-        from sklearn.linear_model import LogisticRegression
+        from optbinning import BinningProcess  # seconds to load (OR-Tools): the scorecard only
 
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
@@ -165,7 +166,6 @@ class WoEScorecard:
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        from sklearn.exceptions import NotFittedError
 
         if not hasattr(self, "logit_"):
             raise NotFittedError("WoEScorecard is not fitted; call fit first")

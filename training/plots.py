@@ -11,7 +11,7 @@ import pandas as pd
 
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display is ever needed)."""
-    import matplotlib
+    import matplotlib  # here: the backend is chosen before pyplot is first imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -52,7 +52,7 @@ def score_by_city_plot(city: np.ndarray, score: np.ndarray, path: Path) -> None:
 
 
 def shap_summary_plot(contrib: np.ndarray, X: pd.DataFrame, path: Path) -> None:
-    import shap
+    import shap  # seconds to load: only the training report's summary plot needs it
 
     Xn = X.copy()
     for c in Xn.columns:

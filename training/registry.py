@@ -21,15 +21,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from scoring.model import ScoringModel
+from settings import CHAMPION_ALIAS
 from training import by_month
-from training.scoring import ScoringModel
 
 logger = logging.getLogger(__name__)
 
-CHAMPION, PREVIOUS, HISTORY_TAG = "champion", "previous", "champion_history"
+CHAMPION, PREVIOUS, HISTORY_TAG = CHAMPION_ALIAS, "previous", "champion_history"
 #: Version tags of the four-eyes rule: who trained it, who approved it, when, and why.
 TRAINED_BY, APPROVED_BY, APPROVED_AT, GATE_EVIDENCE = (
     "trained_by",
@@ -40,6 +42,8 @@ TRAINED_BY, APPROVED_BY, APPROVED_AT, GATE_EVIDENCE = (
 ECE_MAX = 0.02
 AUC_TOLERANCE = 0.005
 TEST_ROWS = "evaluation/test_rows.parquet"
+#: The training rows' scores and features that monitoring compares each day against.
+REFERENCE_ARTIFACT = "monitoring/reference.parquet"
 
 
 def use_tracking(tracking_uri: str, artifact_root: Path, experiment: str) -> str:
@@ -69,7 +73,6 @@ class CredrefPyfunc(mlflow.pyfunc.PythonModel):
 
 def log_scoring_model(model: ScoringModel, sample: pd.DataFrame, registered_name: str) -> str:
     """Log the pyfunc in the active run and register a new version; returns the version."""
-    from mlflow.models import infer_signature
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "scoring_model"
@@ -128,7 +131,7 @@ def promote(
     (``training.by_month``); its AUC on its own out-of-time test rows is not below
     the current champion's AUC on the same rows by more than 0.005. Otherwise nothing
     changes and the reasons are returned. A promotion records the approver, the time and
-    the gate's evidence on the version. ``impact_share`` (``training.impact``: the share
+    the gate's evidence on the version. ``impact_share`` (``governance.impact``: the share
     of published households the switch moves between classes) above
     ``max_class_change`` is refused unless ``accept_impact`` gives the reason, which is
     recorded.

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import FEATURE_NAMES, catalogue_dict, catalogue_version
+from scoring.model import PointsTable, ScoringModel, encode
 from training.by_month import by_month, worst
 from training.calibration import DEFAULT_CLASS_BANDS, make_scoring_model
 from training.checks import CheckReport, run_checks
@@ -33,16 +34,16 @@ from training.evaluate import (
 )
 from training.guide import guide_markdown, score_guide
 from training.models import WoEScorecard, fit_booster, points_table
-from training.monitor import REFERENCE_ARTIFACT
 from training.plots import reliability_plot, score_by_city_plot, shap_summary_plot
 from training.registry import (
+    REFERENCE_ARTIFACT,
     TEST_ROWS,
     TRAINED_BY,
     log_scoring_model,
     record_trainer,
     use_tracking,
 )
-from training.scoring import PointsTable, ScoringModel, encode
+from training.tuning import TUNED_KINDS, tune
 from training.validation_stats import auc_delong
 
 logger = logging.getLogger(__name__)
@@ -195,7 +196,6 @@ def apply_tuning(config: TrainConfig, s: Splits) -> TrainConfig:
     """The config with the best parameters of a search, if it asks for one."""
     if config.trials <= 0:
         return config
-    from training.tuning import TUNED_KINDS, tune
 
     found = {}
     for kind in TUNED_KINDS:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import mlflow
 import numpy as np
+import optuna
 
 from training.data import Split
 from training.evaluate import auc
@@ -67,7 +68,6 @@ class Tuned:
 
 def _pruning(trial):
     """A LightGBM callback: report the validation loss, stop a trial the pruner drops."""
-    import optuna
 
     def callback(env: lgb.callback.CallbackEnv) -> None:
         if env.iteration % PRUNE_EVERY:
@@ -91,7 +91,6 @@ def tune(
 ) -> Tuned:
     """Search ``trials`` parameter sets for ``kind`` (seeded TPE, median pruning);
     returns the best."""
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)

@@ -1,0 +1,1 @@
+"""After deployment: monitoring, validation against a challenger, the impact of a promotion."""

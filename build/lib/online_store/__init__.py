@@ -1,0 +1,1 @@
+"""The online store: publications built from the warehouse, refreshed by the day, replayed."""

@@ -1,0 +1,1 @@
+"""Model training: the data, the model family, tuning, calibration, evaluation, registration."""

@@ -1,0 +1,6 @@
+"""``python -m credref.cli``: the same as the ``credref`` command."""
+
+from credref.cli.app import app
+
+if __name__ == "__main__":
+    app()

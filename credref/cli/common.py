@@ -1,0 +1,63 @@
+"""What every ``credref`` command shares: the console, dates, the exit on a handled error,
+the warehouse opened read-only and the champion as the service loads it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date, datetime
+
+import typer
+from rich.console import Console
+
+from records.warehouse import connect
+from settings import load_settings
+
+# Logs (CI, pipes) get a wide fixed width; a terminal keeps its own.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def parse_date(value: str) -> date:
+    """A YYYY-MM-DD option, or a usage error naming the expected form."""
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError as e:
+        raise typer.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form") from e
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def fail(message: str) -> None:
+    """Print a handled error and exit 2 (the usage-error code)."""
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def warehouse_ro():
+    """The warehouse, read-only; exit 2 if there is none."""
+    settings = load_settings()
+    try:
+        return connect(
+            settings.warehouse_path, read_only=True, memory_limit=settings.duckdb_memory_limit
+        )
+    except FileNotFoundError as e:
+        fail(str(e))
+
+
+def served_model():
+    """The champion as the service loads it (imported into BentoML's store); exit 2 if none."""
+    # BentoML and the scoring artefact (LightGBM, SHAP) take seconds to load: only the
+    # commands that need the champion pay for them.
+    from scoring.served import ModelUnavailable, load_served_model, use_store
+
+    settings = load_settings()
+    use_store(settings.bentoml_path)
+    try:
+        return load_served_model(settings.tracking_uri, settings.registered_model)
+    except ModelUnavailable as e:
+        fail(str(e))

@@ -1,0 +1,1 @@
+"""The registers' records and the warehouse that keeps every version of them."""

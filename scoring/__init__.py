@@ -1,0 +1,1 @@
+"""The runtime scoring artefact: what a trained model is once it leaves training, and where it is kept."""
