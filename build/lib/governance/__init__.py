@@ -1,1 +1,0 @@
-"""After deployment: monitoring, validation against a challenger, the impact of a promotion."""

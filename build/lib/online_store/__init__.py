@@ -1,1 +1,0 @@
-"""The online store: publications built from the warehouse, refreshed by the day, replayed."""

@@ -1,1 +1,0 @@
-"""The registers' records and the warehouse that keeps every version of them."""

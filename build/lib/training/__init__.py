@@ -1,1 +1,0 @@
-"""Model training: the data, the model family, tuning, calibration, evaluation, registration."""
