@@ -70,6 +70,10 @@ monitor: $(STAMP) ## credref monitor on the demo state: HTML + JSON report, logg
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest
 
+.PHONY: docs
+docs: $(STAMP) ## Regenerate docs/reference.md (commands and settings) from the code
+	$(PY) -m credref.reference docs/reference.md
+
 .PHONY: lint
 lint: $(STAMP) ## ruff lint + format check, mypy
 	$(VENV)/bin/ruff check .
