@@ -23,6 +23,13 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+#: What the label means: the outcome every score predicts (the score guide says it).
+OUTCOME = (
+    "An adverse regulator record published in the 12 months after the day of the answer: a "
+    "penalty above the minor kind, an abnormal-operation marking, a serious-list entry, a "
+    "licence revocation or a deregistration on the authority's initiative."
+)
+
 
 @dataclass(frozen=True)
 class Guidance:

@@ -12,16 +12,31 @@ was trained on.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import operator
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from features.catalogue import CATEGORIES, FEATURES, NO_ADVERSE, REASON_EVIDENCE, REASONS
+from features.catalogue import (
+    CATEGORIES,
+    FEATURES,
+    NO_ADVERSE,
+    OUTCOME,
+    REASON_EVIDENCE,
+    REASONS,
+    catalogue_version,
+)
+
+#: credref's slicing dimensions (``training.evaluate.slice_frame`` derives two of them).
+CREDREF_SLICES = ("city", "org_form", "industry", "age_band")
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
@@ -46,6 +61,8 @@ class ModelSpec:
     #: with every day: age, days since a record); see :func:`band_floor`
     bands: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     name: str = field(default="custom", compare=False)
+    #: what the label means (the score guide and the model card say it)
+    outcome: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if len(self.monotone) != len(self.features):
@@ -121,6 +138,7 @@ class ModelSpec:
         return json.dumps(
             {
                 "name": self.name,
+                "outcome": self.outcome,
                 "features": list(self.features),
                 "monotone": list(self.monotone),
                 "categories": {k: list(v) for k, v in self.categories.items()},
@@ -152,7 +170,23 @@ class ModelSpec:
             evidence={k: tuple(tuple(c) for c in v) for k, v in d.get("evidence", {}).items()},
             bands={k: tuple(v) for k, v in d.get("bands", {}).items()},
             name=d.get("name", "custom"),
+            outcome=d.get("outcome", ""),
         )
+
+    @property
+    def version(self) -> str:
+        """The catalogue version a training set and a model carry: credref's own, or the
+        spec's name and a digest of its definition (a changed spec is another version)."""
+        if self.name == "credref":
+            return catalogue_version()
+        digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+        return f"{self.name}-{digest}"
+
+    @property
+    def slices(self) -> tuple[str, ...]:
+        """The dimensions quality is sliced by: credref's (city, form, industry, age) or,
+        for another catalogue, its categorical features."""
+        return CREDREF_SLICES if self.name == "credref" else tuple(self.categorical)
 
 
 def band_floor(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
@@ -162,6 +196,32 @@ def band_floor(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
     idx = np.searchsorted(lows, values, side="right") - 1
     out = lows[np.clip(idx, 0, len(lows) - 1)]
     return np.where(np.isnan(values), np.nan, np.where(idx < 0, values, out))
+
+
+def load_spec(reference: str) -> ModelSpec:
+    """A spec named ``module:NAME`` (importable) or ``path/to/file.py:NAME``, as
+    ``credref train --spec`` and a config's ``[model] spec`` name one."""
+    where, _, name = reference.rpartition(":")
+    if not where or not name:
+        raise ValueError("a spec is named MODULE:NAME or FILE.py:NAME")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise ValueError(f"no spec file {where}")
+        name_in_modules = f"credref_spec_{path.stem}"
+        loader = importlib.util.spec_from_file_location(name_in_modules, path)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[name_in_modules] = module  # dataclasses look their module up there
+        loader.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise ValueError(f"cannot import the spec's module {where}") from e
+    found = getattr(module, name, None)
+    if not isinstance(found, ModelSpec):
+        raise ValueError(f"{reference} is not a ModelSpec")
+    return found
 
 
 def credref_spec() -> ModelSpec:
@@ -183,6 +243,7 @@ def credref_spec() -> ModelSpec:
         evidence=REASON_EVIDENCE,
         bands={f.name: f.bands for f in FEATURES if f.bands},
         name="credref",
+        outcome=OUTCOME,
     )
 
 

@@ -22,6 +22,7 @@ PROBES = {
     "02-features": '{"as_of": str(as_of), "operating": len(snap), "features": list(cat.feature)}',
     "03-model": '{"version": str(champ.version), "rows": len(rows), "d_share": float((scores.risk_class == "D").mean())}',
     "04-monitoring": '{"as_of": report["as_of"], "operating": report["rows"]["current"], "features": sorted(report["feature_csi"])}',
+    "05-german-credit": '{"spec": SPEC.name, "registered": str(result.version), "auc": result.test_metrics["auc"], "logistic_auc": lr, "classes": sorted(set(scored.risk_class))}',
 }
 
 
@@ -57,12 +58,13 @@ def _expected(home: Path) -> dict:
     }
 
 
-def test_there_are_four_notebooks_with_outputs_stripped():
+def test_there_are_five_notebooks_with_outputs_stripped():
     assert [p.name for p in NOTEBOOKS] == [
         "01-records.ipynb",
         "02-features.ipynb",
         "03-model.ipynb",
         "04-monitoring.ipynb",
+        "05-german-credit.ipynb",
     ]
     for p in NOTEBOOKS:
         nb = nbformat.read(p, as_version=4)
@@ -102,5 +104,13 @@ def test_the_notebook_runs(path, service_home, tmp_path, monkeypatch):
         from features.catalogue import FEATURE_NAMES
 
         assert sorted(probe["features"]) == sorted(FEATURE_NAMES)
+    if "logistic_auc" in probe:  # the foreign catalogue: registered, and near the yardstick
+        from examples.german_credit import Rotation, logistic_auc, read, with_fold_dates
+
+        assert probe["spec"] == "german-credit" and probe["registered"] == "1"
+        assert probe["logistic_auc"] == pytest.approx(
+            logistic_auc(with_fold_dates(read(), 0), Rotation(0))
+        )
+        assert abs(probe["auc"] - probe["logistic_auc"]) < 0.05 and len(probe["classes"]) >= 3
     if "d_share" in probe:
         assert probe["d_share"] == pytest.approx(expected["d_share"], abs=1e-12)

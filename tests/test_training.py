@@ -433,7 +433,7 @@ def test_two_runs_with_the_same_config_and_seed_give_identical_artefacts(
 
 
 def test_tuning_runs_seeded_trials_as_nested_runs_and_refits_the_best(config, store):
-    from training.tuning import scaled_defaults
+    from training.models import scaled_defaults
 
     tuned = train(replace(config, trials=3, dataset_all_published=None), store[0], store[1], NAME)
     assert tuned.checks_passed

@@ -87,7 +87,7 @@ def _oracle_auc(g: pd.DataFrame) -> float | None:
 def calendar_moves(before: pd.DataFrame | None, after: pd.DataFrame, spec: ModelSpec) -> dict:
     """Among households in both whose record features are equal, how many there are and
     the share whose class changed (``None`` for the first month)."""
-    if before is None:
+    if before is None or "uscc" not in after:  # no earlier month, or rows without a key
         return {"without_event": None, "class_moves_without_event": None}
     cols = [f for f in spec.features if f not in spec.calendar]
     views = [

@@ -58,11 +58,14 @@ def load_training_set(path: Path) -> tuple[pd.DataFrame, dict]:
 
 
 def split_out_of_time(
-    df: pd.DataFrame, train_end: date, valid_end: date
+    df: pd.DataFrame, train_end: date, valid_end: date, spec: ModelSpec = CREDREF
 ) -> tuple[Split, Split, Split]:
     """Train on as-of dates <= train_end, validate on (train_end, valid_end], test on every
     labelled date after valid_end (with monthly dates, a whole year of calendar positions:
-    the model is judged on the days it serves). Never a random split across dates."""
+    the model is judged on the days it serves). Never a random split across dates.
+
+    ``df`` holds ``as_of``, the label and ``spec``'s features; ``uscc`` (a row's key) and
+    the oracle's PD are kept for evaluation when present."""
     dates = sorted(df.as_of.unique())
     later = [d for d in dates if d > valid_end]
     if not later:
@@ -84,9 +87,9 @@ def split_out_of_time(
         out.append(
             Split(
                 name,
-                model_matrix(part),
+                model_matrix(part, spec),
                 part[LABEL_COLUMN].to_numpy().astype(int),
-                part[["uscc", "as_of", ORACLE_COLUMN]],
+                part[[c for c in ("uscc", "as_of", ORACLE_COLUMN) if c in part.columns]],
             )
         )
     return out[0], out[1], out[2]

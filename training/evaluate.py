@@ -14,9 +14,9 @@ from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
 
 from scoring.model import CLASSES
+from scoring.spec import CREDREF, ModelSpec
 
 AGE_BANDS = (0, 1, 3, 5, 10, 1000)
-SLICE_DIMENSIONS = ("city", "org_form", "industry", "age_band")
 #: A slice is miscalibrated when its observed/predicted ratio, relative to the whole
 #: population's, leaves this band (and an exact binomial test says it is not chance).
 MISCAL_LOW, MISCAL_HIGH = 0.8, 1.25
@@ -79,8 +79,15 @@ def age_band(years: np.ndarray) -> np.ndarray:
     return np.asarray(labels)[np.minimum(idx, len(labels) - 1)]
 
 
-def slice_frame(features: pd.DataFrame, scored: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
-    """The slicing dimensions of scored households, with outcome, PD and class."""
+def slice_frame(
+    features: pd.DataFrame, scored: pd.DataFrame, y: np.ndarray, spec: ModelSpec = CREDREF
+) -> pd.DataFrame:
+    """The slicing dimensions of scored rows (``spec.slices``), with outcome, PD and class."""
+    outcome = {"y": y, "pd": scored["pd"].to_numpy(), "risk_class": scored["risk_class"].to_numpy()}
+    if spec.name != "credref":
+        return pd.DataFrame(
+            {**{d: features[d].astype(str).to_numpy() for d in spec.slices}, **outcome}
+        )
     return pd.DataFrame(
         {
             "city": features["city"].astype(str).to_numpy(),
@@ -97,14 +104,14 @@ def slice_frame(features: pd.DataFrame, scored: pd.DataFrame, y: np.ndarray) -> 
 
 
 def slice_table(frame: pd.DataFrame) -> list[dict]:
-    """``frame``: city, org_form, industry, age_band, y, pd, risk_class (one matured date)."""
+    """``frame``: the slicing dimensions, then y, pd, risk_class (one matured date)."""
     overall_d = float((frame.risk_class == "D").mean())
     # Calibration is judged against the whole population's: a slice is miscalibrated when
     # its outcomes leave the predictions behind more than everyone's do (a drift common to
     # all is the back-test's finding, not the slice's).
     overall_ratio = float(frame.y.mean() / frame.pd.mean()) if frame.pd.mean() > 0 else 1.0
     rows = []
-    for dim in SLICE_DIMENSIONS:
+    for dim in [c for c in frame.columns if c not in ("y", "pd", "risk_class")]:
         for value, g in frame.groupby(dim, observed=True, sort=True):
             y, p = g.y.to_numpy(), g.pd.to_numpy()
             shares = {c: float((g.risk_class == c).mean()) for c in CLASSES}

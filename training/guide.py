@@ -17,12 +17,8 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from scoring.model import CLASSES, ScoringModel
+from scoring.spec import ModelSpec
 
-OUTCOME = (
-    "An adverse regulator record published in the 12 months after the day of the answer: a "
-    "penalty above the minor kind, an abnormal-operation marking, a serious-list entry, a "
-    "licence revocation or a deregistration on the authority's initiative."
-)
 PHILOSOPHY = (
     "The score and the class are the household's standing on its records: the model read "
     "as on a day between filing periods, with its age and the time since its records in "
@@ -83,14 +79,35 @@ def observed(scored: pd.DataFrame, y: np.ndarray) -> dict[str, dict]:
     return out
 
 
+def _texts(spec: ModelSpec) -> dict:
+    """What the guide says of the outcome, the philosophy and the override: credref's
+    texts, or plain ones built from another catalogue's spec."""
+    if spec.name == "credref":
+        return {
+            "outcome": spec.outcome,
+            "horizon_months": 12,
+            "rating_philosophy": PHILOSOPHY,
+            "override": OVERRIDE,
+        }
+    override = (
+        f"A row with {spec.override_feature} is class D with {spec.override_reason} first, "
+        "whatever its score."
+        if spec.override_feature
+        else "No override: the class is the score's band."
+    )
+    return {
+        "outcome": spec.outcome or f"The label of the {spec.name} training set.",
+        "horizon_months": None,
+        "rating_philosophy": "The score and class read the calibrated PD in fixed bands.",
+        "override": override,
+    }
+
+
 def score_guide(model: ScoringModel, scored: pd.DataFrame, y: np.ndarray, test: str) -> dict:
     """The guide of ``model`` from its test rows (``scored``: class per row; ``y``)."""
     seen = observed(scored, y)
     return {
-        "outcome": OUTCOME,
-        "horizon_months": 12,
-        "rating_philosophy": PHILOSOPHY,
-        "override": OVERRIDE,
+        **_texts(model.spec),
         "observed_over": test,
         "classes": [{**band, **seen[band["class"]]} for band in class_bands(model)],
         "score_to_odds": [
@@ -108,10 +125,10 @@ def score_guide(model: ScoringModel, scored: pd.DataFrame, y: np.ndarray, test: 
     }
 
 
-def guide_markdown(guide: dict) -> str:
-    """The guide as the model card prints it."""
+def guide_markdown(guide: dict, unit: str = "households") -> str:
+    """The guide as the model card prints it (``unit``: what a row of the test is)."""
     lines = [
-        "| class | long-run PD | score | households | observed rate (95% interval) |",
+        f"| class | long-run PD | score | {unit} | observed rate (95% interval) |",
         "|---|---|---|---:|---|",
     ]
     for c in guide["classes"]:

@@ -23,7 +23,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary",
     "learning_rate": 0.05,
     "num_leaves": 15,
-    "min_data_in_leaf": 200,
     "lambda_l2": 1.0,
     "cat_smooth": 10.0,
     "max_bin": 255,
@@ -34,10 +33,26 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
-def lgb_params(kind: str, params: dict, seed: int, spec: ModelSpec = CREDREF) -> dict:
+def scaled_defaults(n_train: int) -> dict:
+    """Parameters that follow the training-set size: leaves of at least 0.05% of rows (a
+    fixed 200 is too coarse for a thousand rows and too fine for millions)."""
+    return {
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "min_data_in_leaf": int(np.clip(round(n_train * 0.0005), 20, 2000)),
+        "lambda_l2": 1.0,
+        "feature_fraction": 1.0,
+    }
+
+
+def lgb_params(
+    kind: str, params: dict, seed: int, spec: ModelSpec = CREDREF, n_train: int = 400_000
+) -> dict:
+    """LightGBM's parameters for ``kind``: the fixed ones, the size-aware defaults for
+    ``n_train`` rows, then ``params`` (which win)."""
     if kind not in KINDS:
         raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
-    p = {**DEFAULT_PARAMS, **params, "seed": seed}
+    p = {**DEFAULT_PARAMS, **scaled_defaults(n_train), **params, "seed": seed}
     if kind in ("monotone", "additive"):
         p["monotone_constraints"] = list(spec.monotone)
         p["monotone_constraints_method"] = "intermediate"
@@ -60,7 +75,7 @@ def fit_booster(
     """Fit with early stopping on the (later) validation snapshots (``callbacks``: more
     LightGBM callbacks, e.g. a tuning trial's pruning), under ``spec``'s monotone
     directions and categoricals (its matrix: :func:`training.data.model_matrix`)."""
-    p = lgb_params(kind, params, seed, spec)
+    p = lgb_params(kind, params, seed, spec, n_train=len(train.y))
     cats = spec.categorical
     dtrain = lgb.Dataset(train.X, train.y, categorical_feature=cats, free_raw_data=False)
     dvalid = lgb.Dataset(valid.X, valid.y, reference=dtrain, categorical_feature=cats)

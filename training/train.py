@@ -18,8 +18,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.catalogue import FEATURE_NAMES, catalogue_dict, catalogue_version
+from features.catalogue import catalogue_dict
 from scoring.model import PointsTable, ScoringModel, encode
+from scoring.spec import CREDREF, ModelSpec, load_spec
 from training.by_month import by_month, worst
 from training.calibration import DEFAULT_CLASS_BANDS, make_scoring_model
 from training.checks import CheckReport, run_checks
@@ -68,6 +69,8 @@ class TrainConfig:
     trials: int = 0
     #: Parameters found for a kind by tuning (a kind not here takes ``params``)
     kind_params: dict = field(default_factory=dict)
+    #: the catalogue the model is trained on (``[model] spec = "MODULE:NAME"``)
+    spec: ModelSpec = CREDREF
 
     def params_for(self, kind: str) -> dict:
         return self.kind_params.get(kind, self.params)
@@ -90,6 +93,7 @@ class TrainConfig:
                 experiment=d.get("mlflow", {}).get("experiment", "credref"),
                 class_bands=_class_bands(model.get("class_bands", DEFAULT_CLASS_BANDS)),
                 trials=int(model.get("trials", 0)),
+                spec=load_spec(model["spec"]) if model.get("spec") else CREDREF,
             )
         except KeyError as e:
             raise ValueError(f"{path}: missing setting {e}") from e
@@ -155,6 +159,8 @@ def _auc(split: Split, p: np.ndarray) -> float:
 def _oracle_auc(test: Split) -> float | None:
     """The oracle's AUC on the test rows it covers. As known on T a few households still
     look operating whose exit reached the system later: the truth has no value for them."""
+    if "oracle_pd" not in test.meta:
+        return None
     oracle = test.meta.oracle_pd.to_numpy()
     known = ~np.isnan(oracle)
     if not known.any():
@@ -175,12 +181,12 @@ def train(
     the four-eyes rule at promotion (``training.registry.promote``)."""
     trained_by = trained_by or getpass.getuser()
     df, manifest = load_training_set(config.dataset)
-    if manifest["catalogue_version"] != catalogue_version():
+    if manifest["catalogue_version"] != config.spec.version:
         raise ValueError(
             f"training set was built with catalogue {manifest['catalogue_version']}, "
-            f"the code has {catalogue_version()}: rebuild it with `credref dataset`"
+            f"the spec is {config.spec.version}: rebuild it (`credref dataset` for credref's)"
         )
-    splits = Splits(*split_out_of_time(df, config.train_end, config.valid_end))
+    splits = Splits(*split_out_of_time(df, config.train_end, config.valid_end, config.spec))
     use_tracking(tracking_uri, artifact_root, config.experiment)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         _log_params(config, splits)
@@ -199,7 +205,16 @@ def apply_tuning(config: TrainConfig, s: Splits) -> TrainConfig:
 
     found = {}
     for kind in TUNED_KINDS:
-        t = tune(s.train, s.valid, config.params, config.trials, config.seed, config.rounds, kind)
+        t = tune(
+            s.train,
+            s.valid,
+            config.params,
+            config.trials,
+            config.seed,
+            config.rounds,
+            kind,
+            config.spec,
+        )
         mlflow.log_params({f"tuned_{kind}_{k}": v for k, v in t.params.items()})
         mlflow.log_metrics(
             {f"tuning_best_valid_auc_{kind}": t.valid_auc, f"tuning_pruned_{kind}": t.pruned}
@@ -218,7 +233,7 @@ def _log_params(config: TrainConfig, splits: Splits) -> None:
             "seed": config.seed,
             "rounds": config.rounds,
             "class_bands": ",".join(f"{q:g}" for q in config.class_bands),
-            "catalogue_version": catalogue_version(),
+            "catalogue_version": config.spec.version,
             "train_rows": len(splits.train.y),
             "valid_rows": len(splits.valid.y),
             "test_rows": len(splits.test.y),
@@ -230,15 +245,18 @@ def _log_params(config: TrainConfig, splits: Splits) -> None:
 def fit_and_select(config: TrainConfig, s: Splits) -> Fitted:
     """Fit every kind, compare out of time, prefer the additive model unless the tree
     model is clearly better, calibrate it and run the checks."""
+    spec = config.spec
     boosters = {
-        k: fit_booster(k, s.train, s.valid, config.params_for(k), config.seed, config.rounds)
+        k: fit_booster(
+            k, s.train, s.valid, config.params_for(k), config.seed, config.rounds, spec=spec
+        )
         for k in ("monotone", "additive", "unconstrained")
     }
     valid_auc = {
         k: _auc(s.valid, b.predict(s.valid.X, raw_score=True)) for k, b in boosters.items()
     }
     test_auc = {k: _auc(s.test, b.predict(s.test.X, raw_score=True)) for k, b in boosters.items()}
-    woe = WoEScorecard().fit(s.train.X, s.train.y)
+    woe = WoEScorecard(spec=spec).fit(s.train.X, s.train.y)
     test_auc["woe_scorecard"] = _auc(s.test, woe.predict_proba(s.test.X))
     oracle_auc = _oracle_auc(s.test)
     gain = valid_auc["monotone"] - valid_auc["additive"]
@@ -255,9 +273,18 @@ def fit_and_select(config: TrainConfig, s: Splits) -> Fitted:
             f"({valid_auc['additive']:.4f} vs {valid_auc['monotone']:.4f}): exact points table, no TreeSHAP"
         )
     booster = boosters[chosen]
-    points = points_table(booster, s.test.X) if chosen == "additive" else None
-    model = make_scoring_model(booster, chosen, s.valid.X, s.valid.y, points, config.class_bands)
-    checks = run_checks(booster, s.test.X, points, seed=config.seed)
+    points = points_table(booster, s.test.X, spec) if chosen == "additive" else None
+    model = make_scoring_model(
+        booster,
+        chosen,
+        s.valid.X,
+        s.valid.y,
+        points,
+        config.class_bands,
+        spec=spec,
+        catalogue=spec.version,
+    )
+    checks = run_checks(booster, s.test.X, points, seed=config.seed, spec=spec)
     return Fitted(chosen, why, valid_auc, test_auc, oracle_auc, model, points, checks)
 
 
@@ -265,11 +292,11 @@ def evaluate(config: TrainConfig, f: Fitted, df: pd.DataFrame, s: Splits) -> Eva
     """Score the test rows (every as-of date of the test year) as callers will send them;
     metrics over the year and month by month, class rates, slices, the score guide."""
     test_rows = df[df.as_of > config.valid_end].reset_index(drop=True)
-    raw_test = test_rows[list(FEATURE_NAMES)]
+    raw_test = test_rows[list(config.spec.features)]
     scored = f.model.score_frame(raw_test)
     m = metrics(s.test.y, scored["pd"].to_numpy())
     classes = class_table(s.test.y, scored["risk_class"].to_numpy())
-    sl = pd.DataFrame(slice_table(slice_frame(s.test.X, scored, s.test.y)))
+    sl = pd.DataFrame(slice_table(slice_frame(s.test.X, scored, s.test.y, config.spec)))
     months = by_month(test_rows, s.test.y, scored, f.model.spec)
     span = f"{s.test.dates[0]} to {s.test.dates[-1]} ({len(s.test.dates)} as-of dates)"
     f.model.guide = score_guide(f.model, scored, s.test.y, span)
@@ -324,7 +351,10 @@ def log_run(config, f: Fitted, ev: Evaluation, s: Splits, manifest, df, out: Pat
 
 def _write_artefacts(config, f: Fitted, ev: Evaluation, s: Splits, manifest, out: Path) -> None:
     """Catalogue, manifest, summary, class rates, slices, points, plots, model card."""
-    (out / "catalogue.json").write_text(json.dumps(catalogue_dict(), ensure_ascii=False, indent=2))
+    catalogue = (
+        catalogue_dict() if config.spec.name == "credref" else json.loads(config.spec.to_json())
+    )
+    (out / "catalogue.json").write_text(json.dumps(catalogue, ensure_ascii=False, indent=2))
     (out / "training_set_manifest.json").write_text(json.dumps(manifest, indent=2))
     (out / "summary.json").write_text(json.dumps(ev.summary, indent=2, default=str))
     ev.classes.to_csv(out / "class_rates.csv", index=False)
@@ -338,11 +368,9 @@ def _write_artefacts(config, f: Fitted, ev: Evaluation, s: Splits, manifest, out
             out / "points_table.csv", index=False
         )
     reliability_plot(s.test.y, ev.scored["pd"].to_numpy(), out / "calibration.png")
-    score_by_city_plot(
-        s.test.X["city"].astype(str).to_numpy(),
-        ev.scored["score"].to_numpy(),
-        out / "score_by_city.png",
-    )
+    if config.spec.slices:  # the score's spread over the first slicing dimension (city)
+        by = s.test.X[config.spec.slices[0]].astype(str).to_numpy()
+        score_by_city_plot(by, ev.scored["score"].to_numpy(), out / "score_by_city.png")
     sample = s.test.X.sample(n=min(3000, len(s.test.X)), random_state=config.seed)
     contributions = f.model.contributions(encode(sample, f.model.spec))
     shap_summary_plot(contributions, sample, out / "shap_summary.png")
@@ -368,7 +396,7 @@ def _log_rows(config, ev: Evaluation, s: Splits, df: pd.DataFrame, out: Path) ->
     ev.raw_test.assign(label=s.test.y).to_parquet(rows_path)
     mlflow.log_artifact(str(rows_path), artifact_path=TEST_ROWS.rsplit("/", 1)[0])
     ref_path = out / "reference.parquet"
-    raw_train = df[df.as_of <= config.train_end][["as_of", *FEATURE_NAMES]]
+    raw_train = df[df.as_of <= config.train_end][["as_of", *config.spec.features]]
     raw_train.sample(n=min(len(raw_train), 200_000), random_state=config.seed).reset_index(
         drop=True
     ).to_parquet(ref_path)
@@ -401,14 +429,14 @@ def _policy_cost(config: TrainConfig, kind: str, test_legal: Split) -> dict:
     return {"test_auc_all_published": auc_all}
 
 
-def _month_table(rows: list[dict]) -> str:
+def _month_table(rows: list[dict], unit: str) -> str:
     """The by-month figures as a markdown table."""
 
     def fmt(v, spec: str) -> str:
         return "-" if v is None or v != v else format(v, spec)
 
     out = [
-        "| as of | households | bad rate | mean PD | AUC | oracle ratio | ECE | class A | class D "
+        f"| as of | {unit} | bad rate | mean PD | AUC | oracle ratio | ECE | class A | class D "
         "| class moves without an event (since the month before) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -422,17 +450,55 @@ def _month_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def model_card(config, summary, m, classes, sl, test_s, manifest, auc_ci: dict, guide) -> str:
-    """The model card, under the model-card headings (Mitchell et al., 2019)."""
-    lo, hi = auc_ci["ci"]
-    return f"""# Model card: credref reference score
-
-## Intended use
-A credit-risk *reference* for payment platforms opening merchant collection codes for
+#: The card's sections that say what credref's model is for; another catalogue's card
+#: says what its spec says (:func:`_card_texts`).
+CREDREF_CARD = {
+    "title": "credref reference score",
+    "unit": "households",
+    "intended_use": """A credit-risk *reference* for payment platforms opening merchant collection codes for
 individual businesses in the pilot cities: probability of an adverse regulator record
 (penalty above the minor kind, abnormal marking, serious listing, revocation, forced
 deregistration) published in the next 12 months; score 0-1000 (higher = lower risk);
-class A-D; at most four reason codes, each with what the household can do about it.
+class A-D; at most four reason codes, each with what the household can do about it.""",
+    "out_of_scope": """Any other decision; a decision on this score alone; households outside the register or
+records no longer usable; inferring the underlying records from answers.""",
+    "factors": """City, organisational form, industry and registration age: the slices below. The model
+never reads personal information, and place, industry and form are never given as reasons.""",
+    "data_rules": """Features use only records published on or before the as-of
+date and usable on it (DOMAIN.md §3): penalties while in publicity and not repaired or
+withdrawn; markings until restored; serious listings until removed; spot checks within 3
+years; report content only when published.""",
+    "caveats": """Trained and evaluated on a synthetic domain with a known risk process; the frailty
+(unobserved heterogeneity) bounds what any model can reach (see the oracle ratio).
+Outcomes are published adverse records, not credit defaults. Calibration is fitted on the
+validation window and can drift: monitor (`credref monitor`) and validate
+(`credref validate`) before and during use.""",
+}
+
+
+def _card_texts(spec: ModelSpec) -> dict:
+    if spec.name == "credref":
+        return CREDREF_CARD
+    return {
+        "title": f"{spec.name} (trained with credref's core)",
+        "unit": "rows",
+        "intended_use": f"The probability of the training set's outcome: {spec.outcome or 'its label'}; "
+        "score 0-1000 (higher = lower risk), class A-D, reasons from the spec.",
+        "out_of_scope": "A decision on this score alone; rows unlike the training set.",
+        "factors": f"Slices by {', '.join(spec.slices) or 'none'} (below).",
+        "data_rules": "The features as the training set gives them.",
+        "caveats": "Calibration is fitted on the validation rows and can drift.",
+    }
+
+
+def model_card(config, summary, m, classes, sl, test_s, manifest, auc_ci: dict, guide) -> str:
+    """The model card, under the model-card headings (Mitchell et al., 2019)."""
+    lo, hi = auc_ci["ci"]
+    texts = _card_texts(config.spec)
+    return f"""# Model card: {texts["title"]}
+
+## Intended use
+{texts["intended_use"]}
 
 ### What a class means
 {guide["rating_philosophy"]}
@@ -442,18 +508,16 @@ class A-D; at most four reason codes, each with what the household can do about 
 ### Score guide
 Outcome: {guide["outcome"]} Observed over {guide["observed_over"]}.
 
-{guide_markdown(guide)}
+{guide_markdown(guide, texts["unit"])}
 
 ## Out-of-scope use
-Any other decision; a decision on this score alone; households outside the register or
-records no longer usable; inferring the underlying records from answers.
+{texts["out_of_scope"]}
 
 ## Factors
-City, organisational form, industry and registration age: the slices below. The model
-never reads personal information, and place, industry and form are never given as reasons.
+{texts["factors"]}
 
 ## Metrics, with intervals
-Out-of-time test year ({len(test_s.y):,} household-days, every month end from
+Out-of-time test ({len(test_s.y):,} {texts["unit"]} on every as-of date from
 {test_s.dates[0]} to {test_s.dates[-1]}): AUC {auc_ci["auc"]:.4f} (95% CI {lo:.4f}-{hi:.4f},
 DeLong) for the PD on the day.
 {json.dumps({k: round(v, 4) for k, v in m.items()}, indent=2)}
@@ -463,36 +527,29 @@ Test AUC by model: {json.dumps({k: round(v, 4) for k, v in summary["test_auc"].i
 Chosen: **{summary["chosen"]}** ({summary["why"]}). LightGBM with the catalogue's monotone
 constraints; Platt calibration on validation (the PD on the day; the standing to the
 long-run rate); classes are fixed long-run PD bands
-{"/".join(f"{100 * q:g}%" for q in config.class_bands)}; serious-list households are class D by policy.
+{"/".join(f"{100 * q:g}%" for q in config.class_bands)}; {guide["override"]}
 
 Observed adverse-event rate by class over the test year:
 {classes.to_string(index=False)}
 
 ### Quality on every day
 Month by month over the test year (the PD's AUC and ECE; the class shares; among
-households whose record features did not change since the month before, the share whose
-class did). Worst month: AUC {summary["worst_month_auc"]:.4f}, ECE
+{texts["unit"]} whose record features did not change since the month before, the share
+whose class did). Worst month: AUC {summary["worst_month_auc"]:.4f}, ECE
 {summary["worst_month_ece"]:.4f}, oracle ratio {summary["worst_month_oracle_ratio"]},
 class moves without an event {summary["worst_month_class_moves_without_event"]}.
 
-{_month_table(summary["by_month"])}
+{_month_table(summary["by_month"], texts["unit"])}
 
 ## Data
 Training set `{config.dataset}` (catalogue {manifest["catalogue_version"]}, policy
-{manifest["policy"]}, source fingerprint {manifest["source_fingerprint"][:16]}...).
+{manifest.get("policy", "-")}, source fingerprint {manifest.get("source_fingerprint", "-")[:16]}...).
 Out of time: train as-of dates <= {config.train_end}, validation to {config.valid_end},
-test on every as-of date after it ({test_s.dates[0]} to {test_s.dates[-1]}). Features use only records published on or before the as-of
-date and usable on it (DOMAIN.md §3): penalties while in publicity and not repaired or
-withdrawn; markings until restored; serious listings until removed; spot checks within 3
-years; report content only when published.
+test on every as-of date after it ({test_s.dates[0]} to {test_s.dates[-1]}). {texts["data_rules"]}
 
 ## Slices
 {sl.to_string(index=False)}
 
 ## Caveats
-Trained and evaluated on a synthetic domain with a known risk process; the frailty
-(unobserved heterogeneity) bounds what any model can reach (see the oracle ratio).
-Outcomes are published adverse records, not credit defaults. Calibration is fitted on the
-validation window and can drift: monitor (`credref monitor`) and validate
-(`credref validate`) before and during use.
+{texts["caveats"]}
 """

@@ -9,7 +9,7 @@ on the validation loss while they grow (median rule), so bad regions cost little
 trial is a nested MLflow run with its parameters and validation AUC; the best parameters
 are then refitted and checked by ``train()`` exactly as fixed ones are.
 
-The search starts from :func:`scaled_defaults`: ``min_data_in_leaf`` grows with the
+The search starts from :func:`training.models.scaled_defaults`: ``min_data_in_leaf`` grows with the
 training set (a fixed 200 is too coarse for a few thousand rows and too fine for
 millions), so the first trial is already sensible at any size.
 """
@@ -21,28 +21,17 @@ from dataclasses import dataclass
 
 import lightgbm as lgb
 import mlflow
-import numpy as np
 import optuna
 
+from scoring.spec import CREDREF, ModelSpec
 from training.data import Split
 from training.evaluate import auc
-from training.models import fit_booster
+from training.models import fit_booster, scaled_defaults
 
 logger = logging.getLogger(__name__)
 
 TUNED_KINDS = ("monotone", "additive")
 PRUNE_EVERY = 10  # boosting rounds between reports to the pruner
-
-
-def scaled_defaults(n_train: int) -> dict:
-    """Parameters that follow the training-set size: leaves of at least 0.05% of rows."""
-    return {
-        "learning_rate": 0.05,
-        "num_leaves": 15,
-        "min_data_in_leaf": int(np.clip(round(n_train * 0.0005), 20, 2000)),
-        "lambda_l2": 1.0,
-        "feature_fraction": 1.0,
-    }
 
 
 def suggest(trial, n_train: int) -> dict:
@@ -88,6 +77,7 @@ def tune(
     seed: int,
     rounds: int,
     kind: str = "monotone",
+    spec: ModelSpec = CREDREF,
 ) -> Tuned:
     """Search ``trials`` parameter sets for ``kind`` (seeded TPE, median pruning);
     returns the best."""
@@ -106,7 +96,7 @@ def tune(
             mlflow.set_tag("trial_kind", kind)
             mlflow.log_params({f"trial_{k}": v for k, v in params.items()})
             try:
-                booster = _fit(kind, train, valid, params, seed, rounds, trial)
+                booster = _fit(kind, train, valid, params, seed, rounds, trial, spec)
             except optuna.TrialPruned:
                 mlflow.set_tag("trial_state", "pruned")
                 raise
@@ -130,5 +120,7 @@ def tune(
     return Tuned(best, float(study.best_value), trials, pruned)
 
 
-def _fit(kind: str, train: Split, valid: Split, params: dict, seed: int, rounds: int, trial):
-    return fit_booster(kind, train, valid, params, seed, rounds, callbacks=[_pruning(trial)])
+def _fit(kind: str, train: Split, valid: Split, params: dict, seed: int, rounds: int, trial, spec):
+    return fit_booster(
+        kind, train, valid, params, seed, rounds, callbacks=[_pruning(trial)], spec=spec
+    )

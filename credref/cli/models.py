@@ -14,6 +14,7 @@ from rich.table import Table as RichTable
 from credref.cli.common import console, fail, parse_date, served_model, warehouse_ro
 from credref.cli.refresh import derive_and_print_events
 from features.dataset import observed_through
+from scoring.spec import load_spec
 from settings import load_settings
 
 
@@ -24,6 +25,13 @@ def train(
         typer.Option(
             help="Optuna trials over the LightGBM parameters on the validation window "
             "before fitting (default: the config's [model] trials, else none)."
+        ),
+    ] = None,
+    spec: Annotated[
+        str | None,
+        typer.Option(
+            help="The catalogue to train on, MODULE:NAME or FILE.py:NAME (a ModelSpec; "
+            "default: the config's [model] spec, else credref's)."
         ),
     ] = None,
 ) -> None:
@@ -38,6 +46,8 @@ def train(
         cfg = TrainConfig.from_toml(config)
         if trials is not None:
             cfg = replace(cfg, trials=trials)
+        if spec is not None:
+            cfg = replace(cfg, spec=load_spec(spec))
         result = run(
             cfg,
             settings.tracking_uri,
