@@ -39,7 +39,7 @@ async def score(request: Request) -> JSONResponse:
             "as_of": snap.as_of,
             "score": int(r["score"][0]),
             "risk_class": str(r["risk_class"][0]),
-            "reasons": reason_details(str(r["reasons"][0])),
+            "reasons": reason_details(r["reasons"][0]),
         }
     )
 

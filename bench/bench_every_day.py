@@ -35,7 +35,7 @@ from measure import machine  # noqa: E402
 
 from features.catalogue import FEATURE_NAMES  # noqa: E402
 from online_store.reader import OnlineStore, mirror_path  # noqa: E402
-from online_store.refresh import refresh  # noqa: E402
+from online_store.refresh import RefreshTask, refresh  # noqa: E402
 from serving.events import watched_frame  # noqa: E402
 from training.by_month import standing_view  # noqa: E402
 
@@ -138,7 +138,7 @@ def main() -> None:
     day, refresh_s = FIRST, []
     while day <= LAST:
         t0 = time.perf_counter()
-        refresh(wh, None, online, b"bench-secret", as_of=day, force=True)
+        refresh(RefreshTask(wh, None, online, b"bench-secret", as_of=day, force=True))
         refresh_s.append(time.perf_counter() - t0)
         current = day_answers(online, model, day in REASON_DAYS)
         rec, sc = current

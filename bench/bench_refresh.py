@@ -37,7 +37,7 @@ from measure import machine, measure  # noqa: E402
 
 from online_store.publish import publish  # noqa: E402
 from online_store.reader import OnlineStore  # noqa: E402
-from online_store.refresh import refresh  # noqa: E402
+from online_store.refresh import RefreshTask, refresh  # noqa: E402
 from records.changeset import read_changeset  # noqa: E402
 from records.ingest import ingest  # noqa: E402
 from records.warehouse import connect  # noqa: E402
@@ -87,7 +87,7 @@ def full_rebuild(wh: Path, online: Path, as_of: date) -> dict:
 def one_day(wh: Path, feed: Path, online: Path, day: Path) -> dict:
     (feed / day.name).symlink_to(day.resolve())
     with measure() as m:
-        r = refresh(wh, feed, online, SECRET, memory_limit=MEMORY)
+        r = refresh(RefreshTask(wh, feed, online, SECRET, memory_limit=MEMORY))
     out = {
         "day": str(r.as_of),
         "kind": r.kind,

@@ -79,7 +79,7 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     from online_store.reader import OnlineStore
-    from online_store.refresh import refresh
+    from online_store.refresh import RefreshTask, refresh
     from online_store.replay import replay
     from records.changeset import read_changeset
     from records.ingest import ingest
@@ -97,7 +97,9 @@ def main() -> None:
     ingest(domain, wh, progress=False)
     train_two(home, wh)
     days = sorted((domain / "feed").iterdir())
-    refresh(wh, None, online, SECRET, as_of=read_changeset(days[0]).day - timedelta(days=1))
+    refresh(
+        RefreshTask(wh, None, online, SECRET, as_of=read_changeset(days[0]).day - timedelta(days=1))
+    )
     key = KeyStore(home / "keys.sqlite").create("replay-bench", ["score"])[1]
     auth = {"Authorization": f"Bearer {key}"}
     rng = random.Random(3)
@@ -109,7 +111,7 @@ def main() -> None:
             MlflowClient().set_registered_model_alias(NAME, CHAMPION, "2")
             client = service(home, online).__enter__()
         (feed / d.name).symlink_to(d)
-        refresh(wh, feed, online, SECRET)
+        refresh(RefreshTask(wh, feed, online, SECRET))
         with OnlineStore(online).current() as snap:
             frame = snap.frame()
         codes = frame[frame.status == "operating"].uscc.tolist()

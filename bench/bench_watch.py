@@ -39,7 +39,7 @@ from loadgen import run  # noqa: E402
 from measure import machine, measure  # noqa: E402
 
 from online_store.reader import OnlineStore  # noqa: E402
-from online_store.refresh import refresh  # noqa: E402
+from online_store.refresh import RefreshTask, refresh  # noqa: E402
 from scoring.served import load_served_model, use_store  # noqa: E402
 from serving import launch  # noqa: E402
 from serving.events import baseline, derive_events  # noqa: E402
@@ -84,7 +84,9 @@ def watch_all(store: WatchStore, online: Path, served, today: date) -> dict:
 
 def next_day(home: Path, store: WatchStore, served, day: date) -> dict:
     with measure() as m:
-        r = refresh(home / "wh.duckdb", None, home / "online", SECRET, as_of=day, force=True)
+        r = refresh(
+            RefreshTask(home / "wh.duckdb", None, home / "online", SECRET, as_of=day, force=True)
+        )
     out = {"refresh": {**_fig(m), "rewritten": r.rewritten, "households": r.households}}
     with measure() as m, OnlineStore(home / "online").current() as snap:
         found = derive_events(store, snap, served.model, served.version)

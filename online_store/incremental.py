@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
@@ -98,6 +99,28 @@ def _reason(column: str) -> str:
     return (feature.reason if feature else None) or column
 
 
+@dataclass(frozen=True)
+class Step:
+    """One refresh's move, the value every part of it is handed: from the current
+    publication (``publication``, as of ``before``, as known at ``known_through``) to
+    the publication of ``as_of`` as known now."""
+
+    publication: str
+    before: date
+    known_through: date
+    as_of: date
+
+    @classmethod
+    def from_meta(cls, meta: dict, as_of: date) -> Step:
+        """The step from the publication ``meta`` describes (its ``meta`` table) to ``as_of``."""
+        return cls(
+            meta["publication"],
+            date.fromisoformat(meta["as_of"]),
+            date.fromisoformat(meta["known_through"]),
+            as_of,
+        )
+
+
 def _previous(store: sqlite3.Connection, warehouse: duckdb.DuckDBPyConnection) -> dict:
     meta = dict(store.execute("SELECT key, value FROM meta").fetchall())
     if meta.get("layout") != LAYOUT:
@@ -114,23 +137,36 @@ def _previous(store: sqlite3.Connection, warehouse: duckdb.DuckDBPyConnection) -
 
 @dataclass(frozen=True)
 class DiffQuery:
-    """The store's rows of every household whose row differs between the publication of
-    ``before_as_of`` (as known at ``known_through``) and that of ``as_of`` (as known now),
-    with ``changed`` naming what differs (comma-separated); a removed household has no
-    status. Three parts: the two publications (``new``, ``old``, each a query with its own
-    WITH list) and the difference over relations named ``n`` and ``o`` (``diff``). DuckDB
-    runs :meth:`sql`, one statement; Spark (whose parser cannot hold two nested WITH
-    lists with the same names) registers ``n`` and ``o`` as views and runs ``diff``."""
+    """The store's rows of every household whose row differs between the publication
+    ``step`` leaves (as known then) and the one it makes (as known now), with ``changed``
+    naming what differs (comma-separated); a removed household has no status. Three
+    parts: the two publications (``new``, ``old``, each a query with its own WITH list)
+    and the difference over relations named ``n`` and ``o`` (``diff``). DuckDB runs
+    :meth:`sql`, one statement, usually over stand-ins for the two publications (the
+    mirror's rows, the candidates' rows), so each part is built only when read; Spark
+    (whose parser cannot hold two nested WITH lists with the same names) registers ``n``
+    and ``o`` as views and runs ``diff``."""
 
-    new: str
-    old: str
-    diff: str
+    step: Step
 
-    def sql(self) -> str:
-        return f"WITH n AS ({self.new}), o AS ({self.old}),{self.diff}"
+    @cached_property
+    def new(self) -> str:
+        return publication_sql(self.step.as_of, identity=False)
+
+    @cached_property
+    def old(self) -> str:
+        return publication_sql(self.step.before, self.step.known_through, identity=False)
+
+    @cached_property
+    def diff(self) -> str:
+        return _diff_sql(self.step.known_through)
+
+    def sql(self, new: str | None = None, old: str | None = None) -> str:
+        """One statement, over ``new`` and ``old`` where given (else the publications)."""
+        return f"WITH n AS ({new or self.new}), o AS ({old or self.old}),{self.diff}"
 
 
-def diff_query(as_of: date, before_as_of: date, known_through: date) -> DiffQuery:
+def _diff_sql(known_through: date) -> str:
     cols = ", ".join(f"n.{c}" for c in _COMPARED)
     differs = ", ".join(f"CASE WHEN n.{c} IS DISTINCT FROM o.{c} THEN '{c}' END" for c in _COMPARED)
     k = f"DATE '{known_through.isoformat()}'"
@@ -152,11 +188,7 @@ def diff_query(as_of: date, before_as_of: date, known_through: date) -> DiffQuer
     FROM d LEFT JOIN households h ON h.uscc = d.uscc AND NOT d.removed
     WHERE d.added OR d.removed OR d.learnt OR d.changed <> ''
     """
-    return DiffQuery(
-        publication_sql(as_of, identity=False),
-        publication_sql(before_as_of, known_through, identity=False),
-        diff,
-    )
+    return diff
 
 
 #: Runs the difference query and returns its rows: DuckDB by default,
@@ -186,16 +218,15 @@ def _parquet(path: Path) -> str:
 CANDIDATES = "refresh_candidates"
 
 
-def candidates(warehouse: duckdb.DuckDBPyConnection, as_of: date, before: dict) -> pa.Table | None:
-    """The households whose row can differ between the current publication and that of
-    ``as_of``: a record of theirs learnt since it was made, or a date of theirs the
+def candidates(warehouse: duckdb.DuckDBPyConnection, step: Step) -> pa.Table | None:
+    """The households whose row can differ between the current publication and the
+    step's: a record of theirs learnt since it was made, or a date of theirs the
     calendar crosses (``features.pit.CALENDAR_DATES``). ``None`` when the reporting
     calendar moves between the two days: then every row may change."""
-    day = date.fromisoformat(before["as_of"])
+    day, as_of = step.before, step.as_of
     if day > as_of or _reporting_calendar(warehouse, day) != _reporting_calendar(warehouse, as_of):
         return None
-    known = date.fromisoformat(before["known_through"])
-    sql = f"{calendar_moved_sql(day, as_of)}\n    UNION {learnt_since_sql(known)}"
+    sql = f"{calendar_moved_sql(day, as_of)}\n    UNION {learnt_since_sql(step.known_through)}"
     return warehouse.sql(sql).to_arrow_table()
 
 
@@ -214,36 +245,33 @@ class DuckDBRecompute:
 
     warehouse: duckdb.DuckDBPyConnection
     root: Path
-    before: dict
-    as_of: date
+    step: Step
     new_rows: Path
     #: households whose row was recomputed (None: every one)
     recomputed: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, q: DiffQuery) -> pa.Table:
-        mirror = mirror_path(self.root, self.before["publication"])
+        mirror = mirror_path(self.root, self.step.publication)
         started = time.perf_counter()
-        some = candidates(self.warehouse, self.as_of, self.before) if mirror.exists() else None
+        some = candidates(self.warehouse, self.step) if mirror.exists() else None
         self.seconds["candidates"] = round(time.perf_counter() - started, 2)
         if some is not None:
             self.recomputed = some.num_rows
             return _recompute_candidates(
-                self.warehouse, q, some, self.as_of, mirror, self.new_rows, self.seconds
+                self.warehouse, q, some, mirror, self.new_rows, self.seconds
             )
         write_mirror(self.warehouse, q.new, self.new_rows)
         old = _parquet(mirror) if mirror.exists() else q.old
         if not mirror.exists():
             logger.info("no mirror of %s: recomputing it from the history", mirror.name)
-        new = _parquet(self.new_rows)
-        return self.warehouse.sql(DiffQuery(new, old, q.diff).sql()).to_arrow_table()
+        return self.warehouse.sql(q.sql(_parquet(self.new_rows), old)).to_arrow_table()
 
 
 def _recompute_candidates(
     warehouse,
     q: DiffQuery,
     some: pa.Table,
-    as_of: date,
     mirror: Path,
     new_rows: Path,
     seconds: dict[str, float],
@@ -252,7 +280,8 @@ def _recompute_candidates(
     warehouse.register(CANDIDATES, some)
     try:
         t = time.perf_counter()
-        write_mirror(warehouse, publication_sql(as_of, identity=False, only=CANDIDATES), day_rows)
+        their_rows = publication_sql(q.step.as_of, identity=False, only=CANDIDATES)
+        write_mirror(warehouse, their_rows, day_rows)
         seconds["their_rows"] = round(time.perf_counter() - t, 2)
         mine = f"uscc IN (SELECT uscc FROM {CANDIDATES})"
         # tomorrow's mirror: everyone else's rows as they were, and the candidates' new ones
@@ -264,7 +293,7 @@ def _recompute_candidates(
         )
         seconds["next_mirror"] = round(time.perf_counter() - t, 2)
         old = f"{_parquet(mirror)} WHERE {mine}"
-        changed = warehouse.sql(DiffQuery(_parquet(day_rows), old, q.diff).sql()).to_arrow_table()
+        changed = warehouse.sql(q.sql(_parquet(day_rows), old)).to_arrow_table()
     finally:
         warehouse.unregister(CANDIDATES)
         day_rows.unlink(missing_ok=True)
@@ -287,15 +316,12 @@ def refresh_in_place(
     new_rows = root / f".rows-{uuid.uuid4().hex}.parquet"
     try:
         store.execute("PRAGMA busy_timeout = 10000")
-        before = _previous(store, warehouse)
-        query = diff_query(
-            as_of, date.fromisoformat(before["as_of"]), date.fromisoformat(before["known_through"])
-        )
-        run = recompute or DuckDBRecompute(warehouse, root, before, as_of, new_rows)
+        step = Step.from_meta(_previous(store, warehouse), as_of)
+        run = recompute or DuckDBRecompute(warehouse, root, step, new_rows)
         started = time.perf_counter()
-        differ = run(query)
+        differ = run(DiffQuery(step))
         compared = time.perf_counter()
-        changes = _apply(store, warehouse, differ, before, as_of, root, secret)
+        changes = _apply(store, warehouse, differ, step, root, secret)
         changes.recomputed = getattr(run, "recomputed", None) or changes.households
         changes.seconds = {
             **getattr(run, "seconds", {}),
@@ -315,14 +341,14 @@ def refresh_in_place(
     changes.seconds["checkpoint"] = round(time.perf_counter() - checkpoint, 2)
     logger.info(
         "refreshed %s to %s: %s households rewritten",
-        before["publication"],
+        step.publication,
         as_of,
         changes.rewritten,
     )
     return changes
 
 
-def _apply(store, warehouse, changed, before: dict, as_of: date, root: Path, secret: bytes):
+def _apply(store, warehouse, changed, step: Step, root: Path, secret: bytes):
     """One write transaction: changed rows replaced, removed ones deleted, metadata moved."""
     removed_mask = changed.column("removed").to_pylist()
     removed = [
@@ -341,14 +367,14 @@ def _apply(store, warehouse, changed, before: dict, as_of: date, root: Path, sec
         households, operating = store.execute(
             f"SELECT count(*), count({STORED_FEATURES[0]}) FROM subjects"
         ).fetchone()
-        meta = publication_meta(warehouse, as_of, households=households, operating=operating)
+        meta = publication_meta(warehouse, step.as_of, households=households, operating=operating)
         record_in_ledger(root, meta)  # before the commit: every answer given can replay
         store.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
         store.execute("COMMIT")
     except BaseException:
         store.execute("ROLLBACK")
         raise
-    return _summarise(changed.to_pydict(), meta["publication"], before["publication"], households)
+    return _summarise(changed.to_pydict(), meta["publication"], step.publication, households)
 
 
 def _summarise(rows: dict, publication: str, previous: str, households: int) -> Changes:

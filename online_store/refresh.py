@@ -56,27 +56,21 @@ class RefreshReport:
     previous: str | None = None
 
 
-def pending(warehouse: Path, feed: Path) -> list[ChangeSet]:
-    """Change sets in ``feed`` not yet applied, in date order (each read once)."""
-    sets = sorted(
-        (read_changeset(p) for p in feed.iterdir() if is_changeset(p)), key=lambda cs: cs.day
-    )
+def applied_days(warehouse: Path) -> set[date]:
+    """The days whose change sets the warehouse holds (read once, before any is applied)."""
     if not warehouse.exists():
-        return sets
+        return set()
     con = connect(warehouse, read_only=True)
     try:
-        applied = {r[0] for r in con.execute("SELECT day FROM _changesets").fetchall()}
+        return {r[0] for r in con.execute("SELECT day FROM _changesets").fetchall()}
     finally:
         con.close()
-    return [cs for cs in sets if cs.day not in applied]
 
 
-def _last_changeset(warehouse: Path) -> date | None:
-    con = connect(warehouse, read_only=True)
-    try:
-        return con.execute("SELECT max(day) FROM _changesets").fetchall()[0][0]
-    finally:
-        con.close()
+def pending(feed: Path, applied: set[date]) -> list[ChangeSet]:
+    """Change sets in ``feed`` not in ``applied``, in date order (each read once)."""
+    sets = (read_changeset(p) for p in feed.iterdir() if is_changeset(p))
+    return sorted((cs for cs in sets if cs.day not in applied), key=lambda cs: cs.day)
 
 
 def _current_as_of(online: Path) -> tuple[str | None, date | None]:
@@ -116,39 +110,48 @@ class Recomputation:
     changes: Path | None = None
 
 
-def refresh(
-    warehouse: Path,
-    feed: Path | None,
-    online: Path,
-    secret: bytes,
-    as_of: date | None = None,
-    force: bool = False,
-    memory_limit: str | None = None,
-    full: bool = False,
-    how: Recomputation | None = None,
-) -> RefreshReport:
-    applied = []
+@dataclass(frozen=True)
+class RefreshTask:
+    """What one ``credref refresh`` is asked to do: the warehouse and its feed, the online
+    store and the secret its verification hashes are keyed with, the day wanted (``None``:
+    the last change set's), whether to publish it anyway (``force``), to rebuild
+    (``full``), and where the day's difference is computed (``how``)."""
+
+    warehouse: Path
+    feed: Path | None
+    online: Path
+    secret: bytes
+    as_of: date | None = None
+    force: bool = False
+    memory_limit: str | None = None
+    full: bool = False
+    how: Recomputation = Recomputation()
+
+
+def refresh(task: RefreshTask) -> RefreshReport:
+    """Apply the feed, choose the day, bring the online store to it (see the module)."""
     started = time.perf_counter()
-    for cs in pending(warehouse, feed) if feed is not None else []:
-        ingest(cs.folder, warehouse, progress=False, memory_limit=memory_limit)
+    known = applied_days(task.warehouse)
+    applied = []
+    for cs in pending(task.feed, known) if task.feed is not None else []:
+        ingest(cs.folder, task.warehouse, progress=False, memory_limit=task.memory_limit)
         applied.append(cs.day)
         logger.info("change set %s applied", cs.day)
     ingested = round(time.perf_counter() - started, 2)
-    previous, current = _current_as_of(online)
-    day = choose_date(as_of, _last_changeset(warehouse), current, force)
-    con = connect(warehouse, read_only=True, memory_limit=memory_limit)
+    previous, current = _current_as_of(task.online)
+    day = choose_date(task.as_of, max(known | set(applied), default=None), current, task.force)
+    con = connect(task.warehouse, read_only=True, memory_limit=task.memory_limit)
     # Rows go to a table keyed by code: their order is free, and keeping it costs memory.
     con.execute("SET preserve_insertion_order = false")
     try:
-        if full or previous is None:
-            why = "asked" if full else "first"
-            return _full(con, day, online, secret, applied, why, previous)
+        if task.full or previous is None:
+            return _full(con, day, task, applied, "asked" if task.full else "first", previous)
         try:
-            recompute = _recompute(how or Recomputation(), con, warehouse, online, day)
-            c = refresh_in_place(con, day, online, secret, recompute)
+            recompute = _recompute(task, con, day)
+            c = refresh_in_place(con, day, task.online, task.secret, recompute)
         except NotIncremental as why:
             logger.warning("full rebuild: %s", why)
-            return _full(con, day, online, secret, applied, str(why), previous)
+            return _full(con, day, task, applied, str(why), previous)
     finally:
         con.close()
     return RefreshReport(
@@ -169,20 +172,21 @@ def refresh(
     )
 
 
-def _recompute(how: Recomputation, con, warehouse: Path, online: Path, day: date):
-    """The :data:`online_store.incremental.Recompute` for ``how`` (None: DuckDB)."""
+def _recompute(task: RefreshTask, con, day: date):
+    """The :data:`online_store.incremental.Recompute` for ``task.how`` (None: DuckDB)."""
+    how = task.how
     if how.changes is not None:
-        before = plan(online)["publication"]
+        before = plan(task.online)["publication"]
         return lambda _query: read_changes(how.changes, before, day)
     if how.engine == "spark":
-        tables = warehouse.with_suffix(".tables")
+        tables = task.warehouse.with_suffix(".tables")
         export_tables(con, tables)  # what Spark reads: every table and its history
         return spark_recompute(spark_session(how.spark_master, "credref refresh"), str(tables))
     return None
 
 
-def _full(con, day: date, online: Path, secret: bytes, applied: list[date], why: str, previous):
-    meta = publish(con, day, online, secret)
+def _full(con, day: date, task: RefreshTask, applied: list[date], why: str, previous):
+    meta = publish(con, day, task.online, task.secret)
     n = int(meta["households"])
     return RefreshReport(
         applied,

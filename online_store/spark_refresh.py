@@ -31,12 +31,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.engines import SparkEngine, to_spark_sql
-from online_store.incremental import diff_query
+from online_store.incremental import DiffQuery, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession  # Spark is the scale-out path: loaded when used
-
-    from online_store.incremental import DiffQuery
 
 #: Written next to the changed rows: the publication they were computed against.
 MANIFEST = "refresh.json"
@@ -90,11 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     try:
         SparkEngine(spark, args.tables)
-        query = diff_query(
-            args.as_of,
-            date.fromisoformat(plan["as_of"]),
-            date.fromisoformat(plan["known_through"]),
-        )
+        query = DiffQuery(Step.from_meta(plan, args.as_of))
         difference(spark, query).write.mode("overwrite").parquet(str(args.out / "rows"))
         rows = spark.read.parquet(str(args.out / "rows")).count()
         master = spark.sparkContext.master

@@ -34,7 +34,7 @@ from features.catalogue import catalogue_version
 from features.engines import SparkEngine
 from features.pit import feature_sql
 from records.progress import track
-from scoring.model import ScoringModel, encode
+from scoring.model import REASON_SEPARATOR, ScoringModel, encode
 
 if TYPE_CHECKING:
     import duckdb
@@ -83,7 +83,7 @@ def score_table(model: ScoringModel, features: pa.Table | pd.DataFrame, timing: 
             "score": pa.array(r["score"].astype(np.int32), pa.int32()),
             "risk_class": pa.array(r["risk_class"].astype(str), pa.string()),
             "override": pa.array(r["override"].astype(str), pa.string()),
-            "reasons": pa.array(list(reasons), pa.string()),
+            "reasons": pa.array([REASON_SEPARATOR.join(r) for r in reasons], pa.string()),
         },
         schema=SCHEMA,
     )

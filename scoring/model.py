@@ -42,6 +42,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -247,11 +248,15 @@ def _detail(r) -> dict:
 _DETAILS = {r.code: _detail(r) for r in (*REASONS, NO_ADVERSE)}
 
 
-def reason_details(codes: str | list[str]) -> list[dict]:
-    """Codes (a list, or joined by ';') with their Chinese and English texts and what the
-    household can do about each (the catalogue's guidance, with its legal source)."""
-    items = codes.split(";") if isinstance(codes, str) else codes
-    return [_DETAILS[c] for c in items if c]
+#: How a table (a scored frame, a file, an audit row) spells a row's reason codes; in
+#: memory they are a tuple, best first.
+REASON_SEPARATOR = ";"
+
+
+def reason_details(codes: Iterable[str]) -> list[dict]:
+    """Codes with their Chinese and English texts and what the household can do about
+    each (the catalogue's guidance, with its legal source)."""
+    return [_DETAILS[c] for c in codes]
 
 
 def _by_reason(contributions: np.ndarray, spec: ModelSpec, borne_out: np.ndarray | None):
@@ -270,7 +275,7 @@ def reason_codes(
     """Top adverse reason codes per row from per-feature contributions to the margin,
     among those the row's records bear out (``borne_out``: rows x reasons).
 
-    The readable, row-by-row definition; scoring uses :func:`reason_strings`, which a test
+    The readable, row-by-row definition; scoring uses :func:`reason_tuples`, which a test
     holds equal to it."""
     by_reason = _by_reason(contributions, spec, borne_out)
     order = np.argsort(-by_reason, axis=1, kind="stable")
@@ -281,14 +286,14 @@ def reason_codes(
     return out
 
 
-def reason_strings(
+def reason_tuples(
     contributions: np.ndarray,
     serious: np.ndarray,
     spec: ModelSpec = CREDREF,
     borne_out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Reason codes joined by ';' per row, with the serious-list override: the same answer
-    as :func:`reason_codes` plus the override, vectorised.
+    """Each row's reason codes (a tuple, best first), with the serious-list override: the
+    same answer as :func:`reason_codes` plus the override, vectorised.
 
     The top codes of a row are few (at most four of nine), so rows are keyed by their
     code combination and each distinct combination is spelled out once.
@@ -299,9 +304,8 @@ def reason_strings(
     none = len(spec.reasons)
     idx = np.where(present, order, none)
     if len(idx) <= 8:  # an online request: spelling each row costs less than grouping
-        return np.asarray(
-            [_label(row, s, spec) for row, s in zip(idx.tolist(), serious.tolist(), strict=True)],
-            dtype=object,
+        return _objects(
+            [_label(row, s, spec) for row, s in zip(idx.tolist(), serious.tolist(), strict=True)]
         )
     key = np.zeros(len(idx), dtype=np.int64)
     for k in range(idx.shape[1]):
@@ -316,18 +320,27 @@ def reason_strings(
             rest, i = divmod(rest, none + 1)
             picked.append(i)
         labels.append(_label(picked[::-1], bool(is_serious), spec))
-    return np.asarray(labels, dtype=object)[inverse.reshape(-1)]
+    return _objects(labels)[inverse.reshape(-1)]
 
 
-def _label(idx: list[int], serious: bool, spec: ModelSpec) -> str:
-    """The reason string of one row from its top reason indices (``len(spec.reasons)``
+def _objects(values: list) -> np.ndarray:
+    """A one-dimensional object array of ``values`` (tuples stay whole: ``np.asarray``
+    would make tuples of one length a second dimension)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def _label(idx: list[int], serious: bool, spec: ModelSpec) -> tuple[str, ...]:
+    """The reason codes of one row from its top reason indices (``len(spec.reasons)``
     marks "no further adverse reason"), with the policy override's reason first."""
     none = len(spec.reasons)
     codes = [spec.reasons[i] for i in idx if i != none] or [spec.no_adverse]
     if serious and spec.override_reason is not None:
         first = spec.override_reason
         codes = [first, *[c for c in codes if c not in (first, spec.no_adverse)]][:MAX_REASONS]
-    return ";".join(codes)
+    return tuple(codes)
 
 
 @dataclass
@@ -453,7 +466,7 @@ class ScoringModel:
             "override": np.where(serious, "serious_list", ""),
         }
         if contrib is not None:
-            out["reasons"] = reason_strings(contrib, serious, self.spec, self.spec.evidence_mask(X))
+            out["reasons"] = reason_tuples(contrib, serious, self.spec, self.spec.evidence_mask(X))
         return out
 
     def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -468,18 +481,22 @@ class ScoringModel:
         return full.sum(axis=1), full[:, : len(self.spec.features)]
 
     def reasons(self, X: np.ndarray) -> np.ndarray:
-        """Reason codes (joined by ';') per row, from the standing; R08 first for a
+        """Reason codes (a tuple per row, best first), from the standing; R08 first for a
         serious-list household."""
         standing_X = self.at_reference(X)
         borne_out = self.spec.evidence_mask(X)
-        return reason_strings(
-            self.contributions(standing_X), self._serious(X), self.spec, borne_out
-        )
+        return reason_tuples(self.contributions(standing_X), self._serious(X), self.spec, borne_out)
 
     def score_frame(self, features: pd.DataFrame, with_reasons: bool = True) -> pd.DataFrame:
-        """PD, score, class and reasons for rows holding the catalogue's features."""
+        """PD, score, class and reasons for rows holding the catalogue's features, as a
+        table: each row's reasons spelt as one string (:data:`REASON_SEPARATOR`)."""
         X = encode(features, self.spec)
-        return pd.DataFrame(self.score_array(X, with_reasons), index=features.index)
+        out = self.score_array(X, with_reasons)
+        if with_reasons:
+            out["reasons"] = np.asarray(
+                [REASON_SEPARATOR.join(codes) for codes in out["reasons"]], dtype=object
+            )
+        return pd.DataFrame(out, index=features.index)
 
     # --- persistence: plain files, so an artefact is readable without Python pickles ---
 

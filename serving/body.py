@@ -8,10 +8,10 @@ model. Everything else is refused here with a :class:`BodyRefused` carrying an H
 and a stable code, and its message never quotes the body: not a value, not an unknown
 field's name.
 
-What the gate then passes on is not the client's bytes but the validated request model
-serialised again (:func:`canonical`), so BentoML's own parser only ever sees JSON that
-credref wrote: a body it would read differently from the gate (a form content type,
-UTF-16, a byte-order mark, a duplicate field) never reaches it.
+The endpoint receives the validated request model from the gate
+(:func:`serving.replies.request_of`); BentoML is handed an empty object, so a body it
+would read differently from the gate (a form content type, UTF-16, a byte-order mark, a
+duplicate field) never reaches it, and a body is parsed once.
 """
 
 from __future__ import annotations
@@ -186,8 +186,3 @@ def field_problems(e: ValidationError) -> list[dict]:
         }
         for err in e.errors(include_url=False, include_input=False, include_context=False)
     ]
-
-
-def canonical(model: BaseModel) -> bytes:
-    """The validated request as credref writes it: what BentoML receives instead."""
-    return model.model_dump_json(exclude_none=True).encode()

@@ -28,7 +28,7 @@ import pyarrow as pa
 from features.catalogue import FEATURE_NAMES, SEVERE_PENALTY
 from features.elapsed import CALENDAR, ELAPSED
 from online_store.reader import STORED_FEATURES, OnlineStore, Snapshot, mirror_path
-from scoring.model import ScoringModel, reason_details
+from scoring.model import ScoringModel, encode, reason_details
 from scoring.served import ServedModel
 from serving.watch import Answer, WatchStore
 
@@ -324,11 +324,11 @@ def _explain_class_changes(found: Found, feats: pd.DataFrame, model: ScoringMode
     moved = [c for c, evs in found.items() if any(k in CLASS_KINDS for k, _ in evs)]
     if not moved:
         return
-    reasons = model.score_frame(feats.loc[moved])["reasons"]
-    for code in moved:
+    reasons = model.score_array(encode(feats.loc[moved], model.spec))["reasons"]
+    for code, codes in zip(moved, reasons, strict=True):
         for kind, detail in found[code]:
             if kind in CLASS_KINDS:
-                detail["reasons"] = reason_details(str(reasons[code]))
+                detail["reasons"] = reason_details(codes)
 
 
 def _class_change_causes(

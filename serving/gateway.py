@@ -19,8 +19,8 @@ its query string (:func:`serving.body.parse_query`), else ``application/json`` (
 field valid (400 ``invalid_request``, naming the field, never its value). The endpoint
 then has ``answer_timeout_s`` to answer (else 503 ``answer_timeout``).
 
-BentoML receives only the validated request, serialised again by credref
-(:func:`serving.body.canonical`), never the client's bytes.
+BentoML receives an empty object, never the client's bytes: the endpoint reads the
+request the gate validated from the exchange (:func:`serving.replies.request_of`).
 
 Only the probes ``/livez`` and ``/readyz`` answer without a key and are not audited: they
 name no household and carry no data. A refusal before authentication is audited as a
@@ -48,7 +48,6 @@ from pydantic import BaseModel
 from serving.audit import AuditLog, AuditRecord, AuditUnavailable, GroupWriter
 from serving.body import (
     BodyRefused,
-    canonical,
     check_content_type,
     parse_object,
     parse_query,
@@ -336,7 +335,7 @@ class Gateway:
         ex.purpose = purpose if isinstance(purpose, str) and purpose in PURPOSES else None
         ex.body = validate(parsed, route.body)
         ex.purpose = str(getattr(ex.body, "purpose", None) or route.purpose or ex.purpose)
-        return self._canonical_request(scope, route.target, canonical(ex.body))
+        return self._forwarded_request(scope, route.target)
 
     @staticmethod
     def _route(scope: Scope) -> Route:
@@ -349,9 +348,11 @@ class Gateway:
             raise Refusal(405, "method_not_allowed", f"use {allowed}")
         return route
 
-    def _canonical_request(self, scope: Scope, target: str, body: bytes) -> tuple:
-        """The request BentoML sees: a POST of credref's JSON of the validated request to
-        the route's endpoint, no client headers but the host, no query string."""
+    def _forwarded_request(self, scope: Scope, target: str) -> tuple:
+        """The request BentoML sees: a POST of an empty JSON object to the route's endpoint
+        (which reads the request the gate validated from the exchange), no client headers
+        but the host, no query string. None of the client's bytes reach BentoML's parser."""
+        body = b"{}"
         headers = [(k, v) for k, v in scope["headers"] if k == b"host"]
         headers += [_JSON, (b"content-length", str(len(body)).encode())]
         forwarded = {

@@ -29,7 +29,7 @@ from scoring.served import ServedModel
 from serving.events import baseline
 from serving.limits import BUDGET_MESSAGES, LimitsUnavailable, VerifyLimits
 from serving.relation import NO_RELATION_MESSAGE, asker_of, screen
-from serving.replies import error, exchange, reply
+from serving.replies import error, exchange, reply, request_of
 from serving.schemas import (
     ChangesQuery,
     ChangesResponse,
@@ -80,12 +80,12 @@ class MonitoringRoutes:
     _current: Callable[[bentoml.Context, Any], Any]  # the publication, or a 503
 
     @bentoml.api(route="/v1/watch")
-    async def watch(self, body: WatchRequest, /, ctx: bentoml.Context) -> WatchResponse:
+    async def watch(self, ctx: bentoml.Context) -> WatchResponse:
         """Watch (or renew for 400 days) households this platform has a relation with
         (serving.relation: an operator match in the last 30 days, or watched already);
         each item is answered on its own, an invalid one named by its position."""
         ex = exchange(ctx)
-        req = ex.body if isinstance(ex.body, WatchRequest) else body
+        req = request_of(ex, WatchRequest)
         key = ex.key
         assert key is not None  # the gate authenticated the request
         snap = self._current(ctx, ex)
@@ -125,10 +125,10 @@ class MonitoringRoutes:
         return reply(WatchResponse(request_id=ex.request_id, results=results))
 
     @bentoml.api(route="/v1/watch/remove")
-    async def unwatch(self, body: UnwatchRequest, /, ctx: bentoml.Context) -> WatchResponse:
+    async def unwatch(self, ctx: bentoml.Context) -> WatchResponse:
         """Stop watching (``DELETE /v1/watch``): no events for these households from now."""
         ex = exchange(ctx)
-        req = ex.body if isinstance(ex.body, UnwatchRequest) else body
+        req = request_of(ex, UnwatchRequest)
         assert ex.key is not None
         codes, problems = _valid(req.usccs)
         try:
@@ -150,11 +150,11 @@ class MonitoringRoutes:
         return reply(WatchResponse(request_id=ex.request_id, results=results))
 
     @bentoml.api(route="/v1/watch/list")
-    async def watch_list(self, body: WatchListQuery, /, ctx: bentoml.Context) -> WatchListResponse:
+    async def watch_list(self, ctx: bentoml.Context) -> WatchListResponse:
         """``GET /v1/watch?after=CODE&limit=N``: the count of this platform's live watches
         and a page of them in code order (never another platform's)."""
         ex = exchange(ctx)
-        req = ex.body if isinstance(ex.body, WatchListQuery) else body
+        req = request_of(ex, WatchListQuery)
         assert ex.key is not None
         today: date = self._today()
         try:
@@ -172,12 +172,12 @@ class MonitoringRoutes:
         )
 
     @bentoml.api(route="/v1/changes/read")
-    async def changes(self, body: ChangesQuery, /, ctx: bentoml.Context) -> ChangesResponse:
+    async def changes(self, ctx: bentoml.Context) -> ChangesResponse:
         """``GET /v1/changes?after=CURSOR&limit=N``: this platform's events after the
         cursor, oldest first; pass ``next`` back as ``after``. The same cursor always
         gives the same events (at least once: an event's id is its identity)."""
         ex = exchange(ctx)
-        req = ex.body if isinstance(ex.body, ChangesQuery) else body
+        req = request_of(ex, ChangesQuery)
         assert ex.key is not None
         platform = ex.key.platform
         try:

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import bentoml
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from serving.gateway import STATE_KEY, Exchange
+
+Request = TypeVar("Request", bound=BaseModel)
 
 #: Seconds a client should wait after a 503 that names no time of its own (a store
 #: briefly unavailable); a stale publication says more (serving.service).
@@ -20,6 +23,14 @@ def exchange(ctx: bentoml.Context) -> Exchange:
     if not isinstance(ex, Exchange):  # only reachable if the gate were bypassed
         raise RuntimeError("request did not pass the gateway")
     return ex
+
+
+def request_of(ex: Exchange, model: type[Request]) -> Request:
+    """The request the gate read and validated: the one parse of a body
+    (:mod:`serving.body`); BentoML is handed an empty object."""
+    if not isinstance(ex.body, model):  # only reachable if the gate were bypassed
+        raise RuntimeError("request did not pass the gateway")
+    return ex.body
 
 
 def error(

@@ -289,7 +289,7 @@ class ScoreGuideResponse(BaseModel):
     request_id: str
     model_version: str
     outcome: str
-    horizon_months: int
+    horizon_months: int | None = None  # None: the label has no horizon (another catalogue)
     rating_philosophy: str
     override: str
     observed_over: str = Field(description="The out-of-time test year the rates come from.")

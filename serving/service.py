@@ -32,7 +32,7 @@ import numpy as np
 from online_store.reader import OnlineStore, Snapshot
 from online_store.verification import FieldHasher, claimed_fields, judge
 from records.codes import compact, uscc_problem
-from scoring.model import encode_row, reason_details
+from scoring.model import REASON_SEPARATOR, encode_row, reason_details
 from scoring.served import load_served_model, use_store
 from serving.anchor import start_periodic
 from serving.audit import AuditLog
@@ -55,11 +55,11 @@ from serving.relation import NO_RELATION, NO_RELATION_MESSAGE, asker_of, screen
 from serving.replies import error as _error
 from serving.replies import exchange as _exchange
 from serving.replies import reply as _json
+from serving.replies import request_of
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
     FieldVerdicts,
-    GuideQuery,
     ScoreGuideResponse,
     ScoreRequest,
     ScoreResponse,
@@ -79,7 +79,8 @@ _settings = load_settings()  # for the decorator's arguments only
 
 
 def _codes(item: dict) -> str:
-    return ";".join(r["code"] for r in item["reasons"])
+    """The answer's reason codes as the audit row spells them."""
+    return REASON_SEPARATOR.join(r["code"] for r in item["reasons"])
 
 
 @bentoml.service(
@@ -181,11 +182,11 @@ class ReferenceService(MonitoringRoutes):
     # --- /v1/verify ---------------------------------------------------------------------
 
     @bentoml.api(route="/v1/verify")
-    async def verify(self, body: VerifyRequest, /, ctx: bentoml.Context) -> VerifyResponse:
+    async def verify(self, ctx: bentoml.Context) -> VerifyResponse:
         """Is this registration real, and do the claimed fields match it? Never a stored
         value; every mismatch counts against the guessing limits (serving.limits)."""
         ex = _exchange(ctx)
-        req = ex.body if isinstance(ex.body, VerifyRequest) else body
+        req = request_of(ex, VerifyRequest)
         snap = self._current(ctx, ex)
         if not isinstance(snap, Snapshot):
             return snap
@@ -256,7 +257,7 @@ class ReferenceService(MonitoringRoutes):
                 scored[u] = {
                     "score": int(r["score"][i]),
                     "risk_class": str(r["risk_class"][i]),
-                    "reasons": reason_details(str(r["reasons"][i])),
+                    "reasons": reason_details(r["reasons"][i]),
                     **({"pd": round(float(r["pd"][i]), 6)} if with_pd else {}),
                 }
         out = []
@@ -302,10 +303,10 @@ class ReferenceService(MonitoringRoutes):
             )
 
     @bentoml.api(route="/v1/score")
-    async def score(self, body: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
+    async def score(self, ctx: bentoml.Context) -> ScoreResponse:
         """Reference score, class A-D and up to four reasons for one household."""
         ex = _exchange(ctx)
-        req = ex.body if isinstance(ex.body, ScoreRequest) else body
+        req = request_of(ex, ScoreRequest)
         refused = self._unrelated(ctx, ex, [req.uscc])
         if not isinstance(refused, dict):
             return refused
@@ -332,10 +333,10 @@ class ReferenceService(MonitoringRoutes):
         return _json(answer)
 
     @bentoml.api(route="/v1/score_batch")
-    async def score_batch(self, body: BatchRequest, /, ctx: bentoml.Context) -> BatchResponse:
+    async def score_batch(self, ctx: bentoml.Context) -> BatchResponse:
         """Up to 1,000 households per call; each item answered as /v1/score would."""
         ex = _exchange(ctx)
-        req = ex.body if isinstance(ex.body, BatchRequest) else body
+        req = request_of(ex, BatchRequest)
         snap = self._current(ctx, ex)
         if not isinstance(snap, Snapshot):
             return snap
@@ -368,7 +369,7 @@ class ReferenceService(MonitoringRoutes):
         return _json(answer)
 
     @bentoml.api(route="/v1/score_guide/read")
-    async def score_guide(self, body: GuideQuery, /, ctx: bentoml.Context) -> ScoreGuideResponse:
+    async def score_guide(self, ctx: bentoml.Context) -> ScoreGuideResponse:
         """``GET /v1/score_guide``: what the served version's score, class and PD mean
         (outcome and horizon, the rating philosophy, each class's fixed band and observed
         bad rate, the score-to-odds table, the override); no household is named."""

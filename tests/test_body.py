@@ -11,12 +11,11 @@ from stdnum.cn import uscc as s_uscc
 from serving.body import (
     MAX_DEPTH,
     BodyRefused,
-    canonical,
     check_content_type,
     parse_object,
     validate,
 )
-from serving.schemas import BatchRequest, VerifyRequest
+from serving.schemas import VerifyRequest
 
 CODE = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit("92440300MA5DKQ0E2")
 SECRET_NAME = "张三丰"
@@ -102,13 +101,3 @@ def test_field_problems_name_the_field_not_the_value():
     assert r.code == "invalid_request"
     assert {d["field"] for d in r.details} == {"uscc", "operator_name"}
     assert SECRET_NAME not in json.dumps(r.details) + r.message
-
-
-def test_what_bentoml_receives_is_credrefs_serialisation_of_the_validated_body():
-    model = validate(
-        {"usccs": [CODE.lower(), CODE[:4] + " " + CODE[4:]], "purpose": "onboarding"}, BatchRequest
-    )
-    again = json.loads(canonical(model))
-    assert again["purpose"] == "onboarding" and len(again["usccs"]) == 2
-    verify = validate({"uscc": CODE.lower(), "name": "Ａ"}, VerifyRequest)
-    assert json.loads(canonical(verify)) == {"uscc": CODE, "purpose": "onboarding", "name": "Ａ"}

@@ -25,7 +25,7 @@ import pytest
 from features.catalogue import FEATURE_NAMES, RECENT_YEARS
 from features.dataset import as_of_dates, build_training_set
 from online_store.reader import OnlineStore
-from online_store.refresh import refresh
+from online_store.refresh import RefreshTask, refresh
 from tests.helpers import SECRET
 from training.by_month import standing_view
 from training.calibration import make_scoring_model
@@ -105,7 +105,7 @@ def year(small_warehouse, model, tmp_path_factory):
     days, kinds = {}, set()
     day = FIRST
     while day <= LAST:
-        report = refresh(wh, None, online, SECRET, as_of=day, force=True)
+        report = refresh(RefreshTask(wh, None, online, SECRET, as_of=day, force=True))
         kinds.add(report.kind)
         with OnlineStore(online).current() as snap:
             assert snap.day == day

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from stdnum.cn import uscc
 
 from serving.audit import AuditLog
 from serving.gateway import STATE_KEY, Gateway, TokenBucket
@@ -147,3 +148,32 @@ def test_a_window_keeps_at_most_max_clients_apart_and_counts_the_rest_together()
     assert [r.outcome["count"] for r in other] == [2 * 500]
     assert sum(r.outcome["count"] for r in written) == 2 * (MAX_CLIENTS + 500)
     assert {r.endpoint for r in written} == {"before_key"} and {r.key_id for r in written} == {None}
+
+
+def test_the_body_is_parsed_once_and_the_app_behind_gets_none_of_the_clients_bytes(tmp_path):
+    seen = {}
+
+    async def score(request):
+        ex = request.scope["state"][STATE_KEY]
+        seen["bytes"], seen["model"] = await request.body(), ex.body
+        ex.outcome = {"echo": "ok"}
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/v1/score", score, methods=["POST"])])
+    keys = KeyStore(tmp_path / "keys.sqlite")
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    limits = {"rate_limit": 1000.0, "auth_failure_limit": 1000.0, "max_body_bytes": 1024}
+    app.add_middleware(Gateway, keys=keys, audit=audit, **limits)
+    _, secret = keys.create("p", ["score"])
+    base = "92440300MA5DKQ0E2"
+    code = base + uscc.calc_check_digit(base)
+    sent = f'{{"uscc": "{code.lower()}", "purpose": "periodic_review"}}'
+    with TestClient(app) as c:
+        r = c.post(
+            "/v1/score",
+            content=sent.encode(),
+            headers={"X-API-Key": secret, "Content-Type": "application/json"},
+        )
+    assert r.status_code == 200, r.text
+    assert seen["bytes"] == b"{}"  # BentoML would parse nothing of the client's
+    assert seen["model"].uscc == code and seen["model"].purpose == "periodic_review"

@@ -19,7 +19,7 @@ import pytest
 
 from online_store.publish import publish
 from online_store.reader import CURRENT, OnlineStore
-from online_store.refresh import RefreshRefused, refresh
+from online_store.refresh import RefreshRefused, RefreshTask, refresh
 from records.changeset import read_changeset
 from records.ingest import ingest
 from records.warehouse import connect
@@ -34,7 +34,9 @@ def _start(living_domain: Path, tmp_path: Path) -> tuple[Path, Path, list[Path]]
     wh, online = tmp_path / "wh.duckdb", tmp_path / "online"
     ingest(living_domain, wh, progress=False)
     days = sorted((living_domain / "feed").iterdir())
-    refresh(wh, None, online, SECRET, as_of=read_changeset(days[0]).day - timedelta(days=1))
+    refresh(
+        RefreshTask(wh, None, online, SECRET, as_of=read_changeset(days[0]).day - timedelta(days=1))
+    )
     return wh, online, days
 
 
@@ -68,17 +70,17 @@ def test_refresh_applies_new_change_sets_and_publishes_their_day(living_domain, 
     feed.mkdir()
     for d in days[:3]:
         (feed / d.name).symlink_to(d)
-    second = refresh(wh, feed, online, SECRET)
+    second = refresh(RefreshTask(wh, feed, online, SECRET))
     assert second.applied == [read_changeset(d).day for d in days[:3]]
     assert second.kind == "incremental" and second.as_of == second.applied[-1]
     assert 0 < second.rewritten < second.households and second.added > 0
     assert second.records_learnt > 0 and sum(second.changed_by_reason.values()) > 0
     ahead = second.as_of + timedelta(days=1)
     with pytest.raises(RefreshRefused, match="ahead of the last change set"):
-        refresh(wh, feed, online, SECRET, as_of=ahead)
+        refresh(RefreshTask(wh, feed, online, SECRET, as_of=ahead))
     with pytest.raises(RefreshRefused, match="before the current publication"):
-        refresh(wh, feed, online, SECRET, as_of=second.as_of - timedelta(days=10))
-    calendar = refresh(wh, feed, online, SECRET, as_of=ahead, force=True)
+        refresh(RefreshTask(wh, feed, online, SECRET, as_of=second.as_of - timedelta(days=10)))
+    calendar = refresh(RefreshTask(wh, feed, online, SECRET, as_of=ahead, force=True))
     assert calendar.applied == [] and calendar.as_of == ahead and calendar.records_learnt == 0
     assert calendar.rewritten < calendar.households // 10  # the calendar alone rewrites few
     assert calendar.rewritten <= calendar.recomputed < calendar.households // 4  # looks at few
@@ -124,7 +126,7 @@ def test_sixty_daily_refreshes_each_equal_a_full_publication_and_a_live_server_f
             if not mirrored:  # now and then without the mirror: from the history instead
                 for mirror in online.glob("rows-*.parquet"):
                     mirror.unlink()
-            report = refresh(wh, feed, online, SECRET)
+            report = refresh(RefreshTask(wh, feed, online, SECRET))
             assert report.kind == "incremental", report.why_full
             # with the mirror, only the candidates are recomputed; without, everyone
             assert (report.recomputed < report.households // 4) == mirrored, report
@@ -159,8 +161,8 @@ def test_a_calendar_refresh_equals_a_full_publication_and_recomputes_only_what_i
 ):
     wh, online = tmp_path / "wh.duckdb", tmp_path / "online"
     ingest(living_domain, wh, progress=False)
-    refresh(wh, None, online, SECRET, as_of=start)
-    report = refresh(wh, None, online, SECRET, as_of=end, force=True)
+    refresh(RefreshTask(wh, None, online, SECRET, as_of=start))
+    report = refresh(RefreshTask(wh, None, online, SECRET, as_of=end, force=True))
     assert report.kind == "incremental" and report.as_of == end
     assert (report.recomputed == report.households) == everyone, report
     assert report.rewritten > 0
@@ -268,14 +270,14 @@ def {name}(*args, **kwargs):
     {block}
 
 target.{name} = {name}
-from online_store.refresh import refresh
-refresh(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), b"test-secret")
+from online_store.refresh import RefreshTask, refresh
+refresh(RefreshTask(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), b"test-secret"))
 """
 _STAGES = {
     # inside the ingest transaction, one table of the change set merged
     "ingest": ("records.merge", "merge", "_reached()"),
-    # the day's rows recomputed in DuckDB, nothing written yet
-    "recomputation": ("online_store.incremental", "diff_query", "_reached()"),
+    # the day's rows recomputed in DuckDB and written to a temporary file, not to the store
+    "recomputation": ("online_store.incremental", "write_mirror", "_reached()"),
     # inside the store's write transaction, the first rows inserted, not committed
     "publication": ("online_store.incremental", "rows_of", "yield from out; _reached()"),
 }
@@ -314,7 +316,7 @@ def test_a_refresh_killed_midway_leaves_the_previous_publication_and_a_rerun_com
     with OnlineStore(online).current() as snap:
         assert snap.name == before
     assert _rows(online) == rows_before  # the previous publication, whole
-    report = refresh(wh, feed, online, SECRET)  # the rerun completes
+    report = refresh(RefreshTask(wh, feed, online, SECRET))  # the rerun completes
     assert report.kind == "incremental" and report.as_of == read_changeset(days[1]).day
     assert _rows(online) == _rows(_full(wh, report.as_of, tmp_path / "full"))
 
@@ -322,11 +324,11 @@ def test_a_refresh_killed_midway_leaves_the_previous_publication_and_a_rerun_com
 def test_a_quiet_day_with_no_row_to_rewrite_moves_the_publication_on(living_domain, tmp_path):
     """A day whose recomputed candidates all equal their published rows (an empty
     difference) is still published: no filter on an empty list may fail it."""
-    from online_store.incremental import DuckDBRecompute, refresh_in_place
+    from online_store.incremental import DuckDBRecompute, Step, refresh_in_place
 
     wh, online = tmp_path / "wh.duckdb", tmp_path / "online"
     ingest(living_domain, wh, progress=False)
-    first = refresh(wh, None, online, SECRET, as_of=date(2026, 5, 10))
+    first = refresh(RefreshTask(wh, None, online, SECRET, as_of=date(2026, 5, 10)))
     quiet = first.as_of + timedelta(days=1)
     con = connect(wh, read_only=True)
     try:
@@ -335,7 +337,8 @@ def test_a_quiet_day_with_no_row_to_rewrite_moves_the_publication_on(living_doma
         store.close()
 
         def nothing_differs(query):  # the real recomputation, its difference emptied
-            real = DuckDBRecompute(con, online, meta, quiet, tmp_path / "rows.parquet")
+            step = Step.from_meta(meta, quiet)
+            real = DuckDBRecompute(con, online, step, tmp_path / "rows.parquet")
             return real(query).slice(0, 0)
 
         report = refresh_in_place(con, quiet, online, SECRET, recompute=nothing_differs)

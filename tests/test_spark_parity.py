@@ -94,7 +94,7 @@ def test_the_refresh_recomputed_on_spark_writes_what_duckdb_does(living_domain, 
     import sqlite3
 
     from online_store.reader import CURRENT
-    from online_store.refresh import Recomputation, refresh
+    from online_store.refresh import Recomputation, RefreshTask, refresh
     from records.changeset import read_changeset
     from records.ingest import ingest
     from tests.helpers import SECRET
@@ -109,11 +109,13 @@ def test_the_refresh_recomputed_on_spark_writes_what_duckdb_does(living_domain, 
         )
         ingest(living_domain, wh, progress=False)
         first = read_changeset(days[0]).day
-        refresh(wh, None, online, SECRET, as_of=date.fromordinal(first.toordinal() - 1))
+        refresh(
+            RefreshTask(wh, None, online, SECRET, as_of=date.fromordinal(first.toordinal() - 1))
+        )
         feed.mkdir()
         for d in days:
             (feed / d.name).symlink_to(d)
-            r = refresh(wh, feed, online, SECRET, how=Recomputation(engine))
+            r = refresh(RefreshTask(wh, feed, online, SECRET, how=Recomputation(engine)))
             assert r.kind == "incremental" and r.rewritten > 0
         con = sqlite3.connect(online / os.readlink(online / CURRENT))
         stores[engine] = con.execute("SELECT * FROM subjects ORDER BY uscc").fetchall()

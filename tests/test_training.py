@@ -29,7 +29,7 @@ from scoring.model import (
     encode,
     encode_row,
     reason_codes,
-    reason_strings,
+    reason_tuples,
 )
 from synth.generate import generate
 from training.checks import monotonicity_violations
@@ -366,7 +366,7 @@ def test_a_failed_check_fails_the_run_and_registers_nothing(config, store, monke
 def test_reason_texts_come_from_the_catalogue():
     from scoring.model import reason_details
 
-    d = reason_details("R08;R06")
+    d = reason_details(("R08", "R06"))
     assert [x["code"] for x in d] == ["R08", "R06"]
     assert d[0]["text_zh"] == "列入严重违法失信名单" and "dishonest" in d[0]["text_en"]
     assert reason_details([NO_ADVERSE.code])[0]["text_en"] == "No adverse record"
@@ -397,14 +397,14 @@ def test_vectorised_reasons_equal_the_row_by_row_definition():
     for codes, s in zip(reason_codes(contrib), serious, strict=True):
         if s:
             codes = ["R08", *[c for c in codes if c not in ("R08", "R00")]][:MAX_REASONS]
-        expected.append(";".join(codes))
-    assert list(reason_strings(contrib, serious)) == expected
+        expected.append(tuple(codes))
+    assert list(reason_tuples(contrib, serious)) == expected
     # online requests (a few rows) take the row-by-row spelling: the same answers
     for lo in range(0, 400, 7):
         hi = lo + [1, 3, 8][lo % 3]
-        assert list(reason_strings(contrib[lo:hi], serious[lo:hi])) == expected[lo:hi]
-    assert expected[0] == "R00"
-    assert all(e.startswith("R08") for e, s in zip(expected, serious, strict=True) if s)
+        assert list(reason_tuples(contrib[lo:hi], serious[lo:hi])) == expected[lo:hi]
+    assert expected[0] == ("R00",)
+    assert all(e[0] == "R08" for e, s in zip(expected, serious, strict=True) if s)
 
 
 #: Files of a run that hold MLflow's own ids and timestamps (run id, model id, time).

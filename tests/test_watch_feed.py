@@ -11,7 +11,7 @@ import pytest
 
 from features.catalogue import FEATURE_NAMES
 from online_store.reader import OnlineStore
-from online_store.refresh import refresh
+from online_store.refresh import RefreshTask, refresh
 from records.changeset import read_changeset
 from serving.events import baseline, derive_events
 from serving.watch import WatchStore
@@ -100,7 +100,7 @@ def test_a_month_of_events_equals_an_independent_diff_of_the_daily_publications(
                 store.unwatch(p, codes)
                 watched -= {(p, c) for c in codes}
         (feed / d.name).symlink_to(d)
-        report = refresh(wh, feed, online, SECRET)
+        report = refresh(RefreshTask(wh, feed, online, SECRET))
         assert report.as_of == day
         with OnlineStore(online).current() as snap:
             derive_events(store, snap, model, VERSION)

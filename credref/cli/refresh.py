@@ -13,7 +13,7 @@ from rich.table import Table as RichTable
 from credref.cli.common import console, fail, parse_date, warehouse_ro
 from features.engines import export_tables
 from online_store.incremental import NotIncremental, plan
-from online_store.refresh import Recomputation, RefreshRefused
+from online_store.refresh import Recomputation, RefreshRefused, RefreshTask
 from online_store.refresh import refresh as refresh_store
 from online_store.spark_refresh import StaleChanges
 from records.changeset import ChangeSetError
@@ -62,17 +62,18 @@ def refresh(
         fail("--engine is duckdb or spark")
     settings = load_settings()
     try:
-        report = refresh_store(
-            settings.warehouse_path,
-            feed or settings.feed_dir,
-            settings.online_path,
-            settings.id_secret_bytes(),
-            parse_date(as_of) if as_of else None,
-            force,
-            settings.duckdb_memory_limit,
-            full,
-            Recomputation(engine, spark_master, changes),
+        task = RefreshTask(
+            warehouse=settings.warehouse_path,
+            feed=feed or settings.feed_dir,
+            online=settings.online_path,
+            secret=settings.id_secret_bytes(),
+            as_of=parse_date(as_of) if as_of else None,
+            force=force,
+            memory_limit=settings.duckdb_memory_limit,
+            full=full,
+            how=Recomputation(engine, spark_master, changes),
         )
+        report = refresh_store(task)
     except (RefreshRefused, ExportError, ChangeSetError, StaleChanges) as e:
         fail(f"{e} (nothing was published)")
     _print(report)
