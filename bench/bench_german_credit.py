@@ -17,15 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from examples.german_credit import (
-    FOLDS,
-    SPEC,
-    Rotation,
-    logistic_auc,
-    read,
-    with_fold_dates,
-    write_training_set,
-)
+from examples import german_credit as gc
 from training.train import TrainConfig, train
 
 
@@ -36,21 +28,21 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        for r in range(FOLDS):
-            rotation = Rotation(r)
-            dataset = write_training_set(home / f"rotation-{r}", r)
+        for r in range(gc.FOLDS):
+            rotation = gc.Rotation(r)
+            dataset = gc.write_training_set(home / f"rotation-{r}", r)
             config = TrainConfig(
                 dataset=dataset,
                 train_end=rotation.train_end,
                 valid_end=rotation.valid_end,
-                spec=SPEC,
+                spec=gc.SPEC,
                 class_bands=(0.15, 0.30, 0.50),
                 experiment="german-credit",
             )
             start = time.perf_counter()
             result = train(config, f"sqlite:///{home / 'mlflow.db'}", home / "art", "german", "a")
             wall = time.perf_counter() - start
-            lr = logistic_auc(with_fold_dates(read(), r), rotation)
+            lr = gc.logistic_auc(gc.with_fold_dates(gc.read(), r), rotation)
             rows.append(
                 {
                     "rotation": r,

@@ -175,3 +175,15 @@ def test_the_wheel_holds_the_product_and_not_the_tests():
     packages = setuptools.find_packages(where=str(ROOT), include=include)
     assert {p.split(".")[0] for p in packages} == set(PRODUCT)
     assert not any(p == "tests" or p.startswith("tests.") for p in packages)
+
+
+def test_no_product_function_is_longer_than_80_lines():
+    long = [
+        f"{path.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for package in PACKAGES
+        for path, tree in _modules(package)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert long == []

@@ -13,15 +13,8 @@ from stdnum.cn import uscc as s_uscc
 
 from credref.cli.common import console, fail, parse_date
 from online_store.replay import ReplayError, replay
-from serving.anchor import (
-    AnchorError,
-    generate_key,
-    load_public,
-    prune,
-    public_path,
-    verify_anchored,
-    write_anchor,
-)
+from serving import anchor
+from serving.anchor import AnchorError
 from serving.audit import AuditLog, AuditUnavailable
 from serving.keys import KeyRefused, KeyStore
 from settings import load_settings
@@ -136,7 +129,7 @@ def audit_keygen(
     """Make the Ed25519 key that signs audit checkpoints (and its .pub beside it)."""
 
     try:
-        public = generate_key(_anchor_key(key))
+        public = anchor.generate_key(_anchor_key(key))
     except AnchorError as e:
         fail(str(e))
     console.print(f"signing key written; give the regulator the public key {public}")
@@ -157,7 +150,7 @@ def audit_anchor(
         fail("no checkpoint folder: pass --out or set CREDREF_AUDIT_ANCHOR_DIR")
     assert folder is not None
     try:
-        path = write_anchor(AuditLog(s.audit_path), _anchor_key(key), folder)
+        path = anchor.write_anchor(AuditLog(s.audit_path), _anchor_key(key), folder)
     except AnchorError as e:
         fail(str(e))
     console.print(f"checkpoint {path}")
@@ -187,7 +180,7 @@ def audit_prune(
         fail("--older-than-days must be at least 1")
     before = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="microseconds")
     try:
-        base, deleted = prune(AuditLog(s.audit_path), _anchor_key(key), folder, before)
+        base, deleted = anchor.prune(AuditLog(s.audit_path), _anchor_key(key), folder, before)
     except (AnchorError, AuditUnavailable) as e:
         fail(str(e))
     console.print(
@@ -215,12 +208,12 @@ def audit_verify(
     s = load_settings()
     log = AuditLog(s.audit_path)
     if anchors is not None:
-        pub = public_key or (public_path(s.audit_anchor_key) if s.audit_anchor_key else None)
+        pub = public_key or (anchor.public_path(s.audit_anchor_key) if s.audit_anchor_key else None)
         if pub is None:
             fail("checking checkpoints needs --public-key (or CREDREF_AUDIT_ANCHOR_KEY)")
         assert pub is not None
         try:
-            report = verify_anchored(log, anchors, load_public(pub))
+            report = anchor.verify_anchored(log, anchors, anchor.load_public(pub))
         except AnchorError as e:
             fail(str(e))
     else:
