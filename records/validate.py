@@ -55,14 +55,24 @@ def sql_str(path: Path | str) -> str:
     return str(path).replace("'", "''")
 
 
+class UnreadableFile(ValueError):
+    """A record file that is not what its suffix says (cut short, another format)."""
+
+
 def file_columns(path: Path) -> list[str]:
-    if path.suffix == ".parquet":
-        return list(pq.read_schema(path).names)
-    rel = duckdb.sql(
-        f"SELECT * FROM read_csv('{sql_str(path)}', header=true, all_varchar=true) LIMIT 0"
-    )
-    assert rel is not None  # a SELECT always gives a relation
-    return list(rel.columns)
+    """The file's column names; :class:`UnreadableFile` naming the file if it cannot be read
+    (the reader's own message is not repeated: a CSV reader's may quote a row)."""
+    try:
+        if path.suffix == ".parquet":
+            return list(pq.read_schema(path).names)
+        rel = duckdb.sql(
+            f"SELECT * FROM read_csv('{sql_str(path)}', header=true, all_varchar=true) LIMIT 0"
+        )
+        assert rel is not None  # a SELECT always gives a relation
+        return list(rel.columns)
+    except (OSError, pa.ArrowException, duckdb.Error) as e:
+        kind = path.suffix.removeprefix(".")
+        raise UnreadableFile(f"{path.name}: not a readable {kind} file ({type(e).__name__})") from e
 
 
 def reader_sql(path: Path) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from stdnum.cn import uscc as uscc_check
 
 from features.pit import feature_sql
 from records.ingest import ingest
@@ -196,5 +197,9 @@ def test_history_lists_a_households_versions_without_personal_fields(living_ware
     assert len(lines) == versions >= 2
     assert "status=operating" in result.output
     assert operator not in result.output and address not in result.output
-    missing = CliRunner().invoke(app, ["history", "92" + "0" * 16])
+    unknown = "92" + "0" * 15
+    unknown += uscc_check.calc_check_digit(unknown)  # valid, and no household's
+    missing = CliRunner().invoke(app, ["history", unknown])
     assert missing.exit_code != 0 and "no record" in missing.output
+    invalid = CliRunner().invoke(app, ["history", "92" + "0" * 16])
+    assert invalid.exit_code == 2 and "not a valid unified social credit code" in invalid.output

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
+import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ from training.evaluate import (
     strictly_increasing,
 )
 from training.guide import guide_markdown, score_guide
-from training.models import WoEScorecard, fit_booster, points_table
+from training.models import WoEScorecard, fit_booster, lgb_params, points_table
 from training.plots import reliability_plot, score_by_city_plot, shap_summary_plot
 from training.registry import (
     REFERENCE_ARTIFACT,
@@ -78,6 +79,7 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: Path) -> TrainConfig:
         d = tomllib.loads(path.read_text())
+        _refuse_unknown(path, d)
         data, model = d.get("data", {}), d.get("model", {})
         try:
             return cls(
@@ -97,6 +99,26 @@ class TrainConfig:
             )
         except KeyError as e:
             raise ValueError(f"{path}: missing setting {e}") from e
+
+
+#: Every setting a training config may hold, by section: anything else is a typo that
+#: would otherwise be ignored silently.
+CONFIG_KEYS = {
+    "data": {"dataset", "dataset_all_published", "train_end", "valid_end"},
+    "model": {"seed", "rounds", "params", "class_bands", "trials", "spec"},
+    "mlflow": {"experiment"},
+}
+
+
+def _refuse_unknown(path: Path, config: dict) -> None:
+    unknown = [f"[{s}]" for s in config if s not in CONFIG_KEYS]
+    for section, keys in CONFIG_KEYS.items():
+        found = config.get(section, {})
+        if not isinstance(found, dict):
+            raise ValueError(f"{path}: [{section}] is not a section")
+        unknown += [f"[{section}] {k}" for k in found if k not in keys]
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}")
 
 
 def _class_bands(value) -> tuple[float, float, float]:
@@ -187,6 +209,7 @@ def train(
             f"the spec is {config.spec.version}: rebuild it (`credref dataset` for credref's)"
         )
     splits = Splits(*split_out_of_time(df, config.train_end, config.valid_end, config.spec))
+    check_params(config, splits.train)
     use_tracking(tracking_uri, artifact_root, config.experiment)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         _log_params(config, splits)
@@ -196,6 +219,19 @@ def train(
         log_run(config, fitted, evaluation, splits, manifest, df, Path(tmp))
         mlflow.set_tag(TRAINED_BY, trained_by)
         return register(run.info.run_id, fitted, evaluation, registered_model, trained_by)
+
+
+def check_params(config: TrainConfig, train: Split) -> None:
+    """LightGBM's verdict on the parameters before any run starts: a wrong value is an
+    error naming it, not a FAILED MLflow run."""
+    sample = train.X.head(200)
+    for kind in ("monotone", "additive", "unconstrained"):
+        params = lgb_params(kind, config.params_for(kind), config.seed, config.spec, len(train.y))
+        data = lgb.Dataset(sample, train.y[:200], categorical_feature=config.spec.categorical)
+        try:
+            lgb.train(params, data, num_boost_round=1)
+        except lgb.basic.LightGBMError as e:
+            raise ValueError(f"LightGBM refuses the [model.params]: {e}") from e
 
 
 def apply_tuning(config: TrainConfig, s: Splits) -> TrainConfig:

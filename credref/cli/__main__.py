@@ -1,6 +1,6 @@
 """``python -m credref.cli``: the same as the ``credref`` command."""
 
-from credref.cli.app import app
+from credref.cli.app import run
 
 if __name__ == "__main__":
-    app()
+    run()

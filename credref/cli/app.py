@@ -3,24 +3,48 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from credref.cli import data, models, ops, refresh, serve, validate
+import credref
+from credref.cli import data, errors, models, ops, refresh, serve, validate
 from credref.cli.common import setup_logging
+from settings import load_settings
 
 app = typer.Typer(
-    help="credref: credit-risk reference scoring on regulator data.", no_args_is_help=True
+    help="credref: credit-risk reference scoring on regulator data.",
+    no_args_is_help=True,
+    # An error is one line (credref.cli.errors); -v shows Python's own traceback.
+    pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"credref {credref.__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress details; show tracebacks.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
     """credref: credit-risk reference scoring on regulator data."""
     setup_logging(verbose)
+    load_settings()  # every setting checked before any work: a wrong one is one line
+
+
+def run() -> None:
+    """The ``credref`` command (and ``python -m credref``)."""
+    errors.run(app, sys.argv)
 
 
 for command in (data.generate, data.ingest, data.history, data.summary):

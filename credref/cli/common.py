@@ -10,6 +10,7 @@ from datetime import date, datetime
 import typer
 from rich.console import Console
 
+from credref.cli.errors import say
 from records.warehouse import connect
 from settings import load_settings
 
@@ -26,15 +27,17 @@ def parse_date(value: str) -> date:
 
 
 def setup_logging(verbose: bool) -> None:
+    """Log lines on stderr with their time (a cron or timer log reads on its own)."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
     )
 
 
 def fail(message: str) -> None:
-    """Print a handled error and exit 2 (the usage-error code)."""
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    """Say a handled error (one line on stderr) and exit 2 (the usage-error code)."""
+    say(message)
     raise typer.Exit(code=2)
 
 

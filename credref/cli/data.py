@@ -19,6 +19,7 @@ from features.dataset import (
     parse_every,
 )
 from records.changeset import ChangeSetError
+from records.codes import uscc_problem
 from records.history import household_history
 from records.ingest import ExportError
 from records.ingest import ingest as ingest_into
@@ -115,7 +116,8 @@ def ingest(
     known_on: Annotated[
         str | None,
         typer.Option(
-            help="Knowledge day for a later full export's changed rows (default: today). "
+            help="Knowledge day for a later full export's changed rows (default: the "
+            "domain's today, CREDREF_TODAY). "
             "Change sets carry their own date."
         ),
     ] = None,
@@ -123,7 +125,7 @@ def ingest(
     """Validate an export or apply a day's change set (one transaction)."""
 
     settings = load_settings()
-    day = parse_date(known_on) if known_on else None
+    day = parse_date(known_on) if known_on else settings.domain_today()
     try:
         reports = ingest_into(
             path, settings.warehouse_path, memory_limit=settings.duckdb_memory_limit, known_on=day
@@ -150,7 +152,9 @@ def history(
 ) -> None:
     """Print every version of a household's records, with when each was known (no
     personal fields)."""
-
+    problem = uscc_problem(uscc)
+    if problem is not None:
+        fail(f"not a valid unified social credit code: {problem}")
     con = warehouse_ro()
     try:
         rows = household_history(con, uscc)

@@ -277,6 +277,8 @@ def audit_replay(
     from training.registry import load_version  # heavy: loaded only when this command runs
 
     s = load_settings()
+    if not s.audit_path.is_file():
+        fail(f"no audit log at {s.audit_path} (CREDREF_AUDIT_DB)")
     mlflow.set_tracking_uri(s.tracking_uri)
 
     def model(version: str):
