@@ -233,8 +233,12 @@ class Gateway:
         body_timeout_s: float = 10.0,
         answer_timeout_s: float = 10.0,
         audit_aggregate_s: float = 60.0,
+        readiness: Callable[[], dict] | None = None,
     ):
         self.app = app
+        #: what /readyz says beside the worker's own readiness: the publication and why
+        #: it cannot be answered from (``{"cause": ...}``), else nothing
+        self.readiness = readiness
         self.keys = keys
         self.audit = audit
         self.writer = GroupWriter(audit)
@@ -250,6 +254,9 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             await self._refuse_websocket(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["path"] == "/readyz" and self.readiness:
+            await self._ready(scope, receive, send)
             return
         if scope["type"] != "http" or scope["path"] in PROBES:
             await self.app(scope, receive, send)
@@ -411,6 +418,22 @@ class Gateway:
         await send({"type": "websocket.close", "code": 1008})
 
     # --- forwarding, errors, audit --------------------------------------------------
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/readyz`` in JSON, as a load balancer and an operator read it: ready or not,
+        the publication answered from, and when not ready, the cause and when to retry."""
+        status, _, _ = await self._forward(scope, receive)  # the worker's own verdict
+        found = self.readiness() if self.readiness else {}
+        cause = found.get("cause") or (None if status == 200 else "starting")
+        body = {"ready": cause is None, **found, **({"cause": cause} if cause else {})}
+        headers = [_JSON]
+        if cause:
+            retry = b"600" if cause == "snapshot_stale" else b"5"
+            headers.append((b"retry-after", retry))
+        await send(
+            {"type": "http.response.start", "status": 503 if cause else 200, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
     async def _forward(self, scope: Scope, receive: Receive) -> tuple[int, list, bytes]:
         status, headers, chunks = 500, [], []

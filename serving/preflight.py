@@ -1,9 +1,13 @@
-"""Checks that the model and the published snapshot belong together."""
+"""What the service checks before it answers: the model and the published snapshot
+belong together, and the publication is recent enough for the domain's clock."""
 
 from __future__ import annotations
 
-from online_store.reader import Snapshot
+from datetime import date
+
+from online_store.reader import NoSnapshot, Snapshot, describe_current
 from scoring.served import ServedModel
+from settings import Settings
 
 
 class Incompatible(RuntimeError):
@@ -18,3 +22,28 @@ def check_compatible(served: ServedModel, snap: Snapshot) -> None:
             f"holds catalogue {snap.catalogue_version}; publish a snapshot with the current "
             "code (`credref publish`) or promote a model trained on it"
         )
+
+
+def too_old(age_days: int, max_age_days: int | None) -> bool:
+    """Past the allowed age, a publication may still count a penalty repaired or a
+    publicity ended since: answering from it would be silent use of such records."""
+    return max_age_days is not None and age_days > max_age_days
+
+
+def publication_readiness(s: Settings) -> dict:
+    """The current publication against the domain's clock, as ``/readyz`` and ``credref
+    serve`` say it: its name and day, its age, and a cause if it cannot be answered from."""
+    try:
+        meta = describe_current(s.online_path)
+    except (NoSnapshot, ValueError):
+        return {"cause": "no_publication"}
+    today = s.domain_today()
+    age = (today - date.fromisoformat(meta["as_of"])).days
+    found = {
+        "publication": meta["publication"],
+        "as_of": meta["as_of"],
+        "today": today.isoformat(),
+        "age_days": age,
+        "max_age_days": s.max_snapshot_age_days,
+    }
+    return {**found, "cause": "snapshot_stale"} if too_old(age, s.max_snapshot_age_days) else found

@@ -50,7 +50,7 @@ from serving.limits import (
 from serving.metrics import metrics
 from serving.monitoring import MonitoringRoutes
 from serving.openapi import document as openapi_document
-from serving.preflight import check_compatible
+from serving.preflight import check_compatible, publication_readiness, too_old
 from serving.relation import NO_RELATION, NO_RELATION_MESSAGE, asker_of, screen
 from serving.replies import error as _error
 from serving.replies import exchange as _exchange
@@ -151,9 +151,7 @@ class ReferenceService(MonitoringRoutes):
         return (self._today() - date.fromisoformat(snap.as_of)).days
 
     def _stale(self, snap: Snapshot) -> bool:
-        """Past the allowed age, a publication may still count a penalty repaired or a
-        publicity ended since: answering from it would be silent use of such records."""
-        return self._max_age is not None and self._age_days(snap) > self._max_age
+        return too_old(self._age_days(snap), self._max_age)
 
     def _current(self, ctx: bentoml.Context, ex: Exchange) -> Snapshot | Any:
         """The publication to answer from, named in the audit row, or a 503 if stale."""
@@ -432,6 +430,7 @@ class ServiceGateway(Gateway):
             body_timeout_s=s.body_timeout_s,
             answer_timeout_s=s.answer_timeout_s,
             audit_aggregate_s=s.audit_aggregate_s,
+            readiness=lambda: publication_readiness(s),
         )
 
 

@@ -88,3 +88,19 @@ def test_the_version_and_python_dash_m_credref(tmp_path):
 
     done = _credref(["--version"], tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == f"credref {credref.__version__}"
+
+
+def test_after_make_demo_a_command_in_the_default_home_says_how_to_reach_the_demo(tmp_path):
+    (tmp_path / "var" / "demo").mkdir(parents=True)
+    (tmp_path / "var" / "demo" / "warehouse.duckdb").touch()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CREDREF_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "credref", "summary"],
+        env={**environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,  # a clone after `make demo`: var/ is the default home, var/demo the demo's
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert "CREDREF_HOME=var/demo CREDREF_TODAY=2026-09-30" in done.stderr, done.stderr

@@ -66,7 +66,12 @@ def test_past_the_allowed_age_nothing_is_answered_and_the_refusal_is_audited(ser
     client, key = serve(CREDREF_TODAY=_day(3))
     auth = {"Authorization": f"Bearer {key}"}
     uscc = _operating(service_home)
-    assert client.get("/readyz").status_code == 503
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "600"
+    said = ready.json()  # the cause, for the load balancer's log and the operator
+    assert said["ready"] is False and said["cause"] == "snapshot_stale"
+    assert said["as_of"] == SERVICE_AS_OF.isoformat() and said["today"] == _day(3)
+    assert said["age_days"] == 3 and said["max_age_days"] == 2
     for path, body in (
         ("/v1/score", {"uscc": uscc, "purpose": "onboarding"}),
         ("/v1/verify", {"uscc": uscc, "purpose": "onboarding", "operator_name": "x"}),
@@ -82,7 +87,9 @@ def test_past_the_allowed_age_nothing_is_answered_and_the_refusal_is_audited(ser
 
 def test_within_the_allowed_age_answers_name_their_publication(serve, service_home):
     client, key = serve(CREDREF_TODAY=_day(2))
-    assert client.get("/readyz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert ready.json()["age_days"] == 2 and "cause" not in ready.json()
     uscc = _operating(service_home)
     r = client.post(
         "/v1/score",
@@ -105,3 +112,25 @@ def test_the_guard_can_be_turned_off(serve, service_home):
         headers={"Authorization": f"Bearer {key}"},
     )
     assert r.status_code == 200
+
+
+def test_serve_warns_when_the_publication_is_stale_for_the_clock_in_force(
+    service_home, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from credref.cli.app import app
+
+    for k, v in service_env(service_home).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("CREDREF_TODAY", _day(5))
+
+    def started(*args):  # where the service would take over this process
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execvpe", started)
+    said = CliRunner().invoke(app, ["serve"]).output
+    assert "warning: publication" in said and "5 days older than today" in said
+    assert "snapshot_stale" in said and "credref refresh" in said
+    monkeypatch.setenv("CREDREF_TODAY", _day(1))
+    assert "warning" not in CliRunner().invoke(app, ["serve"]).output

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import date, datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -49,7 +50,22 @@ def warehouse_ro():
             settings.warehouse_path, read_only=True, memory_limit=settings.duckdb_memory_limit
         )
     except FileNotFoundError as e:
-        fail(str(e))
+        fail(f"{e}{demo_hint(settings.home)}")
+
+
+#: Where `make demo` keeps its state (the Makefile's DEMO_DIR), and the day its domain ends.
+DEMO_HOME, DEMO_TODAY = Path("var/demo"), "2026-09-30"
+
+
+def demo_hint(home: Path) -> str:
+    """How to point a command at the demo's state, when that is what is here and the
+    command looked elsewhere (the first thing a newcomer tries after `make demo`)."""
+    if (DEMO_HOME / "warehouse.duckdb").exists() and home.resolve() != DEMO_HOME.resolve():
+        return (
+            f" (home {home}; the demo's state is in {DEMO_HOME}: "
+            f"CREDREF_HOME={DEMO_HOME} CREDREF_TODAY={DEMO_TODAY} credref ...)"
+        )
+    return f" (home {home}: CREDREF_HOME)"
 
 
 def served_model():

@@ -50,9 +50,9 @@ def describe(e: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def say(message: str) -> None:
-    """One error line on stderr."""
-    errors.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+def say(message: str, label: str = "[red]error:[/red] ") -> None:
+    """One line on stderr (an error, unless ``label`` says otherwise)."""
+    errors.print(f"{label}{message}", soft_wrap=True, highlight=False)
 
 
 def _usage_error(e: BaseException) -> bool:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from credref.cli.common import console, fail, parse_date, served_model, warehouse_ro
+from credref.cli.errors import say
 from features.dataset import observed_through
 from features.engines import export_tables, spark_session
 from online_store.publish import publish as publish_store
@@ -58,6 +59,7 @@ def serve(
     from serving.preflight import (  # heavy: loaded only when this command runs
         Incompatible,
         check_compatible,
+        publication_readiness,
     )
 
     settings = load_settings()
@@ -71,6 +73,15 @@ def serve(
     console.print(
         f"model {served.tag} (from {served.source}); publication {snap.name} as of {snap.as_of}"
     )
+    found = publication_readiness(settings)
+    if found.get("cause") == "snapshot_stale":
+        say(
+            f"publication {found['publication']} is {found['age_days']} days older than "
+            f"today ({found['today']}, CREDREF_TODAY), past CREDREF_MAX_SNAPSHOT_AGE_DAYS="
+            f"{found['max_age_days']}: every score and verification will be 503 snapshot_stale "
+            "until `credref refresh` (a generated domain: set CREDREF_TODAY to its last day)",
+            label="[yellow]warning:[/yellow] ",
+        )
     env = {
         **os.environ,
         "BENTOML_HOME": str(settings.bentoml_path.resolve()),
