@@ -68,6 +68,8 @@ def config(datasets):
         valid_end=date(2024, 6, 30),
         seed=3,
         rounds=400,
+        # leaves of 200 rows, as the demo's config says: the gate's bars were set on them
+        params={"min_data_in_leaf": 200},
     )
 
 
