@@ -188,7 +188,7 @@ def build_training_set(
                 t = t.join(oracle, "uscc", join_type="left outer").sort_by("uscc")
                 missing = t.num_rows - pc.count(t.column(ORACLE_COLUMN)).as_py()
                 if missing:
-                    logger.warning(
+                    logger.info(  # the synthetic truth's detail: recorded, not a warning
                         "%s: %d households have no oracle value (operating as known then; "
                         "the truth knows they had left)",
                         d,

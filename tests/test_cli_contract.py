@@ -104,3 +104,16 @@ def test_after_make_demo_a_command_in_the_default_home_says_how_to_reach_the_dem
     )
     assert done.returncode == 2
     assert "CREDREF_HOME=var/demo CREDREF_TODAY=2026-09-30" in done.stderr, done.stderr
+
+
+def test_a_normal_training_run_is_quiet(tmp_path):
+    done = _credref(["train", "--config", _config(tmp_path, "")], tmp_path / "home")
+    assert done.returncode == 0, done.stderr
+    noise = [line for line in done.stderr.splitlines() if line.strip()]
+    # MLflow's registry prints these two itself (eprint, no logger to turn down)
+    said = [
+        line
+        for line in noise
+        if not line.startswith(("Successfully registered", "Created version"))
+    ]
+    assert said == [], said

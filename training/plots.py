@@ -60,14 +60,9 @@ def shap_summary_plot(contrib: np.ndarray, X: pd.DataFrame, path: Path) -> None:
             Xn[c] = Xn[c].cat.codes
     plt = pyplot()
     plt.figure()
-    # shap jitters the beeswarm with numpy's global generator: seed it for this plot only,
-    # so two identical runs draw identical plots, and give the caller's state back
-    state = np.random.get_state()
-    np.random.seed(0)
-    try:
-        shap.summary_plot(contrib, Xn, show=False, max_display=15)
-    finally:
-        np.random.set_state(state)
+    # the beeswarm's jitter from a generator of its own: two identical runs draw identical
+    # plots, and numpy's global state is neither read nor changed
+    shap.summary_plot(contrib, Xn, show=False, max_display=15, rng=np.random.default_rng(0))
     plt.tight_layout()
     plt.savefig(path, dpi=100)
     plt.close("all")

@@ -10,9 +10,11 @@ someone else, and the approval (who, when, the gate's evidence) is recorded on i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,10 +75,36 @@ class CredrefPyfunc(mlflow.pyfunc.PythonModel):
         return self.model.score_frame(model_input)
 
 
+class _Said(logging.Filter):
+    """Drops the MLflow log lines that say nothing about this model (see _quiet_logging)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CloudPickle" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """MLflow's advice that does not apply here, silenced while a model is logged:
+    - the wrapper is pickled with CloudPickle: it is this repository's own class
+      (``CredrefPyfunc``), and the scoring model itself is saved as plain files;
+    - integer columns cannot hold missing values: the score is never missing;
+    - no input example was given: the signature is given explicitly."""
+    said = _Said()
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    pyfunc_log.addFilter(said)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot")
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            yield
+    finally:
+        pyfunc_log.removeFilter(said)
+
+
 def log_scoring_model(model: ScoringModel, sample: pd.DataFrame, registered_name: str) -> str:
     """Log the pyfunc in the active run and register a new version; returns the version."""
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_logging():
         folder = Path(tmp) / "scoring_model"
         model.save(folder)
         signature = infer_signature(sample, model.score_frame(sample))
