@@ -9,6 +9,7 @@ declares the bearer-key security scheme; the gate serves it at ``/docs.json``.
 from __future__ import annotations
 
 import copy
+from importlib import metadata
 from typing import Any
 
 from serving.gateway import ROUTES
@@ -41,9 +42,38 @@ ERRORS = {
 _REF = "#/components/schemas/{model}"
 
 
+#: What the document says it is (BentoML's template would name BentoML, its team and a
+#: version "None").
+INFO = {
+    "title": "credref reference service",
+    "description": (
+        "Verification answers, reference scores, risk classes A-D and reason codes on "
+        "individual businesses (个体工商户) from market-regulator records, for payment "
+        "platforms. The records never leave the regulator's domain: a platform learns about "
+        "the households it verified or watches, and nothing else. A score is a reference, "
+        "not a decision. Every call needs a platform key (Authorization: Bearer crk_...) "
+        "and is audited. Guide: docs/platforms.md."
+    ),
+    "contact": {"name": "the credref operators of the market regulator"},
+}
+TAGS = [
+    {"name": "Service APIs", "description": "What platforms call, with a key."},
+    {"name": "Infrastructure", "description": "Probes for the load balancer, without a key."},
+]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("credref")
+    except metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "0+unknown"
+
+
 def document(spec: dict[str, Any]) -> dict[str, Any]:
     """BentoML's OpenAPI dict -> credref's (a new dict)."""
     doc = copy.deepcopy(spec)
+    doc["info"] = {**INFO, "version": _version()}
+    doc["tags"] = TAGS
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     error_schema = ErrorResponse.model_json_schema(ref_template=_REF)
     for name, sub in error_schema.pop("$defs", {}).items():

@@ -46,7 +46,7 @@ Uscc = Annotated[
         max_length=40,
         description="Unified social credit code (18 characters, GB 32100-2015) of an "
         "individual business (starts with 92).",
-        examples=["92440300MA5DKQ0E2Y"],
+        examples=["92440300MA5DKQ0E24"],
     ),
     AfterValidator(valid_uscc),
 ]

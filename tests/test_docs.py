@@ -3,6 +3,7 @@ module has its place on the map, and every path and link a document names exists
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -55,3 +56,16 @@ def test_every_path_and_link_a_document_names_exists():
             if not (doc.parent / link).exists():
                 broken.append(f"{doc.name}: {link}")
     assert broken == []
+
+
+def test_every_example_code_in_the_documents_and_the_api_passes_its_own_check():
+    from stdnum.cn import ric, uscc
+
+    from serving.gateway import ROUTES
+
+    texts = [doc.read_text() for doc in DOCS]
+    schemas = json.dumps([route.body.model_json_schema() for route in ROUTES.values()])
+    codes = {c for t in [*texts, schemas] for c in re.findall(r"\b9[0-9A-Z]{17}\b", t)}
+    ids = {c for t in texts for c in re.findall(r"\b[1-6][0-9]{16}[0-9X]\b", t)}
+    assert codes and all(uscc.is_valid(c) for c in codes), codes
+    assert ids and all(ric.is_valid(c) for c in ids), ids

@@ -4,6 +4,7 @@ audit rule, against a real published snapshot and a real MLflow champion."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import os
 import sqlite3
@@ -325,6 +326,13 @@ def test_only_health_and_metrics_answer_without_a_key(client, keys):
     assert client.get("/docs.json").status_code == 401
     doc = client.get("/docs.json", headers=H(keys["verify"])).json()
     assert {"/v1/verify", "/v1/score", "/v1/score_batch"} <= set(doc["paths"])
+    info = doc["info"]  # credref's own, not BentoML's template
+    assert info["title"] == "credref reference service" and "BentoML" not in json.dumps(info)
+    assert info["version"] == importlib.metadata.version("credref")
+    assert "not a decision" in info["description"]
+    body = doc["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/ScoreRequest"}
+    assert not any(name.endswith("__Input") for name in doc["components"]["schemas"])
 
 
 @pytest.mark.parametrize(
