@@ -457,3 +457,16 @@ def test_tuning_runs_seeded_trials_as_nested_runs_and_refits_the_best(config, st
         )
     assert scaled_defaults(1_000)["min_data_in_leaf"] == 20
     assert scaled_defaults(2_000_000)["min_data_in_leaf"] == 1000
+    # what an analyst finds in MLflow: a run named for what it trained, the code's commit,
+    # the training set as its input, pruned trials not FAILED, the search's outcome said
+    assert run.info.run_name == f"train credref to {config.valid_end}"
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    (used,) = run.inputs.dataset_inputs
+    assert used.dataset.name == "ds" and used.tags[0].value == "training"
+    assert {c.info.status for c in children} == {"FINISHED"}
+    said = tuned.summary["tuning"]
+    assert len(said) == 2 and all(
+        "against the parameters as given" in s or "nothing better" in s for s in said
+    )
+    kind = client.get_experiment(run.info.experiment_id).tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development"

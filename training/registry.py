@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import subprocess
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -57,10 +58,32 @@ def use_tracking(tracking_uri: str, artifact_root: Path, experiment: str) -> str
     else:
         artifact_root.mkdir(parents=True, exist_ok=True)
         exp_id = mlflow.create_experiment(
-            experiment, artifact_location=artifact_root.resolve().as_uri()
+            experiment,
+            artifact_location=artifact_root.resolve().as_uri(),
+            # the MLflow UI opens a model-training experiment on its runs and models, not
+            # on the GenAI (traces) view it otherwise picks
+            tags={EXPERIMENT_KIND: "custom_model_development"},
         )
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+#: The experiment tag MLflow's UI reads to choose its view.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
+def code_version() -> str | None:
+    """The git commit of the code that trains, if it runs from a checkout (else None)."""
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return found.stdout.strip() if found.returncode == 0 else None
 
 
 class CredrefPyfunc(mlflow.pyfunc.PythonModel):
@@ -83,12 +106,15 @@ class _Said(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_logging():
-    """MLflow's advice that does not apply here, silenced while a model is logged:
+def mlflow_advice_silenced():
+    """MLflow's advice that does not apply here, silenced while a model or a training set
+    is logged:
     - the wrapper is pickled with CloudPickle: it is this repository's own class
       (``CredrefPyfunc``), and the scoring model itself is saved as plain files;
-    - integer columns cannot hold missing values: the score is never missing;
-    - no input example was given: the signature is given explicitly."""
+    - integer columns cannot hold missing values: the score is never missing, and a
+      training set's integer columns are counts it holds for every row;
+    - no input example was given: the signature is given explicitly;
+    - a training set's source "can be interpreted in multiple ways": it is a local folder."""
     said = _Said()
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     pyfunc_log.addFilter(said)
@@ -96,6 +122,7 @@ def _quiet_logging():
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot")
             warnings.filterwarnings("ignore", message=".*input example was not provided")
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
             yield
     finally:
         pyfunc_log.removeFilter(said)
@@ -104,7 +131,7 @@ def _quiet_logging():
 def log_scoring_model(model: ScoringModel, sample: pd.DataFrame, registered_name: str) -> str:
     """Log the pyfunc in the active run and register a new version; returns the version."""
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet_logging():
+    with tempfile.TemporaryDirectory() as tmp, mlflow_advice_silenced():
         folder = Path(tmp) / "scoring_model"
         model.save(folder)
         signature = infer_signature(sample, model.score_frame(sample))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
+import mlflow.data
 import numpy as np
 import pandas as pd
 
@@ -41,7 +42,9 @@ from training.registry import (
     REFERENCE_ARTIFACT,
     TEST_ROWS,
     TRAINED_BY,
+    code_version,
     log_scoring_model,
+    mlflow_advice_silenced,
     record_trainer,
     use_tracking,
 )
@@ -70,6 +73,8 @@ class TrainConfig:
     trials: int = 0
     #: Parameters found for a kind by tuning (a kind not here takes ``params``)
     kind_params: dict = field(default_factory=dict)
+    #: what each search found against its start (one line per tuned kind)
+    tuning: tuple[str, ...] = ()
     #: the catalogue the model is trained on (``[model] spec = "MODULE:NAME"``)
     spec: ModelSpec = CREDREF
 
@@ -211,7 +216,9 @@ def train(
     splits = Splits(*split_out_of_time(df, config.train_end, config.valid_end, config.spec))
     check_params(config, splits.train)
     use_tracking(tracking_uri, artifact_root, config.experiment)
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    name = f"train {config.spec.name} to {config.valid_end}"  # what was trained, on what
+    with mlflow.start_run(run_name=name) as run, tempfile.TemporaryDirectory() as tmp:
+        _log_provenance(config, df)
         _log_params(config, splits)
         config = apply_tuning(config, splits)
         fitted = fit_and_select(config, splits)
@@ -239,7 +246,7 @@ def apply_tuning(config: TrainConfig, s: Splits) -> TrainConfig:
     if config.trials <= 0:
         return config
 
-    found = {}
+    found, said = {}, []
     for kind in TUNED_KINDS:
         t = tune(
             s.train,
@@ -256,7 +263,22 @@ def apply_tuning(config: TrainConfig, s: Splits) -> TrainConfig:
             {f"tuning_best_valid_auc_{kind}": t.valid_auc, f"tuning_pruned_{kind}": t.pruned}
         )
         found[kind] = t.params
-    return replace(config, kind_params=found)
+        said.append(t.summary(kind))
+        mlflow.set_tag(f"tuning_{kind}", said[-1])
+    return replace(config, kind_params=found, tuning=tuple(said))
+
+
+def _log_provenance(config: TrainConfig, df: pd.DataFrame) -> None:
+    """The code's commit and the training set as the run's input (MLflow's dataset
+    tracking: its source, a digest and its schema)."""
+    commit = code_version()
+    if commit:
+        mlflow.set_tag("mlflow.source.git.commit", commit)
+    with mlflow_advice_silenced():
+        dataset = mlflow.data.from_pandas(
+            df, source=str(config.dataset), name=Path(config.dataset).name, targets="label"
+        )
+        mlflow.log_input(dataset, context="training")
 
 
 def _log_params(config: TrainConfig, splits: Splits) -> None:
@@ -351,6 +373,7 @@ def evaluate(config: TrainConfig, f: Fitted, df: pd.DataFrame, s: Splits) -> Eva
         **worst(months),
         "checks": f.checks.__dict__,
         "check_failures": f.checks.failures(),
+        "tuning": list(config.tuning),
     }
     if config.dataset_all_published is not None:
         summary["all_published"] = _policy_cost(config, f.chosen, s.test)

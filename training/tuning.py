@@ -50,9 +50,24 @@ def suggest(trial, n_train: int) -> dict:
 @dataclass
 class Tuned:
     params: dict
-    valid_auc: float
+    valid_auc: float  # the best trial's
     trials: int
     pruned: int
+    start_auc: float | None = None  # the first trial's: the parameters as given
+
+    def summary(self, kind: str) -> str:
+        """One line for the analyst: what the search found against where it started."""
+        gain = (
+            f"{self.valid_auc - self.start_auc:+.4f} against the parameters as given "
+            f"({self.start_auc:.4f})"
+            if self.start_auc is not None
+            else "the parameters as given were pruned"
+        )
+        found = "nothing better than the start" if gain.startswith("+0.0000") else gain
+        return (
+            f"tuning {kind}: best validation AUC {self.valid_auc:.4f} of {self.trials} trials "
+            f"({self.pruned} pruned): {found}"
+        )
 
 
 def _pruning(trial):
@@ -92,6 +107,9 @@ def tune(
 
     def objective(trial) -> float:
         params = {**base, **suggest(trial, n)}
+        score = None
+        # A pruned trial's run ends FINISHED, tagged pruned: stopping it early is the
+        # search working, not a failure.
         with mlflow.start_run(nested=True, run_name=f"{kind} trial {trial.number}"):
             mlflow.set_tag("trial_kind", kind)
             mlflow.log_params({f"trial_{k}": v for k, v in params.items()})
@@ -99,25 +117,25 @@ def tune(
                 booster = _fit(kind, train, valid, params, seed, rounds, trial, spec)
             except optuna.TrialPruned:
                 mlflow.set_tag("trial_state", "pruned")
-                raise
-            score = auc(valid.y, booster.predict(valid.X, raw_score=True))
-            if score is None:
-                raise ValueError("the validation window has one outcome class: AUC is undefined")
-            mlflow.log_metric("valid_auc", score)
-            mlflow.set_tag("trial_state", "complete")
+            else:
+                score = auc(valid.y, booster.predict(valid.X, raw_score=True))
+                if score is None:
+                    raise ValueError("the validation window has one outcome class")
+                mlflow.log_metric("valid_auc", score)
+                mlflow.set_tag("trial_state", "complete")
+        if score is None:
+            raise optuna.TrialPruned()
+        logger.info("%s trial %d of %d: validation AUC %.4f", kind, trial.number + 1, trials, score)
         return float(score)
 
     study.optimize(objective, n_trials=trials)
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    done = study.trials
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in done)
     best = {**base, **study.best_trial.params}
-    logger.info(
-        "tuning %s: best validation AUC %.4f of %d trials (%d pruned)",
-        kind,
-        study.best_value,
-        trials,
-        pruned,
-    )
-    return Tuned(best, float(study.best_value), trials, pruned)
+    start = done[0].value if done[0].state == optuna.trial.TrialState.COMPLETE else None
+    tuned = Tuned(best, float(study.best_value), trials, pruned, start)
+    logger.info("%s", tuned.summary(kind))
+    return tuned
 
 
 def _fit(kind: str, train: Split, valid: Split, params: dict, seed: int, rounds: int, trial, spec):

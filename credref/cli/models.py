@@ -4,6 +4,7 @@ approver's commands over MLflow's registry."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -48,6 +49,8 @@ def train(
             cfg = replace(cfg, trials=trials)
         if spec is not None:
             cfg = replace(cfg, spec=load_spec(spec))
+        if cfg.trials > 0:  # a search takes long: each trial says how it went (stderr, timed)
+            logging.getLogger("training.tuning").setLevel(logging.INFO)
         result = run(
             cfg,
             settings.tracking_uri,
@@ -85,6 +88,8 @@ def train(
             table.add_row(label, format(s[key], spec))
     table.add_row("checks passed", str(result.checks_passed))
     console.print(table)
+    for line in s.get("tuning", []):
+        console.print(line)
     console.print(f"selection: {s['why']}")
     if not result.checks_passed:
         console.print("[red]checks failed:[/red] " + "; ".join(s["check_failures"]))
