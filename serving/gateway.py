@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from serving import apidocs
 from serving.audit import AuditLog, AuditRecord, AuditUnavailable, GroupWriter
 from serving.body import (
     BodyRefused,
@@ -255,6 +256,9 @@ class Gateway:
         if scope["type"] == "websocket":
             await self._refuse_websocket(scope, receive, send)
             return
+        if scope["type"] == "http" and apidocs.is_documentation(scope["path"]):
+            await self._documentation(scope, send)
+            return
         if scope["type"] == "http" and scope["path"] == "/readyz" and self.readiness:
             await self._ready(scope, receive, send)
             return
@@ -318,8 +322,6 @@ class Gateway:
             raise Refusal(431, "headers_too_large", f"headers exceed {MAX_HEADER_BYTES} bytes")
         ex.key = key = self._authenticate(scope)
         path = scope["path"]
-        if path == "/docs.json" and self.openapi is not None:
-            raise Served(json.dumps(self.openapi(), ensure_ascii=False).encode())
         if path == "/metrics":
             if "metrics" not in key.scopes:
                 raise Refusal(403, "scope_not_granted", "this key lacks the scope 'metrics'")
@@ -418,6 +420,31 @@ class Gateway:
         await send({"type": "websocket.close", "code": 1008})
 
     # --- forwarding, errors, audit --------------------------------------------------
+
+    async def _documentation(self, scope: Scope, send: Send) -> None:
+        """``/docs`` (Swagger UI), its files, and ``/docs.json``: no key, not audited."""
+        path, found = scope["path"], None
+        if scope["method"] not in ("GET", "HEAD"):
+            status, kind, body = (
+                405,
+                "application/json",
+                b'{"error": {"code": "method_not_allowed"}}',
+            )
+        elif path == apidocs.DOCUMENT_PATH and self.openapi is not None:
+            body = json.dumps(self.openapi(), ensure_ascii=False).encode()
+            status, kind = 200, "application/json"
+        elif path == apidocs.PAGE_PATH:
+            status, kind, body = 200, "text/html; charset=utf-8", apidocs.PAGE.encode()
+        else:
+            found = apidocs.asset(path.removeprefix(apidocs.ASSETS_PREFIX))
+            status, kind, body = (200, found[1], found[0]) if found else (404, "text/plain", b"")
+        headers = [(b"content-type", kind.encode())]
+        if status == 405:
+            headers.append((b"allow", b"GET, HEAD"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
 
     async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/readyz`` in JSON, as a load balancer and an operator read it: ready or not,

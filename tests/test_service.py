@@ -7,6 +7,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import sqlite3
 import unicodedata
 
@@ -323,8 +324,7 @@ def test_keys_and_scopes(client, keys, home, records):
 def test_only_health_and_metrics_answer_without_a_key(client, keys):
     for path in ("/livez", "/readyz"):  # /metrics: in the real-server test (multiprocess)
         assert client.get(path).status_code == 200, path
-    assert client.get("/docs.json").status_code == 401
-    doc = client.get("/docs.json", headers=H(keys["verify"])).json()
+    doc = client.get("/docs.json").json()  # without a key: it names no household
     assert {"/v1/verify", "/v1/score", "/v1/score_batch"} <= set(doc["paths"])
     info = doc["info"]  # credref's own, not BentoML's template
     assert info["title"] == "credref reference service" and "BentoML" not in json.dumps(info)
@@ -634,3 +634,29 @@ def test_wrong_types_and_hostile_codes_are_400s_naming_the_field(client, keys, b
     err = r.json()["error"]
     assert err["code"] == "invalid_request" and err["details"][0]["field"] == field
     assert "DROP" not in r.text
+
+
+def test_the_api_document_has_a_page_served_from_the_pinned_bundle_and_is_not_audited(
+    client, service_home
+):
+    def audited() -> int:
+        return (
+            sqlite3.connect(service_home / "audit.sqlite")
+            .execute("SELECT count(*) FROM audit")
+            .fetchone()[0]
+        )
+
+    before = audited()
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assets = re.findall(r'(?:src|href)="(/docs/[^"]+)"', page.text)
+    assert len(assets) == 5 and "<script>" not in page.text  # no inline script, no CDN
+    for path in assets:
+        r = client.get(path)
+        assert r.status_code == 200 and len(r.content) > 100, path
+    assert "SwaggerUIBundle" in client.get("/docs/swagger-ui-bundle.js").text
+    assert client.get("/docs/..%2Fkeys.sqlite").status_code == 404  # no path outside the list
+    assert client.get("/docs/index.html").status_code == 404  # only the files the page uses
+    refused = client.post("/docs")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+    assert audited() == before
