@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import duckdb
-import httpx
 from rich.console import Console
 from rich.table import Table
 
+from client import CredrefClient, CredrefError
 from credref.demo_feed import merchants_named_in_feed, print_events, run_refresh
 from online_store.reader import OnlineStore
 from serving import launch
@@ -80,13 +80,10 @@ def main() -> None:
         for col in ("household", "uscc", "verify: status", "operator name", "score", "class"):
             table.add_column(col)
         table.add_column("reasons", overflow="fold")
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
+        with CredrefClient(url, key) as api:  # the platform's client (client/)
             for label, uscc in picks.items():
-                v = c.post("/v1/verify", json={"uscc": uscc, "operator_name": claims[uscc]})
-                s = c.post("/v1/score", json={"uscc": uscc, "purpose": "onboarding"})
-                v.raise_for_status()
-                s.raise_for_status()
-                vb, sb = v.json(), s.json()
+                vb = api.verify(uscc, operator_name=claims[uscc])
+                sb = api.score(uscc)
                 reasons = "; ".join(f"{r['code']} {r['text_en']}" for r in sb["reasons"])
                 table.add_row(
                     label,
@@ -97,17 +94,21 @@ def main() -> None:
                     sb["risk_class"],
                     reasons,
                 )
-            refused = c.post("/v1/score_batch", json={"usccs": [uscc], "purpose": "onboarding"})
-            guide = c.get("/v1/score_guide").json()
+            try:
+                api.score_batch([uscc], "onboarding")
+                refused = "answered (unexpected)"
+            except CredrefError as e:
+                refused = f"HTTP {e.status} {e.code}"
+            guide = api.score_guide()
         console.print(table)
         console.print(
             f"as of {sb['as_of']}, model version {sb['model_version']}; a batch call with this "
-            f"key is refused: HTTP {refused.status_code} {refused.json()['error']['code']}"
+            f"key is refused: {refused}"
         )
         print_guide(guide)
         if settings.feed_dir and settings.feed_dir.is_dir():
-            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
-                demo_monitoring(c, settings)
+            with CredrefClient(url, key) as api:
+                demo_monitoring(api, settings)
     finally:
         launch.stop(proc)
     console.print("service stopped; every call above is in the audit log (`credref audit verify`)")
@@ -126,22 +127,18 @@ def print_guide(guide: dict) -> None:
     console.print(table)
 
 
-def demo_monitoring(c: httpx.Client, settings) -> None:
+def demo_monitoring(api: CredrefClient, settings) -> None:
     """The platform watches merchants it verified, the day's refresh runs, and the
     platform reads what changed from its change feed."""
 
     merchants = merchants_named_in_feed(settings, per_table=4)
     for uscc, operator_name in merchants.items():
-        c.post("/v1/verify", json={"uscc": uscc, "operator_name": operator_name}).raise_for_status()
-    w = c.post("/v1/watch", json={"usccs": list(merchants), "purpose": "merchant_monitoring"})
-    w.raise_for_status()
-    watched = sum(r["watched"] for r in w.json()["results"])
-    listed = c.get("/v1/watch").json()["count"]
+        api.verify(uscc, operator_name=operator_name)
+    watched = sum(r["watched"] for r in api.watch(list(merchants))["results"])
+    listed = api.watched()["count"]
     console.print(f"the platform watches {watched} merchants it verified (GET /v1/watch: {listed})")
     run_refresh(console)
-    r = c.get("/v1/changes", params={"limit": 1000})
-    r.raise_for_status()
-    print_events(console, r.json()["events"])
+    print_events(console, list(api.all_changes()))
 
 
 if __name__ == "__main__":

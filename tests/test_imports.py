@@ -94,7 +94,7 @@ print(json.dumps(sorted(m for m in sys.modules if m == "synth" or m.startswith("
 
 # --- the rooms: ARCHITECTURE.md's table is the layering, checked against the code ---------
 
-PRODUCT = (*PACKAGES, "synth")
+PRODUCT = (*PACKAGES, "synth", "client")
 
 
 def _modules(package: str):

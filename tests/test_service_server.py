@@ -125,3 +125,50 @@ def test_the_server_refuses_to_start_without_a_model_or_snapshot(tmp_path):
     assert proc.returncode != 0
     text = log.read_text(errors="replace")
     assert "credref train" in text or "credref publish" in text, text[-2000:]
+
+
+def test_a_platform_through_the_client_library(service_home, tmp_path):
+    """client/ against the real server: every call a platform makes, and a refusal as a
+    typed error with its stable code and Retry-After."""
+    from client import CredrefClient, CredrefError
+
+    home = service_home
+    scopes = ["verify", "score", "batch", "watch"]
+    _, secret = KeyStore(home / "keys.sqlite").create("client-test", scopes)
+    snap = sqlite3.connect(f"file:{home / 'online' / 'current'}?mode=ro", uri=True)
+    codes = [
+        r[0] for r in snap.execute("SELECT uscc FROM subjects WHERE status = 'operating' LIMIT 3")
+    ]
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    operators = dict(
+        con.execute(
+            "SELECT uscc, operator_name FROM households WHERE list_contains(?, uscc)", [codes]
+        ).fetchall()
+    )
+    con.close()
+    log = tmp_path / "server.log"
+    proc, url = start_server(home, log)
+    try:
+        wait_ready(url, proc, log)
+        with CredrefClient(url, secret, timeout_s=30) as api:
+            assert api.ready()["ready"] is True
+            with pytest.raises(CredrefError) as refused:  # no relation yet: told nothing
+                api.score(codes[0])
+            assert refused.value.status == 403 and refused.value.code == "no_relation"
+            for uscc in codes:
+                v = api.verify(uscc, operator_name=operators[uscc])
+                assert v["found"] and v["fields"]["operator_name"] == "match"
+            s = api.score(codes[0])
+            assert s["risk_class"] in "ABCD" and 1 <= len(s["reasons"]) <= 4
+            batch = api.score_batch(codes)
+            assert [r["index"] for r in batch["results"]] == [0, 1, 2]
+            watched = api.watch(codes)
+            assert all(r["watched"] for r in watched["results"])
+            assert api.watched()["count"] == 3
+            assert api.changes()["events"] == [] and list(api.all_changes()) == []
+            assert api.score_guide()["classes"][0]["class"] == "A"
+            with pytest.raises(CredrefError) as invalid:
+                api.score("92" + "0" * 16)  # a wrong check character
+            assert invalid.value.code == "invalid_request" and invalid.value.details
+    finally:
+        stop_server(proc)
