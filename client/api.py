@@ -119,8 +119,9 @@ class CredrefClient:
     def unwatch(self, usccs: list[str]) -> WatchAnswer:
         return self._call("DELETE", "/v1/watch", {"usccs": usccs})
 
-    def watched(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/watch", None)
+    def watched(self, after: str = "", limit: int = 1000) -> dict[str, Any]:
+        """A page of this platform's watches (``next`` and ``more``, as the change feed)."""
+        return self._call("GET", "/v1/watch", None, {"after": after, "limit": limit})
 
     def changes(self, cursor: str | None = None, limit: int = 1000) -> ChangesPage:
         query: dict[str, Any] = {"limit": limit, **({"after": cursor} if cursor else {})}

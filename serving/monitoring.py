@@ -158,16 +158,19 @@ class MonitoringRoutes:
         assert ex.key is not None
         today: date = self._today()
         try:
-            count, page = self.watches.listing(ex.key.platform, today, req.after, req.limit)
+            # one more than the page: whether more follow, said exactly
+            count, page = self.watches.listing(ex.key.platform, today, req.after, req.limit + 1)
         except (sqlite3.Error, OSError):
             return error(ctx, ex, 503, *_UNAVAILABLE)
+        more, page = len(page) > req.limit, page[: req.limit]
         ex.outcome = {"count": count, "page": len(page)}
         return reply(
             WatchListResponse(
                 request_id=ex.request_id,
                 count=count,
                 usccs=[WatchedCode(uscc=c, expires_on=e) for c, e in page],
-                next_after=page[-1][0] if len(page) == req.limit else None,
+                next=page[-1][0] if page else req.after,
+                more=more,
             )
         )
 

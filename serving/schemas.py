@@ -101,7 +101,7 @@ class UnwatchRequest(_Request):
 class WatchListQuery(_Request):
     """Query parameters of ``GET /v1/watch``."""
 
-    after: str = Field("", max_length=40, description="Page after this code (from next_after).")
+    after: str = Field("", max_length=40, description="The `next` a previous page returned.")
     limit: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH)
 
 
@@ -221,7 +221,9 @@ class WatchListResponse(BaseModel):
     request_id: str
     count: int = Field(description="Households this platform watches now.")
     usccs: list[WatchedCode]
-    next_after: str | None = Field(None, description="Pass as `after` for the next page.")
+    # the change feed's paging: `next` to pass as `after`, `more` when more follow now
+    next: str = Field(description="Pass as `after` for the next page.")
+    more: bool = Field(description="Whether more watches follow this page.")
 
 
 EventKind = Literal[

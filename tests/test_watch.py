@@ -101,6 +101,16 @@ def test_watching_needs_a_recent_match_and_is_invisible_to_other_platforms(
         return r.json()["count"], [x["uscc"] for x in r.json()["usccs"]]
 
     assert listing(keys["a"]) == (1, [h1.uscc])
+    # pages as the change feed's: `next` to pass as `after`, `more` when more follow
+    _verify(client, keys["a"], h2)
+    assert _watch(client, keys["a"], [h2.uscc]) == ["watched"]
+    first = client.get("/v1/watch", params={"limit": 1}, headers=H(keys["a"])).json()
+    assert first["more"] is True and first["next"] == min(h1.uscc, h2.uscc)
+    rest = client.get(
+        "/v1/watch", params={"limit": 1, "after": first["next"]}, headers=H(keys["a"])
+    )
+    assert rest.json()["more"] is False and rest.json()["next"] == max(h1.uscc, h2.uscc)
+    client.request("DELETE", "/v1/watch", json={"usccs": [h2.uscc]}, headers=H(keys["a"]))
     assert listing(keys["a2"]) == (1, [h1.uscc])  # the platform's, whichever key
     assert listing(keys["b"]) == (1, [h2.uscc])  # never another platform's
     # another platform removing a code it does not watch changes nothing for the first
