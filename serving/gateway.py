@@ -177,7 +177,12 @@ class Served(Exception):
 
 
 class Refusal(BodyRefused):
-    """A request the gate (or an endpoint) refuses: HTTP status and a stable code."""
+    """A request the gate (or an endpoint) refuses: HTTP status and a stable code (and for
+    a 405, the methods the route takes, for the ``Allow`` header HTTP asks for)."""
+
+    def __init__(self, status: int, code: str, message: str, allow: str | None = None):
+        super().__init__(status, code, message)
+        self.allow = allow
 
 
 def _valid_code(v: Any) -> str | None:
@@ -354,7 +359,7 @@ class Gateway:
         route = ROUTES.get((method, path))
         if route is None:
             allowed = ", ".join(sorted(m for m, p in ROUTES if p == path))
-            raise Refusal(405, "method_not_allowed", f"use {allowed}")
+            raise Refusal(405, "method_not_allowed", f"use {allowed}", allow=allowed)
         return route
 
     def _forwarded_request(self, scope: Scope, target: str) -> tuple:
@@ -486,6 +491,8 @@ class Gateway:
             headers.append((b"retry-after", b"1"))
         elif r.status == 503:  # the audit store or the answer's time: brief, retry soon
             headers.append((b"retry-after", b"5"))
+        elif getattr(r, "allow", None):
+            headers.append((b"allow", r.allow.encode()))  # type: ignore[attr-defined]
         return r.status, headers, body.encode()
 
     async def _audit(self, ex: Exchange, status: int, started: float) -> None:

@@ -166,7 +166,7 @@ class ScoreResult(BaseModel):
         description="0-1000, higher = lower risk: the household's standing on its records "
         "(moves with its records, not with the season; odds per score: GET /v1/score_guide).",
     )
-    risk_class: str | None = Field(
+    risk_class: Literal["A", "B", "C", "D"] | None = Field(
         None,
         description="A (low risk) to D (high risk): a fixed band of the standing's long-run "
         "PD, the same meaning on every day (bands and observed bad rates: GET /v1/score_guide).",

@@ -366,6 +366,9 @@ def test_bad_requests_get_a_json_error_and_an_audit_row(client, keys, home, cont
 def test_get_is_refused(client, keys):
     r = client.get("/v1/score", headers=H(keys["all"]))
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"  # what HTTP asks a 405 to say
+    w = client.put("/v1/watch", headers=H(keys["all"]))
+    assert w.status_code == 405 and w.headers["allow"] == "DELETE, GET, POST"
 
 
 # --- audit ------------------------------------------------------------------------------
