@@ -206,6 +206,7 @@ def build_report(model: ScoringModel, inputs: MonitorInputs, model_version: str)
     report["migration"] = _migration_section(model, inputs, cur_scored)
     report.update(_backtest_and_slices(model, inputs))
     report["summary"] = _summary(report)
+    report["summary"] |= _verdict(report["summary"])
     return report
 
 
@@ -262,6 +263,23 @@ def _backtest_and_slices(model: ScoringModel, inputs: MonitorInputs) -> dict:
             "rows": slice_table(slice_frame(feats, scored, y)),
         }
     return out
+
+
+def _verdict(s: dict) -> dict:
+    """The monitoring run's word, from every test it ran (never "stable" beside a failed
+    one): the findings, and "stable" only when there are none."""
+    found = []
+    if s["score_verdict"] != "stable":
+        found.append(f"score PSI {s['score_psi']:.4f} ({s['score_verdict']})")
+    if s["features_flagged"]:
+        found.append(f"{s['features_flagged']} feature(s) moved (CSI at or above {STABLE})")
+    if s["segments_flagged"]:
+        found.append(f"cities shifted: {', '.join(s['segments_flagged'])}")
+    if s["slices_miscalibrated"]:
+        found.append(f"slices miscalibrated: {', '.join(s['slices_miscalibrated'])}")
+    if s["backtest_inconsistent_classes"]:
+        found.append(f"{s['backtest_inconsistent_classes']} back-test class(es) inconsistent at 5%")
+    return {"findings": found, "verdict": "findings" if found else "stable"}
 
 
 def _summary(report: dict) -> dict:

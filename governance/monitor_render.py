@@ -187,6 +187,12 @@ def _head(report: dict) -> list[str]:
         "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
         ".significant{color:#b00}</style></head><body>",
         f"<h1>credref monitoring — as of {report['as_of']}</h1>",
+        f"<p><b>Verdict: {s['verdict']}.</b> "
+        + (
+            html.escape("; ".join(s["findings"])) + ".</p>"
+            if s["findings"]
+            else "Every test passes.</p>"
+        ),
         f"<p>model version {html.escape(report['model_version'])}, catalogue "
         f"{html.escape(report['catalogue_version'])}; reference rows {report['rows']['reference']:,} "
         f"(as of {', '.join(report['reference_as_of'])}), "

@@ -146,6 +146,38 @@ def build_validation(model: ScoringModel, inputs: ValidationInputs, version: str
     }
 
 
+#: The level of the report's tests: below it, a test's finding is stated.
+ALPHA = 0.05
+
+
+def findings(r: dict) -> list[str]:
+    """What the report's own tests find, one line each (none: the version passes). The
+    CLI's verdict, the HTML's and the JSON's are this list, so they cannot disagree."""
+    found = []
+    dp = r["discriminatory_power"]
+    dev, now, p = dp["development"]["auc"], dp["now"]["auc"], dp["change_test"]["p_value"]
+    if now < dev and p < ALPHA:
+        found.append(f"discriminatory power fell: AUC {now:.4f} against {dev:.4f} (p {p:.4f})")
+    for row in r["calibration_by_class"]:
+        if row["pd_too_low"]:
+            found.append(
+                f"class {row['class']}: more adverse outcomes than its PD says "
+                f"(Jeffreys p {row['jeffreys_p']:.4f})"
+            )
+    stability_said = r["population_stability"]["verdict"]
+    if stability_said != "stable":
+        psi = r["population_stability"]["score_psi"]
+        found.append(f"the scored population moved: score PSI {psi:.4f} ({stability_said})")
+    found += failures(r["worst_month"]) if r["worst_month"] else []
+    return found
+
+
+def with_verdict(r: dict) -> dict:
+    """The report with its findings and its one-word verdict."""
+    found = findings(r)
+    return {**r, "findings": found, "verdict": "findings" if found else "passes"}
+
+
 # --- the report as HTML, under the model-card headings ----------------------------------
 
 
@@ -167,13 +199,24 @@ def _cell(v) -> str:
     return html.escape(str(v))
 
 
+#: The report's look: readable in a browser and on paper, no outside resource.
+STYLE = (
+    "body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+    "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;"
+    "padding:.2rem .5rem;text-align:right}th{background:#f4f4f4}"
+    ".verdict{padding:.6rem 1rem;border-left:4px solid #36c;background:#f3f6fc}"
+)
+
+
 def render_html(r: dict) -> str:
     dp = r["discriminatory_power"]
     dev, now, test = dp["development"], dp["now"], dp["change_test"]
     ci = "{:.3f}–{:.3f}".format
     return f"""<!doctype html><meta charset="utf-8">
 <title>Validation of model version {r["model_version"]}</title>
+<style>{STYLE}</style>
 <h1>Validation of model version {r["model_version"]} (as of {r["as_of"]})</h1>
+<p class="verdict"><strong>Verdict: {r["verdict"]}.</strong> {_findings_html(r["findings"])}</p>
 <h2>Intended use</h2><p>A credit-risk reference for payment platforms onboarding and
 reviewing individual businesses (个体工商户) of the pilot cities: a score, class A–D and at
 most four reasons, from records usable under the publicity and credit-repair rules.</p>
@@ -205,6 +248,12 @@ defaults on credit; the latest matured date is a year behind the as-of date. The
 depends on the season (the PD knows the reporting calendar; the score and class do not):
 compare the months above before reading one figure.</p>
 """
+
+
+def _findings_html(found: list[str]) -> str:
+    if not found:
+        return "Every test of this report passes at the 5% level."
+    return "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>"
 
 
 def _verdict(w: dict) -> str:
@@ -277,7 +326,7 @@ def run_validation(con, name: str, version: str | None, as_of: date) -> tuple[st
     model = load_version(name, version).unwrap_python_model().model
     test_as_of = client.get_run(run_id).data.params.get("test_as_of")
     dev_day = date.fromisoformat(test_as_of) if test_as_of else None
-    report = build_validation(model, gather(con, as_of, rows, dev_day), version)
+    report = with_verdict(build_validation(model, gather(con, as_of, rows, dev_day), version))
     client.log_text(run_id, to_json(report), f"validation/{as_of}/validation.json")
     client.log_text(run_id, render_html(report), f"validation/{as_of}/validation.html")
     return version, report

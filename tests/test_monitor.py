@@ -127,6 +127,18 @@ def test_the_drift_domain_is_flagged_and_the_plain_one_is_not(domains, tmp_path)
     wuhan_d = {r["slice"]: r for r in drift["slices"]["rows"] if r["dimension"] == "city"}["Wuhan"]
     assert wuhan_d["observed_rate"] > wuhan_d["mean_pd"]  # the model under-predicts there
     assert set(drift["backtest"]) == {"2025-06-30", "2025-09-30"}
+    # the verdict is never "stable" beside a failed test: drift finds Wuhan
+    assert drift["summary"]["verdict"] == "findings"
+    assert any("Wuhan" in f for f in drift["summary"]["findings"])
+    for s in (drift["summary"], plain["summary"]):
+        failed = (
+            s["score_verdict"] != "stable"
+            or s["features_flagged"]
+            or s["segments_flagged"]
+            or s["slices_miscalibrated"]
+            or s["backtest_inconsistent_classes"]
+        )
+        assert (s["verdict"] == "stable") == (not failed) == (s["findings"] == [])
 
     json_path, html_path = write_report(drift, tmp_path)
     text = html_path.read_text()

@@ -16,7 +16,13 @@ from mlflow.tracking import MlflowClient
 
 from features.pit import feature_sql, label_sql
 from governance.monitor_metrics import stability
-from governance.validation import MODEL_CARD_HEADINGS, render_html, run_validation
+from governance.validation import (
+    MODEL_CARD_HEADINGS,
+    findings,
+    render_html,
+    run_validation,
+    with_verdict,
+)
 from training.registry import load_version
 from training.validation_stats import auc_delong, herfindahl
 
@@ -55,6 +61,10 @@ def test_validation_report_is_logged_and_its_figures_hold(service_home):
     html = Path(folder, "validation.html").read_text(encoding="utf-8")
     for heading in MODEL_CARD_HEADINGS:
         assert f">{heading}</h2>" in html
+    # the verdict is what the report's own tests say, in the JSON and the HTML alike
+    assert logged["findings"] == findings(report) and logged["verdict"] == report["verdict"]
+    assert f"Verdict: {report['verdict']}." in html
+    assert (report["verdict"] == "passes") == (report["findings"] == [])
     # the development AUC is the statistic on the version's own test rows
     model = load_version(NAME, "1").unwrap_python_model().model
     rows = pd.read_parquet(
@@ -88,3 +98,31 @@ def test_validation_report_is_logged_and_its_figures_hold(service_home):
     assert month["auc"] == by_hand["auc"] and month["n"] == by_hand["n"]
     assert report["worst_month"]["worst_month_auc"] == min(m["auc"] for m in report["by_month"])
     assert "Validation of model version 1" in render_html(report)
+
+
+def test_the_verdict_states_every_failed_test_and_only_those():
+    passing = {
+        "discriminatory_power": {
+            "development": {"auc": 0.80},
+            "now": {"auc": 0.78},
+            "change_test": {"p_value": 0.20},
+        },
+        "calibration_by_class": [
+            {"class": c, "pd_too_low": False, "jeffreys_p": 0.5} for c in "ABCD"
+        ],
+        "population_stability": {"score_psi": 0.03, "verdict": "stable"},
+        "worst_month": {},
+    }
+    assert findings(passing) == [] and with_verdict(passing)["verdict"] == "passes"
+    failing = json.loads(json.dumps(passing))
+    failing["discriminatory_power"]["change_test"]["p_value"] = 0.001
+    failing["calibration_by_class"][2] |= {"pd_too_low": True, "jeffreys_p": 0.01}
+    failing["population_stability"] = {"score_psi": 0.31, "verdict": "significant shift"}
+    said = with_verdict(failing)
+    assert said["verdict"] == "findings" and len(said["findings"]) == 3
+    assert "AUC 0.7800 against 0.8000" in said["findings"][0]
+    assert said["findings"][1].startswith("class C") and "PSI 0.3100" in said["findings"][2]
+    improved = json.loads(json.dumps(passing))
+    improved["discriminatory_power"]["now"]["auc"] = 0.85  # a significant rise is no finding
+    improved["discriminatory_power"]["change_test"]["p_value"] = 0.001
+    assert findings(improved) == []

@@ -273,4 +273,5 @@ def monitor(
         "back-test classes inconsistent (5%)", str(s["backtest_inconsistent_classes"]), ""
     )
     console.print(table)
+    console.print(f"verdict: {s['verdict']}" + "".join(f"\n  - {f}" for f in s["findings"]))
     console.print(f"report: {files[1]} (figures: {files[0]}); MLflow run {run[:8]}")

@@ -27,7 +27,11 @@ def validate(
     population stability, slices; HTML + JSON logged to the version's MLflow run."""
     import mlflow  # heavy: loaded only when this command runs
 
-    from governance.validation import run_validation  # heavy: loaded only when this command runs
+    from governance.validation import (  # heavy: loaded only when this command runs
+        render_html,
+        run_validation,
+        to_json,
+    )
 
     settings = load_settings()
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -52,4 +56,9 @@ def validate(
     table.add_row("stayed in class over a year", f"{r['migration']['stayed']:.2%}")
     table.add_row("score PSI against development", f"{r['population_stability']['score_psi']:.4f}")
     console.print(table)
-    console.print(f"report logged to the version's MLflow run: validation/{day}/")
+    console.print(f"verdict: {r['verdict']}" + "".join(f"\n  - {f}" for f in r["findings"]))
+    folder = settings.home / "validation" / day.isoformat()  # beside the command's output too
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "validation.json").write_text(to_json(r))
+    (folder / "validation.html").write_text(render_html(r))
+    console.print(f"report: {folder / 'validation.html'}; in MLflow: validation/{day}/")
