@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from features.catalogue import CATEGORIES, FEATURE_NAMES, FEATURES, REASONS
 from features.dataset import observed_through
 from features.engines import DuckDBEngine
-from governance.monitor import champion_reference, gather
+from governance.monitor import MATURED_COUNT, champion_reference, gather
 from governance.monitor_metrics import build_report
 from records.policy import Policy
 from records.summary import city_summary
@@ -196,8 +196,8 @@ def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
 # --- monitoring ---------------------------------------------------------------------------
 
 
-def monitoring_report(con, as_of: date, matured: int = 2) -> dict:
-    """The figures of ``credref monitor`` (not logged to MLflow)."""
+def monitoring_report(con, as_of: date, matured: int = MATURED_COUNT) -> dict:
+    """The figures of ``credref monitor``, the same run (not logged to MLflow)."""
 
     champ = champion()
     version, _, reference = champion_reference(settings().registered_model)

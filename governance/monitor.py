@@ -22,7 +22,13 @@ from training.registry import CHAMPION, REFERENCE_ARTIFACT
 # --- gathering the inputs from the warehouse and MLflow -----------------------------------------
 
 
-def gather(con, as_of: date, reference: pd.DataFrame, matured_count: int = 4) -> MonitorInputs:
+#: Matured snapshots the back-test reads: the CLI and the notebooks' report alike.
+MATURED_COUNT = 4
+
+
+def gather(
+    con, as_of: date, reference: pd.DataFrame, matured_count: int = MATURED_COUNT
+) -> MonitorInputs:
     """Features on T and a year before, and the latest matured quarter ends with labels."""
 
     engine = DuckDBEngine(con)

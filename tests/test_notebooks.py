@@ -5,6 +5,7 @@ the warehouse and the champion, computed here independently."""
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import nbformat
@@ -21,7 +22,7 @@ PROBES = {
     "01-records": '{"as_of": str(as_of), "operating": len(ages)}',
     "02-features": '{"as_of": str(as_of), "operating": len(snap), "features": list(cat.feature)}',
     "03-model": '{"version": str(champ.version), "rows": len(rows), "d_share": float((scores.risk_class == "D").mean())}',
-    "04-monitoring": '{"as_of": report["as_of"], "operating": report["rows"]["current"], "features": sorted(report["feature_csi"])}',
+    "04-monitoring": '{"as_of": report["as_of"], "operating": report["rows"]["current"], "features": sorted(report["feature_csi"]), "matured": len(report["backtest"])}',
     "05-german-credit": '{"spec": SPEC.name, "registered": str(result.version), "auc": result.test_metrics["auc"], "logistic_auc": lr, "classes": sorted(set(scored.risk_class))}',
 }
 
@@ -112,5 +113,15 @@ def test_the_notebook_runs(path, service_home, tmp_path, monkeypatch):
             logistic_auc(with_fold_dates(read(), 0), Rotation(0))
         )
         assert abs(probe["auc"] - probe["logistic_auc"]) < 0.05 and len(probe["classes"]) >= 3
+    if "matured" in probe:  # the notebook's report is `credref monitor`'s, to the count
+        import duckdb
+        import pandas as pd
+
+        from governance.monitor import gather  # with the CLI's defaults
+
+        con = duckdb.connect(str(service_home / "warehouse.duckdb"), read_only=True)
+        cli = gather(con, date.fromisoformat(probe["as_of"]), pd.DataFrame())
+        con.close()
+        assert probe["matured"] == len(cli.matured) >= 2
     if "d_share" in probe:
         assert probe["d_share"] == pytest.approx(expected["d_share"], abs=1e-12)
