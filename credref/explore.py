@@ -112,19 +112,36 @@ def features(con, as_of: date, policy: Policy = Policy.LEGAL) -> pd.DataFrame:
     return DuckDBEngine(con).features(as_of, policy).to_pandas()
 
 
+def _policy_differences(con, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The features under the legal-use policy and under 'all published', and where they
+    differ (households x features, True where the two values differ)."""
+    legal = features(con, as_of).set_index("uscc")
+    everything = features(con, as_of, Policy.ALL_PUBLISHED).set_index("uscc").loc[legal.index]
+    cols = list(FEATURE_NAMES)
+    a, b = legal[cols], everything[cols]
+    return legal, everything, ~((a == b) | (a.isna() & b.isna()))
+
+
 def policy_at_work(con, as_of: date, n: int = 10) -> pd.DataFrame:
     """Households whose features differ between the legal-use policy and 'all published'
     records, with the features that differ: the policy at work on real examples."""
-    legal = features(con, as_of).set_index("uscc")
-    everything = features(con, as_of, Policy.ALL_PUBLISHED).set_index("uscc")
-    everything = everything.loc[legal.index]
+    legal, everything, differs = _policy_differences(con, as_of)
     rows = []
-    for col in FEATURE_NAMES:
-        a, b = legal[col], everything[col]
-        differs = ~((a == b) | (a.isna() & b.isna()))
-        for uscc in differs[differs].index[:n]:
-            rows.append({"uscc": uscc, "feature": col, "legal": a[uscc], "all_published": b[uscc]})
+    for col in differs.columns:
+        for uscc in differs.index[differs[col]][:n]:
+            rows.append(
+                {"uscc": uscc, "feature": col, "legal": legal.at[uscc, col],
+                 "all_published": everything.at[uscc, col]}
+            )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def policy_reach(con, as_of: date) -> pd.Series:
+    """How many operating households each feature differs for between the two policies:
+    what the legal-use rules withhold, feature by feature (features they never touch left
+    out)."""
+    counts = _policy_differences(con, as_of)[2].sum()
+    return counts[counts > 0].sort_values()
 
 
 # --- the model ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 #: What each notebook's probe prints (as JSON), from the notebook's own variables.
 PROBES = {
     "01-records": '{"as_of": str(as_of), "operating": len(ages)}',
-    "02-features": '{"as_of": str(as_of), "operating": len(snap), "features": list(cat.feature)}',
+    "02-features": '{"as_of": str(as_of), "operating": len(snap), "features": list(cat.feature), "reach": {k: int(v) for k, v in reach.items()}, "examples": examples.feature.value_counts().to_dict()}',
     "03-model": '{"version": str(champ.version), "rows": len(rows), "d_share": float((scores.risk_class == "D").mean())}',
     "04-monitoring": '{"as_of": report["as_of"], "operating": report["rows"]["current"], "features": sorted(report["feature_csi"]), "matured": len(report["backtest"])}',
     "05-german-credit": '{"spec": SPEC.name, "registered": str(result.version), "auc": result.test_metrics["auc"], "logistic_auc": lr, "classes": sorted(set(scored.risk_class))}',
@@ -113,6 +113,10 @@ def test_the_notebook_runs(path, service_home, tmp_path, monkeypatch):
             logistic_auc(with_fold_dates(read(), 0), Rotation(0))
         )
         assert abs(probe["auc"] - probe["logistic_auc"]) < 0.05 and len(probe["classes"]) >= 3
+    if "reach" in probe:  # the last chart means something: counts over every household
+        reach, examples = probe["reach"], probe["examples"]
+        assert reach and len(set(reach.values())) > 1, reach
+        assert all(reach[f] >= n for f, n in examples.items()) and max(reach.values()) > 5
     if "matured" in probe:  # the notebook's report is `credref monitor`'s, to the count
         import duckdb
         import pandas as pd
