@@ -7,6 +7,7 @@ import logging
 import sys
 from datetime import date, datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +15,12 @@ from rich.console import Console
 from credref.cli.errors import say
 from records.warehouse import connect
 from settings import load_settings
+
+#: ``--as-of`` where a command's day defaults to the last one the warehouse observes.
+ObservedDay = Annotated[
+    str | None,
+    typer.Option("--as-of", help="As-of date (default: the last day the warehouse observes)."),
+]
 
 # Logs (CI, pipes) get a wide fixed width; a terminal keeps its own.
 console = Console() if sys.stdout.isatty() else Console(width=160)

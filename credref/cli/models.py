@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table as RichTable
 
-from credref.cli.common import console, fail, parse_date, served_model, warehouse_ro
+from credref.cli.common import ObservedDay, console, fail, parse_date, served_model, warehouse_ro
 from credref.cli.refresh import derive_and_print_events
 from features.dataset import observed_through
 from scoring.spec import load_spec
@@ -225,10 +225,7 @@ def model_files(
 
 
 def monitor(
-    as_of: Annotated[
-        str | None,
-        typer.Option(help="As-of date (default: the last day the warehouse observes)."),
-    ] = None,
+    as_of: ObservedDay = None,
     out: Annotated[
         Path | None, typer.Option(help="Report folder (default: <home>/monitoring/<as-of>).")
     ] = None,

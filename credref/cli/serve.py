@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from credref.cli.common import console, fail, parse_date, served_model, warehouse_ro
+from credref.cli.common import ObservedDay, console, fail, parse_date, served_model, warehouse_ro
 from credref.cli.errors import say
 from features.dataset import observed_through
 from features.engines import export_tables, spark_session
@@ -21,10 +21,7 @@ from settings import load_settings
 
 
 def publish(
-    as_of: Annotated[
-        str | None,
-        typer.Option(help="As-of date (default: the last day the warehouse observes)."),
-    ] = None,
+    as_of: ObservedDay = None,
 ) -> None:
     """Publish a snapshot to the online store; the service switches to it atomically."""
 
@@ -99,10 +96,7 @@ def serve(
 
 def score_all(
     out: Annotated[Path, typer.Option(help="Output folder: scores + manifest.json.")],
-    as_of: Annotated[
-        str | None,
-        typer.Option(help="As-of date (default: the last day the warehouse observes)."),
-    ] = None,
+    as_of: ObservedDay = None,
     engine: Annotated[
         str, typer.Option(help="duckdb (embedded) or spark (local mode).")
     ] = "duckdb",

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table as RichTable
 
-from credref.cli.common import console, fail, parse_date, warehouse_ro
+from credref.cli.common import ObservedDay, console, fail, parse_date, warehouse_ro
 from features.dataset import observed_through
 from settings import load_settings
 
@@ -17,10 +17,7 @@ def validate(
     version: Annotated[
         str | None, typer.Option(help="Model version (default: the champion).")
     ] = None,
-    as_of: Annotated[
-        str | None,
-        typer.Option(help="Validation date (default: the last day the warehouse observes)."),
-    ] = None,
+    as_of: ObservedDay = None,
 ) -> None:
     """Discriminatory power now against development (AUC, intervals, the test of its
     change), calibration per class (Jeffreys), concentration (Herfindahl), migration,
