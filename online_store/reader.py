@@ -244,3 +244,9 @@ def describe_current(root: Path) -> dict:
 
 def dumps(meta: dict) -> str:
     return json.dumps(meta, indent=2, ensure_ascii=False)
+
+
+def too_old(age_days: int, max_age_days: int | None) -> bool:
+    """Past the allowed age, a publication may still count a penalty repaired or a
+    publicity ended since: answering from it would be silent use of such records."""
+    return max_age_days is not None and age_days > max_age_days

@@ -25,7 +25,7 @@ import pandas as pd
 
 from features.catalogue import FEATURE_NAMES
 from features.pit import feature_sql, status_sql
-from online_store.reader import LEDGER
+from online_store.reader import LEDGER, too_old
 from records.versions import with_sources
 
 REPLAYABLE = ("/v1/score", "/v1/verify")
@@ -104,12 +104,15 @@ def replay(
     if pub is None:
         raise ReplayError("the publication is not in the online store's ledger")
     as_of, known = date.fromisoformat(pub["as_of"]), date.fromisoformat(pub["known_through"])
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        found = recompute(con, as_of, known, [row["subject"]])
-    finally:
-        con.close()
-    recorded, replayed = _compare_fields(row, outcome, found, load_model)
+    if outcome.get("error") == "snapshot_stale":  # the refusal rested on dates alone
+        recorded, replayed = _recorded(outcome), _stale_then(outcome, as_of)
+    else:
+        con = duckdb.connect(str(warehouse), read_only=True)
+        try:
+            found = recompute(con, as_of, known, [row["subject"]])
+        finally:
+            con.close()
+        recorded, replayed = _compare_fields(row, outcome, found, load_model)
     result = Replay(
         request_id,
         row["endpoint"],
@@ -128,9 +131,12 @@ def replay(
 
 def _recorded(outcome: dict) -> dict:
     """What the platform was told, as the audit row holds it. A ``not_found`` refusal
-    told it that no household is registered under the code: that is compared too; any
-    other refusal (a limit, the gate) was no answer from the publication."""
+    told it that no household is registered under the code, a ``snapshot_stale`` one that
+    the publication was too old for that day: both are compared too; any other refusal
+    (a limit, the gate) was no answer from the publication."""
     if "error" in outcome:
+        if outcome["error"] == "snapshot_stale":
+            return {"refused": "snapshot_stale"}
         if outcome["error"] != "not_found":
             raise ReplayError(
                 f"a refusal ({outcome['error']}) is not an answer from a publication: "
@@ -142,6 +148,16 @@ def _recorded(outcome: dict) -> dict:
     if not recorded:
         raise ReplayError("the audit row holds no answer to compare")
     return recorded
+
+
+def _stale_then(outcome: dict, as_of: date) -> dict:
+    """The staleness rule applied again to the publication's day (from the ledger) and
+    the day and limit the refusal recorded: refused again, or ``None`` (it should have
+    been answered)."""
+    if "today" not in outcome:
+        raise ReplayError("the refusal does not record its day (audited before it did)")
+    age = (date.fromisoformat(outcome["today"]) - as_of).days
+    return {"refused": "snapshot_stale" if too_old(age, outcome.get("max_age_days")) else None}
 
 
 def _compare_fields(row: dict, outcome: dict, found: pd.DataFrame, load_model):

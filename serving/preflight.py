@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from online_store.reader import NoSnapshot, Snapshot, describe_current
+from online_store.reader import NoSnapshot, Snapshot, describe_current, too_old
 from scoring.served import ServedModel
 from settings import Settings
 
@@ -22,12 +22,6 @@ def check_compatible(served: ServedModel, snap: Snapshot) -> None:
             f"holds catalogue {snap.catalogue_version}; publish a snapshot with the current "
             "code (`credref publish`) or promote a model trained on it"
         )
-
-
-def too_old(age_days: int, max_age_days: int | None) -> bool:
-    """Past the allowed age, a publication may still count a penalty repaired or a
-    publicity ended since: answering from it would be silent use of such records."""
-    return max_age_days is not None and age_days > max_age_days
 
 
 def publication_readiness(s: Settings) -> dict:

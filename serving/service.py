@@ -29,7 +29,7 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from online_store.reader import OnlineStore, Snapshot
+from online_store.reader import OnlineStore, Snapshot, too_old
 from online_store.verification import FieldHasher, claimed_fields, judge
 from records.codes import compact, uscc_problem
 from scoring.model import REASON_SEPARATOR, encode_row, reason_details
@@ -50,7 +50,7 @@ from serving.limits import (
 from serving.metrics import metrics
 from serving.monitoring import MonitoringRoutes
 from serving.openapi import document as openapi_document
-from serving.preflight import check_compatible, publication_readiness, too_old
+from serving.preflight import check_compatible, publication_readiness
 from serving.relation import NO_RELATION, NO_RELATION_MESSAGE, asker_of, screen
 from serving.replies import error as _error
 from serving.replies import exchange as _exchange
@@ -156,9 +156,10 @@ class ReferenceService(MonitoringRoutes):
     def _current(self, ctx: bentoml.Context, ex: Exchange) -> Snapshot | Any:
         """The publication to answer from, named in the audit row, or a 503 if stale."""
         snap = self._snapshot()
+        ex.publication = snap.name  # answered or refused, the audit row names it
         if self._stale(snap):
             snap.close()
-            return _error(
+            refused = _error(
                 ctx,
                 ex,
                 503,
@@ -167,7 +168,9 @@ class ReferenceService(MonitoringRoutes):
                 "run; retry later",
                 retry_after_s=STALE_RETRY_S,
             )
-        ex.publication = snap.name
+            # what the refusal rested on, so that `credref audit replay` can rebuild it
+            ex.outcome |= {"today": self._today().isoformat(), "max_age_days": self._max_age}
+            return refused
         return snap
 
     def __is_ready__(self) -> bool:

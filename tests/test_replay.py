@@ -65,6 +65,16 @@ def answered(service_home):
             )
             assert r.status_code == status, r.text
             refused[status] = r.json()["request_id"]
+    os.environ["CREDREF_TODAY"] = (SERVICE_AS_OF + timedelta(days=9)).isoformat()
+    late = importlib.reload(serving.service)  # the same publication, nine days later
+    with TestClient(late.ReferenceService.to_asgi()) as client:
+        r = client.post(
+            "/v1/score",
+            json={"uscc": usccs[0], "purpose": "onboarding"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "snapshot_stale", r.text
+        refused[503] = r.json()["request_id"]
     yield out, refused
     os.environ.clear()
     os.environ.update(saved)
@@ -190,3 +200,27 @@ def test_the_cli_replays_and_refuses_what_it_cannot(answers, service_home, monke
 def _outcome(home, rid: str) -> str:
     con = sqlite3.connect(home / "audit.sqlite")
     return con.execute("SELECT outcome FROM audit WHERE request_id = ?", (rid,)).fetchone()[0]
+
+
+def test_a_stale_refusal_is_rebuilt_from_its_publication_day_and_its_own(
+    answered, service_home, tmp_path
+):
+    _, refused = answered
+    audit = tmp_path / "audit.sqlite"
+    with sqlite3.connect(service_home / "audit.sqlite") as src, sqlite3.connect(audit) as dst:
+        src.backup(dst)
+    args = (service_home / "online", service_home / "warehouse.duckdb", _model(service_home))
+    r = replay(refused[503], audit, *args)
+    assert r.recorded == {"refused": "snapshot_stale"} and r.equal
+    assert r.as_of == SERVICE_AS_OF.isoformat()  # the publication it refused to answer from
+    # the day recorded moved within the allowed age: the refusal was wrong, and says so
+    with sqlite3.connect(audit) as con:
+        (outcome,) = con.execute(
+            "SELECT outcome FROM audit WHERE request_id = ?", (refused[503],)
+        ).fetchone()
+        moved = {**json.loads(outcome), "today": (SERVICE_AS_OF + timedelta(days=1)).isoformat()}
+        con.execute(
+            "UPDATE audit SET outcome = ? WHERE request_id = ?", (json.dumps(moved), refused[503])
+        )
+    r = replay(refused[503], audit, *args)
+    assert not r.equal and r.differences["refused"] == ("snapshot_stale", None)

@@ -297,8 +297,9 @@ def audit_replay(
     for k, v in r.recorded.items():
         table.add_row(k, str(v), str(r.replayed.get(k)))
     console.print(table)
-    if r.equal:
-        console.print("equal: the answer is rebuilt exactly")
+    if r.equal:  # naming what was compared: never "equal" on nothing
+        compared = ", ".join(r.recorded)
+        console.print(f"equal: the answer is rebuilt exactly (compared: {compared})")
         return
     console.print(f"[red]different:[/red] {', '.join(r.differences)}")
     raise typer.Exit(code=1)
