@@ -15,30 +15,68 @@ from typing import Any
 from serving.gateway import ROUTES
 from serving.schemas import ErrorResponse
 
-ERRORS = {
-    "400": "invalid_json (not one UTF-8 JSON object), body_too_deep, unknown_field (counted, "
-    "never named), invalid_string (a string that is not Unicode text, e.g. a lone "
-    "surrogate), invalid_request (each wrong field named, never its value), or "
-    "invalid_cursor (/v1/changes: not a cursor issued to this platform)",
-    "401": "missing_key or invalid_key",
-    "403": "scope_not_granted: the key may not use this route; no_relation (/v1/score): this "
-    "platform neither verified the household's operator with a match in the last 30 days "
-    "nor watches it (said the same for a registered and an unregistered code)",
-    "404": "not_found: no household under this code on the as-of date (/v1/score); unknown_route",
-    "405": "method_not_allowed: the route takes other methods",
-    "408": "body_timeout: the body did not arrive in time",
-    "413": "body_too_large",
-    "415": "unsupported_media_type: send Content-Type: application/json, no content coding",
-    "431": "headers_too_large",
-    "429": "rate_limited or too_many_failures; on /v1/verify also verify_guess_limit, "
-    "platform_guess_limit, key_guess_limit; on every household route "
-    "household_budget_exhausted (this key's distinct households today) or "
-    "platform_budget_exhausted (the platform's) (see Retry-After and serving.limits)",
-    "410": "cursor_expired (/v1/changes): events after the cursor were deleted (90 days are "
-    "kept); start again without a cursor",
-    "503": "audit_unavailable, watch_unavailable, limits_unavailable, answer_timeout, snapshot_stale or guide_unavailable: not "
-    "answered; retry",
+#: Every stable error code, its HTTP status and what it means (never the request's values).
+CODES: dict[str, tuple[int, str]] = {
+    "invalid_json": (400, "the body is not one UTF-8 JSON object"),
+    "body_too_deep": (400, "the body nests deeper than allowed"),
+    "unknown_field": (400, "fields not in this route's request (counted, never named)"),
+    "invalid_string": (400, "a string that is not Unicode text (e.g. a lone surrogate)"),
+    "invalid_request": (400, "each wrong field named with its problem, never its value"),
+    "missing_key": (401, "no API key (Authorization: Bearer crk_...)"),
+    "invalid_key": (401, "the key is unknown or revoked"),
+    "scope_not_granted": (403, "the key may not use this route"),
+    "method_not_allowed": (405, "the route takes other methods (see Allow)"),
+    "body_timeout": (408, "the body did not arrive in time"),
+    "body_too_large": (413, "the body exceeds 256 KiB"),
+    "unsupported_media_type": (415, "send Content-Type: application/json, no content coding"),
+    "headers_too_large": (431, "the headers exceed 16 KiB"),
+    "rate_limited": (429, "requests above this key's rate (see Retry-After)"),
+    "too_many_failures": (429, "too many failed authentications from this client"),
+    "audit_unavailable": (503, "the audit log cannot record the request: not answered"),
+    "answer_timeout": (503, "no answer in time: not answered"),
+    "no_relation": (
+        403,
+        "this platform neither verified the household's operator with a match in the last "
+        "30 days nor watches it (said the same for a registered and an unregistered code)",
+    ),
+    "not_found": (404, "no household under this code on the as-of date"),
+    "verify_guess_limit": (429, "this household's mismatching claims from this platform"),
+    "platform_guess_limit": (429, "the platform's mismatching claims today"),
+    "key_guess_limit": (429, "this key's share of the platform's mismatching claims today"),
+    "household_budget_exhausted": (429, "this key's distinct households today"),
+    "platform_budget_exhausted": (429, "the platform's distinct households today"),
+    "snapshot_stale": (503, "the publication is older than allowed: the refresh is late"),
+    "limits_unavailable": (503, "the limits store cannot be read: not answered"),
+    "watch_unavailable": (503, "the watch store cannot be read: not answered"),
+    "guide_unavailable": (503, "the served model carries no score guide"),
+    "invalid_cursor": (400, "not a cursor issued to this platform"),
+    "cursor_expired": (410, "events after the cursor were deleted (90 days are kept)"),
 }
+#: Codes the gate can give on every route with a key.
+GATE = (
+    "invalid_json", "body_too_deep", "unknown_field", "invalid_string", "invalid_request",
+    "missing_key", "invalid_key", "scope_not_granted", "method_not_allowed", "body_timeout",
+    "body_too_large", "unsupported_media_type", "headers_too_large", "rate_limited",
+    "too_many_failures", "audit_unavailable", "answer_timeout",
+)  # fmt: skip
+#: What each operation adds (its endpoint's own refusals).
+ROUTE_CODES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("post", "/v1/verify"): (
+        "verify_guess_limit", "platform_guess_limit", "key_guess_limit",
+        "household_budget_exhausted", "platform_budget_exhausted", "snapshot_stale",
+        "limits_unavailable",
+    ),
+    ("post", "/v1/score"): (
+        "no_relation", "not_found", "household_budget_exhausted", "platform_budget_exhausted",
+        "snapshot_stale", "limits_unavailable",
+    ),
+    ("post", "/v1/score_batch"): ("snapshot_stale", "limits_unavailable"),
+    ("post", "/v1/watch"): ("watch_unavailable", "limits_unavailable"),
+    ("delete", "/v1/watch"): ("watch_unavailable",),
+    ("get", "/v1/watch"): ("watch_unavailable",),
+    ("get", "/v1/changes"): ("invalid_cursor", "cursor_expired", "watch_unavailable"),
+    ("get", "/v1/score_guide"): ("guide_unavailable",),
+}  # fmt: skip
 _REF = "#/components/schemas/{model}"
 
 
@@ -85,23 +123,41 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
         "apiKey": {"type": "http", "scheme": "bearer", "description": "crk_... platform key"}
     }
     for path, ops in doc.get("paths", {}).items():
-        for op in ops.values():
+        for method, op in ops.items():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
             if not path.startswith("/v1/"):
                 continue
             op["security"] = [{"apiKey": []}]
             ok = op["responses"].get("200", op["responses"].get(200))
-            responses = {"200": ok}
-            for code, text in ERRORS.items():
-                responses[code] = {
-                    "description": text,
-                    "content": {
-                        "application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}
-                    },
-                }
-            op["responses"] = responses
+            op["responses"] = {"200": ok, **_errors(GATE + ROUTE_CODES.get((method, path), ()))}
     return doc
+
+
+def _errors(codes: tuple[str, ...]) -> dict[str, Any]:
+    """The error responses of an operation: one per status, listing the codes it can
+    give with that status, each with an example body."""
+    out: dict[str, Any] = {}
+    for code in codes:
+        status, meaning = CODES[code]
+        response = out.setdefault(
+            str(status),
+            {
+                "description": "",
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": _REF.format(model="ErrorResponse")},
+                        "examples": {},
+                    }
+                },
+            },
+        )
+        response["description"] += ("; " if response["description"] else "") + f"{code}: {meaning}"
+        response["content"]["application/json"]["examples"][code] = {
+            "value": {"request_id": "4f86e8d4b96d470b936b5a4719ba1da3",
+                      "error": {"code": code, "message": meaning}}
+        }  # fmt: skip
+    return dict(sorted(out.items()))
 
 
 def _request_bodies(doc: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import os
 import re
 import sqlite3
 import unicodedata
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -663,3 +664,31 @@ def test_the_api_document_has_a_page_served_from_the_pinned_bundle_and_is_not_au
     refused = client.post("/docs")
     assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
     assert audited() == before
+
+
+def test_each_operation_documents_the_errors_it_can_give_with_examples(client):
+    from serving.gateway import ROUTES
+    from serving.openapi import CODES, GATE, ROUTE_CODES
+
+    doc = client.get("/docs.json").json()
+    assert set(ROUTE_CODES) == {(m.lower(), p) for m, p in ROUTES}
+    for (method, path), own in ROUTE_CODES.items():
+        responses = doc["paths"][path][method]["responses"]
+        listed = {
+            code
+            for status, r in responses.items()
+            if status != "200"
+            for code in r["content"]["application/json"]["examples"]
+        }
+        assert listed == set(GATE) | set(own), (method, path)
+        for code in listed:
+            example = responses[str(CODES[code][0])]["content"]["application/json"]
+            assert example["examples"][code]["value"]["error"]["code"] == code
+    changes, score = doc["paths"]["/v1/changes"]["get"], doc["paths"]["/v1/score"]["post"]
+    assert "410" in changes["responses"] and "410" not in score["responses"]
+    assert "404" in score["responses"] and "404" not in changes["responses"]
+    # every code documented is one the service gives (no stale entry)
+    serving = Path(__file__).resolve().parent.parent / "serving"
+    source = "".join(p.read_text() for p in serving.glob("*.py") if p.name != "openapi.py")
+    for code in CODES:
+        assert f'"{code}"' in source, code
