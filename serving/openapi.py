@@ -9,6 +9,8 @@ declares the bearer-key security scheme; the gate serves it at ``/docs.json``.
 from __future__ import annotations
 
 import copy
+import json
+import re
 from importlib import metadata
 from typing import Any
 
@@ -131,7 +133,39 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
             op["security"] = [{"apiKey": []}]
             ok = op["responses"].get("200", op["responses"].get(200))
             op["responses"] = {"200": ok, **_errors(GATE + ROUTE_CODES.get((method, path), ()))}
-    return doc
+            op["description"] = _plain(op.get("description", ""))
+            op["tags"] = ["Service APIs"]
+    return _tidy_schemas(doc)
+
+
+def _plain(docstring: str) -> str:
+    """An endpoint's docstring as a platform reads it: one paragraph, Markdown code
+    (``x`` in the docstring, `x` here), no module names."""
+    text = " ".join(docstring.split())
+    text = re.sub(r"``([^`]+)``", r"`\1`", text)
+    module = r"(?:serving|online_store|scoring)\.[\w.]+"
+    text = re.sub(rf"\s*\({module}\)", "", text)  # a parenthesis that only names a module
+    return re.sub(rf"\({module}:\s*", "(", text)  # ... or begins with one
+
+
+def _tidy_schemas(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema names as platforms read them (``ScoreResponse``, not BentoML's
+    ``ScoreResponseIODescriptor``), and none that nothing refers to (BentoML's own error
+    bodies, which credref never sends)."""
+    text = json.dumps(doc, ensure_ascii=False)
+    text = re.sub(r"(\w+)IODescriptor\b", r"\1", text)
+    doc = json.loads(text)
+    schemas = doc["components"]["schemas"]
+    while True:
+        unused = [
+            name
+            for name in schemas
+            if json.dumps(doc, ensure_ascii=False).count(f'"{_REF.format(model=name)}"') == 0
+        ]
+        if not unused:
+            return doc
+        for name in unused:
+            del schemas[name]
 
 
 def _errors(codes: tuple[str, ...]) -> dict[str, Any]:

@@ -334,6 +334,11 @@ def test_only_health_and_metrics_answer_without_a_key(client, keys):
     body = doc["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/ScoreRequest"}
     assert not any(name.endswith("__Input") for name in doc["components"]["schemas"])
+    text = json.dumps(doc)  # names and prose for platforms: no BentoML template, no modules
+    assert "IODescriptor" not in text and "``" not in text and "serving." not in text
+    assert not {"TaskStatusResponse", "InvalidArgument", "NotFound"} & set(
+        doc["components"]["schemas"]
+    )
 
 
 @pytest.mark.parametrize(
