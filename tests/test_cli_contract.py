@@ -117,3 +117,31 @@ def test_a_normal_training_run_is_quiet(tmp_path):
         if not line.startswith(("Successfully registered", "Created version"))
     ]
     assert said == [], said
+
+
+def test_a_moved_home_is_refused_until_relocated_then_trains_into_its_own_folder(tmp_path):
+    import shutil
+
+    import mlflow
+
+    config = _config(tmp_path, "")
+    first = tmp_path / "first"
+    assert _credref(["train", "--config", config], first).returncode == 0
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)  # an operator moves the home (or copies it elsewhere)
+    refused = _credref(["train", "--config", config], moved)
+    assert refused.returncode == 2 and "credref relocate" in refused.stderr, refused.stderr
+    done = _credref(["relocate"], moved)
+    assert done.returncode == 0 and "now points at" in done.stdout, done.stderr
+    again = _credref(["train", "--config", config], moved)
+    assert again.returncode == 0, again.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{moved.resolve() / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    for version in ("1", "2"):  # the moved model and the new one, both under the new folder
+        run = client.get_run(client.get_model_version("credref-reference", version).run_id)
+        assert run.info.artifact_uri.startswith((moved.resolve() / "mlartifacts").as_uri())
+    from training.registry import load_version
+
+    moved_model = load_version("credref-reference", "1").unwrap_python_model().model
+    assert moved_model.spec.name == "german-credit"  # read from the moved folder
+    assert "nothing to do" in _credref(["relocate"], moved).stdout

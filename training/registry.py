@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import subprocess
 import tempfile
 import warnings
@@ -54,6 +55,12 @@ def use_tracking(tracking_uri: str, artifact_root: Path, experiment: str) -> str
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
+        if found.artifact_location != artifact_root.resolve().as_uri():
+            raise ValueError(
+                f"the MLflow store keeps experiment {experiment!r}'s artefacts in "
+                f"{found.artifact_location}, not in this home's {artifact_root}: the home was "
+                "moved or copied; run `credref relocate` first"
+            )
         exp_id = found.experiment_id
     else:
         artifact_root.mkdir(parents=True, exist_ok=True)
@@ -66,6 +73,52 @@ def use_tracking(tracking_uri: str, artifact_root: Path, experiment: str) -> str
         )
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+#: Where MLflow's sqlite store keeps absolute artefact locations: what a moved home rewrites.
+LOCATIONS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
+def relocate_store(tracking_uri: str, artifact_root: Path) -> dict[str, int]:
+    """Point a sqlite MLflow store that moved with its home at the home's artefact folder:
+    every location under the old folder (the one its experiments were created with) is
+    rewritten under ``artifact_root``, in one transaction. Returns the rows rewritten per
+    column ({} when nothing pointed elsewhere)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        raise ValueError("only a sqlite tracking store moves with its home")
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        raise ValueError(f"no MLflow store at {path}")
+    new = artifact_root.resolve().as_uri()
+    con = sqlite3.connect(path)
+    try:
+        old = [
+            loc
+            for (loc,) in con.execute("SELECT DISTINCT artifact_location FROM experiments")
+            if loc and loc.startswith("file://") and loc != new
+        ]
+        done: dict[str, int] = {}
+        with con:  # one transaction: all of it, or nothing
+            for prefix in old:
+                for table, column in LOCATIONS:
+                    cursor = con.execute(  # the old folder itself, or a path under it
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE substr({column}, 1, ?) = ? "
+                        f"AND substr({column}, ?, 1) IN ('', '/')",
+                        (new, len(prefix) + 1, len(prefix), prefix, len(prefix) + 1),
+                    )
+                    if cursor.rowcount:
+                        key = f"{table}.{column}"
+                        done[key] = done.get(key, 0) + cursor.rowcount
+    finally:
+        con.close()
+    return done
 
 
 #: The experiment tag MLflow's UI reads to choose its view.

@@ -57,7 +57,7 @@ for command in (data.generate, data.ingest, data.history, data.summary):
     app.command()(command)
 app.command()(data.dataset)
 app.command()(data.features)
-for command in (models.train, models.promote, models.impact, models.rollback):
+for command in (models.train, models.promote, models.impact, models.rollback, models.relocate):
     app.command()(command)
 app.command()(serve.publish)
 app.command()(serve.serve)

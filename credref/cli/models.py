@@ -195,6 +195,20 @@ def impact(
     )
 
 
+def relocate() -> None:
+    """After moving or copying a home: point its MLflow store at this home's artefact
+    folder (the store keeps absolute locations; until then training refuses to start)."""
+    from training.registry import relocate_store  # heavy: loaded only when this command runs
+
+    settings = load_settings()
+    done = relocate_store(settings.tracking_uri, settings.artifact_root)
+    if not done:
+        console.print(f"nothing to do: the store already points at {settings.artifact_root}")
+        return
+    rows = ", ".join(f"{n} in {where}" for where, n in sorted(done.items()))
+    console.print(f"the MLflow store now points at {settings.artifact_root} ({rows})")
+
+
 def rollback() -> None:
     """Restore the previous champion."""
     import mlflow  # heavy: loaded only when this command runs
