@@ -26,6 +26,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from features.catalogue import FEATURE_NAMES
+from governance.style import STYLE
 from online_store.reader import OnlineStore
 from scoring.model import ScoringModel
 from serving.watch import WatchStore
@@ -152,6 +153,7 @@ def render_html(im: Impact, title: str) -> str:
             f"<th>platform</th><th>watched</th><th>changing class</th></tr>{watched}</table>"
         )
     return f"""<!doctype html><meta charset="utf-8"><title>{title}</title>
+<style>{STYLE}</style>
 <h1>{title}</h1>
 <p>{im.households:,} operating households of the latest publication;
 <b>{im.changed_share:.2%}</b> would change class; the first reason changes for

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from features.dataset import labelable, month_end_back, observed_through
 from features.engines import DuckDBEngine
 from governance.monitor_metrics import migration, stability
+from governance.style import STYLE
 from scoring.model import CLASSES, ScoringModel
 from training.by_month import by_month, failures, worst
 from training.evaluate import slice_frame, slice_table
@@ -197,15 +198,6 @@ def _cell(v) -> str:
     if isinstance(v, (list, tuple)) and all(isinstance(x, float) for x in v):
         return "–".join(f"{x:.3f}" for x in v)  # an interval
     return html.escape(str(v))
-
-
-#: The report's look: readable in a browser and on paper, no outside resource.
-STYLE = (
-    "body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
-    "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;"
-    "padding:.2rem .5rem;text-align:right}th{background:#f4f4f4}"
-    ".verdict{padding:.6rem 1rem;border-left:4px solid #36c;background:#f3f6fc}"
-)
 
 
 def render_html(r: dict) -> str:

@@ -169,6 +169,9 @@ def test_credref_promote_tells_watching_platforms_whose_class_the_new_champion_m
     )
     assert done.exit_code == 0, done.output
     assert "change feed:" in done.output
+    report = tmp_path / "impact" / f"v{v2}-against-v{champion}"  # beside the command's output
+    assert json.loads((report / "impact.json").read_text())["households"] == len(people)
+    assert "<style>" in (report / "impact.html").read_text()
     new = load_version(NAME, v2).unwrap_python_model().model
     a, b = old.score_frame(people), new.score_frame(people)
     moved = set(people.uscc[(a.risk_class != b.risk_class).to_numpy()])

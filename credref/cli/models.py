@@ -142,7 +142,10 @@ def promote(
 def _impact(settings, version: str | None):
     """The challenger's impact on the current publication, or None (no publication or no
     other champion)."""
-    from governance.impact import run_impact  # heavy: loaded only when this command runs
+    from governance.impact import (  # heavy: loaded only when this command runs
+        render_html,
+        run_impact,
+    )
 
     if not (settings.online_path / "current").exists():
         return None
@@ -151,10 +154,15 @@ def _impact(settings, version: str | None):
     )
     if found is not None:
         current, challenger, im = found
+        folder = settings.home / "impact" / f"v{challenger}-against-v{current}"
+        folder.mkdir(parents=True, exist_ok=True)  # beside the command's output, as in MLflow
+        (folder / "impact.json").write_text(im.to_json())
+        title = f"Impact of version {challenger} against champion {current}"
+        (folder / "impact.html").write_text(render_html(im, title))
         console.print(
             f"impact of version {challenger} against champion {current}: "
             f"{im.changed_share:.2%} of {im.households:,} published households change class "
-            f"(logged to MLflow: impact/impact.html)"
+            f"(report: {folder / 'impact.html'}; in MLflow: impact/impact.html)"
         )
         for platform, w in im.watched_by_platform.items():
             console.print(
