@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from screenshot_reports import browser, shoot
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(path: Path, home: Path, work: Path) -> tuple[Path, int]:
+def run(path: Path, home: Path, work: Path) -> tuple[Path, int, list[str]]:
     """The notebook executed on ``home`` (a kernel of its own), as HTML; and its error cells."""
     os.environ |= {
         "CREDREF_HOME": str(home),
@@ -39,13 +40,17 @@ def run(path: Path, home: Path, work: Path) -> tuple[Path, int]:
     NotebookClient(
         nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}
     ).execute()
-    errors = sum(
-        o.output_type == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs
-    )
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    errors = sum(o.output_type == "error" for o in outputs)
+    said = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    warnings = [line for line in said.splitlines() if "Warning" in line or "WARNING" in line]
     html, _ = HTMLExporter().from_notebook_node(nb)
+    # nbconvert's page loads require.js and MathJax from a CDN; these notebooks use neither
+    # (no widgets, no formulas), and the machines reach no CDN: the page is read offline
+    html = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', "", html)
     out = work / f"{path.stem}.html"
     out.write_text(html, encoding="utf-8")
-    return out, errors
+    return out, errors, warnings
 
 
 def main() -> None:
@@ -65,9 +70,14 @@ def main() -> None:
         }
         driver = browser(args.browser)
         try:
-            for name, (html, errors) in pages.items():
+            for name, (html, errors, warned) in pages.items():
                 shot = shoot(driver, html, args.out / f"{name}.png")
-                results[name] = {**shot, "html": f"{name}.html", "error_cells": errors}
+                results[name] = {
+                    **shot,
+                    "html": f"{name}.html",
+                    "error_cells": errors,
+                    "warnings": warned,
+                }
         finally:
             driver.quit()
     (args.out / "notebooks.json").write_text(json.dumps(results, indent=2))

@@ -6,6 +6,7 @@ state under ``var/demo`` of this repository, as ``make demo`` leaves it.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -156,10 +157,18 @@ class Champion:
     model: object  # scoring.model.ScoringModel
 
 
+def quiet_mlflow() -> None:
+    """No artefact progress bars nor MLflow's INFO lines in a notebook's output (as the
+    command line without -v): they say nothing about the figures."""
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def champion() -> Champion:
     """The MLflow champion: its scoring model, its run's metrics and parameters."""
 
     s = settings()
+    quiet_mlflow()
     use_store(s.bentoml_path)
     mlflow.set_tracking_uri(s.tracking_uri)
     client = MlflowClient()

@@ -217,6 +217,10 @@ def _stability_section(inputs: MonitorInputs, ref_scored, cur_scored) -> dict:
     for name in FEATURE_NAMES:
         cats = CATEGORIES.get(name) if FEATURES_BY_NAME[name].value_type == "category" else None
         csi[name] = stability(inputs.reference[name], inputs.current[name], cats)
+        if FEATURES_BY_NAME[name].calendar:
+            # where the day stands in the reporting calendar: the reference spans every
+            # position, one day has one; its "shift" is the date, not the population
+            csi[name]["verdict"] = "calendar position"
     segs = {}
     for city in CATEGORIES["city"]:
         r = ref_scored["score"][inputs.reference["city"].astype(str).to_numpy() == city]
@@ -228,7 +232,9 @@ def _stability_section(inputs: MonitorInputs, ref_scored, cur_scored) -> dict:
         "score_psi": stability(ref_scored["score"], cur_scored["score"]),
         "feature_csi": csi,
         "segment_psi": {"dimension": "city", "segments": segs},
-        "flagged_features": sorted(n for n, v in csi.items() if v["psi"] >= STABLE),
+        "flagged_features": sorted(
+            n for n, v in csi.items() if v["psi"] >= STABLE and not FEATURES_BY_NAME[n].calendar
+        ),
     }
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.catalogue import FEATURE_NAMES
+from features.catalogue import FEATURE_NAMES, FEATURES_BY_NAME
 from features.dataset import as_of_dates, build_training_set
 from governance.monitor import gather
 from governance.monitor_metrics import backtest, build_report, migration, stability, verdict
@@ -127,6 +127,10 @@ def test_the_drift_domain_is_flagged_and_the_plain_one_is_not(domains, tmp_path)
     wuhan_d = {r["slice"]: r for r in drift["slices"]["rows"] if r["dimension"] == "city"}["Wuhan"]
     assert wuhan_d["observed_rate"] > wuhan_d["mean_pd"]  # the model under-predicts there
     assert set(drift["backtest"]) == {"2025-06-30", "2025-09-30"}
+    # a calendar feature's "shift" is the day's position, never a finding
+    calendar = [n for n in drift["feature_csi"] if FEATURES_BY_NAME[n].calendar]
+    assert calendar and not set(calendar) & set(drift["flagged_features"])
+    assert {drift["feature_csi"][n]["verdict"] for n in calendar} == {"calendar position"}
     # the verdict is never "stable" beside a failed test: drift finds Wuhan
     assert drift["summary"]["verdict"] == "findings"
     assert any("Wuhan" in f for f in drift["summary"]["findings"])

@@ -541,7 +541,8 @@ def _card_texts(spec: ModelSpec) -> dict:
     return {
         "title": f"{spec.name} (trained with credref's core)",
         "unit": "rows",
-        "intended_use": f"The probability of the training set's outcome: {spec.outcome or 'its label'}; "
+        "intended_use": "The probability of the training set's outcome: "
+        f"{(spec.outcome or 'its label').rstrip('.')}; "
         "score 0-1000 (higher = lower risk), class A-D, reasons from the spec.",
         "out_of_scope": "A decision on this score alone; rows unlike the training set.",
         "factors": f"Slices by {', '.join(spec.slices) or 'none'} (below).",
