@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -57,7 +57,20 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+#: A household code that passes its check (the examples' subject: no household of a real
+#: register), and the example requests the document shows; a test sends each of them.
+EXAMPLE_USCC = "92440300MA5DKQ0E24"
+
+
+def _example(**body: Any) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [body]})
+
+
 class VerifyRequest(_Request):
+    model_config = _example(
+        uscc=EXAMPLE_USCC, purpose="onboarding", operator_name="王伟", name="王伟便利店"
+    )
+
     uscc: Uscc
     purpose: Purpose = Field(Purpose.ONBOARDING, description="Declared purpose of the check.")
     name: Claim | None = Field(None, description="Registered name the merchant claimed.")
@@ -69,11 +82,15 @@ class VerifyRequest(_Request):
 
 
 class ScoreRequest(_Request):
+    model_config = _example(uscc=EXAMPLE_USCC, purpose="onboarding")
+
     uscc: Uscc
     purpose: Purpose
 
 
 class BatchRequest(_Request):
+    model_config = _example(usccs=[EXAMPLE_USCC], purpose="periodic_review")
+
     usccs: list[str] = Field(
         min_length=1,
         max_length=MAX_BATCH,
@@ -83,6 +100,8 @@ class BatchRequest(_Request):
 
 
 class WatchRequest(_Request):
+    model_config = _example(usccs=[EXAMPLE_USCC], purpose="merchant_monitoring")
+
     usccs: list[str] = Field(
         min_length=1,
         max_length=MAX_BATCH,
@@ -93,6 +112,8 @@ class WatchRequest(_Request):
 
 
 class UnwatchRequest(_Request):
+    model_config = _example(usccs=[EXAMPLE_USCC])
+
     usccs: list[str] = Field(
         min_length=1, max_length=MAX_BATCH, description=f"Up to {MAX_BATCH} codes to stop watching."
     )

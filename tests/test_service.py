@@ -697,3 +697,23 @@ def test_each_operation_documents_the_errors_it_can_give_with_examples(client):
     source = "".join(p.read_text() for p in serving.glob("*.py") if p.name != "openapi.py")
     for code in CODES:
         assert f'"{code}"' in source, code
+
+
+def test_every_request_example_in_the_document_is_answered_as_the_document_says(client, keys):
+    doc = client.get("/docs.json").json()
+    sent = 0
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            ref = body.get("schema", {}).get("$ref", "")
+            schema = doc["components"]["schemas"].get(ref.rsplit("/", 1)[-1], {})
+            for example in schema.get("examples", []):
+                r = client.request(method.upper(), path, json=example, headers=H(keys["all"]))
+                assert r.status_code != 400, (method, path, r.text)  # the example is valid
+                assert str(r.status_code) in op["responses"], (method, path, r.text)
+                if r.status_code != 200:  # a refusal the operation documents, by its code
+                    code = r.json()["error"]["code"]
+                    listed = op["responses"][str(r.status_code)]["content"]["application/json"]
+                    assert code in listed["examples"], (method, path, code)
+                sent += 1
+    assert sent == 5  # verify, score, batch, watch, unwatch
