@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         le=3600,
         description="Refusals before authentication are audited as one row per client "
         "address, code and this many seconds (and worker), with their count.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="How the commands log on stderr: timestamped text lines, or one JSON "
+        "object per line (time, level, logger, message) for a log collector.",
     )
     today: date | None = Field(
         None,

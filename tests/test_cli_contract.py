@@ -145,3 +145,16 @@ def test_a_moved_home_is_refused_until_relocated_then_trains_into_its_own_folder
     moved_model = load_version("credref-reference", "1").unwrap_python_model().model
     assert moved_model.spec.name == "german-credit"  # read from the moved folder
     assert "nothing to do" in _credref(["relocate"], moved).stdout
+
+
+def test_logs_are_timestamped_lines_or_json_objects(tmp_path):
+    import json
+
+    args = ["refresh", "--feed", str(tmp_path / "none")]  # a warning, then one error line
+    text = _credref(args, tmp_path / "home").stderr.splitlines()
+    logged = [line for line in text if " INFO " in line or " WARNING " in line]
+    assert logged and all(line[:4].isdigit() and line[10] == "T" for line in logged), text
+    lines = _credref(args, tmp_path / "home", CREDREF_LOG_FORMAT="json").stderr.splitlines()
+    objects = [json.loads(line) for line in lines if line.startswith("{")]
+    assert objects and {"time", "level", "logger", "message"} <= set(objects[0])
+    assert all(line.startswith(("{", "error: ")) for line in lines if line.strip()), lines

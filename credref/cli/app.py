@@ -39,13 +39,13 @@ def main(
     ] = False,
 ) -> None:
     """credref: credit-risk reference scoring on regulator data."""
-    setup_logging(verbose)
+    # every setting checked before any work: a wrong one is one line (credref.cli.errors)
+    setup_logging(verbose, load_settings().log_format)
     # MLflow draws a progress bar for every artefact it fetches (a model, a report): in a
     # log they are noise; the commands say what they fetched.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow logs its store's set-up at INFO, through its own handler: -v shows it.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    load_settings()  # every setting checked before any work: a wrong one is one line
 
 
 def run() -> None:

@@ -3,6 +3,7 @@ the warehouse opened read-only and the champion as the service loads it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from datetime import date, datetime
@@ -34,13 +35,30 @@ def parse_date(value: str) -> date:
         raise typer.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form") from e
 
 
-def setup_logging(verbose: bool) -> None:
+class JsonLines(logging.Formatter):
+    """One JSON object per log line (CREDREF_LOG_FORMAT=json), for a log collector."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        return json.dumps(line, ensure_ascii=False)
+
+
+def setup_logging(verbose: bool, form: str = "text") -> None:
     """Log lines on stderr with their time (a cron or timer log reads on its own)."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonLines()
+        if form == "json"
+        else logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z"
+        )
     )
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 def fail(message: str) -> None:
