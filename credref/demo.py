@@ -26,6 +26,7 @@ from credref.demo_feed import merchants_named_in_feed, print_events, run_refresh
 from online_store.reader import OnlineStore
 from serving import launch
 from serving.keys import KeyStore
+from serving.state import located
 from settings import load_settings
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -65,7 +66,9 @@ def main() -> None:
         ).fetchall()
     )
     con.close()
-    _, key = KeyStore(settings.keys_path).create("demo-platform", ["verify", "score", "watch"])
+    _, key = KeyStore(located(settings, "keys")).create(
+        "demo-platform", ["verify", "score", "watch"]
+    )
     port = launch.free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = settings.home / "service.log"

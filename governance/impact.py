@@ -29,6 +29,7 @@ from features.catalogue import FEATURE_NAMES
 from governance.style import STYLE
 from online_store.reader import OnlineStore
 from scoring.model import ScoringModel
+from serving.state import Postgres
 from serving.watch import WatchStore
 from training.plots import pyplot
 from training.registry import champion_version, load_version
@@ -62,9 +63,9 @@ def population(online: Path) -> pd.DataFrame:
     return df.drop(columns="status").reset_index(drop=True)
 
 
-def watched_codes(online: Path, watch: Path | None) -> dict[str, set[str]]:
+def watched_codes(online: Path, watch: Path | Postgres | None) -> dict[str, set[str]]:
     """Each platform's watched codes on the publication's day (none without a store)."""
-    if watch is None or not watch.exists():
+    if watch is None or (isinstance(watch, Path) and not watch.exists()):
         return {}
 
     with OnlineStore(online).current() as snap:
@@ -167,7 +168,7 @@ median {s["p50"]:.0f}, 95% {s["p95"]:.0f}.</p>
 
 
 def run_impact(
-    name: str, version: str | None, online: Path, watch: Path | None = None
+    name: str, version: str | None, online: Path, watch: Path | Postgres | None = None
 ) -> tuple[str, str, Impact] | None:
     """Impact of registered ``version`` (default: the newest) against the champion on
     the population of the online store's current publication, logged to the version's MLflow run. None when there is

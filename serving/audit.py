@@ -1,6 +1,7 @@
 """The audit log: every request, allowed or refused, in a tamper-evident hash chain.
 
-Embedded default: SQLite in WAL mode, shared by all service workers. Each row stores the
+Embedded default: SQLite in WAL mode, shared by one host's workers; with
+``CREDREF_DATABASE_URL``, PostgreSQL shared by every host (serving.state). Each row stores the
 hash of the previous row and its own hash over (previous hash + the row's canonical
 JSON), so editing a row breaks its hash and deleting a row breaks the next row's link or
 leaves a gap in the never-reused sequence numbers. An insider who rewrites the whole chain,
@@ -18,13 +19,13 @@ import csv
 import hashlib
 import io
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from serving.sqlite_lock import LockBusy, begin_immediate
+from serving.sqlite_lock import LockBusy
+from serving.state import Connection, Place, Postgres, place
 
 GENESIS = "0" * 64
 FIELDS = (
@@ -130,39 +131,26 @@ class VerifyReport:
 
 
 class AuditLog:
-    def __init__(self, path: Path, timeout_s: float = 5.0):
-        self.path = path
+    def __init__(self, where: Path | Postgres | Place, timeout_s: float = 5.0):
+        self.place = place(where, "audit")
+        self.path = self.place.path
         self.timeout_s = timeout_s  # how long a writer waits for the lock before failing closed
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as con:
-                con.execute("PRAGMA journal_mode=WAL")
-                con.execute(_DDL)
-                con.execute(_BASE_DDL)
-                columns = {r[1] for r in con.execute("PRAGMA table_info(audit)")}
-                for name in LATER_FIELDS:  # a log made before the column existed
-                    if name not in columns:
-                        con.execute(f"ALTER TABLE audit ADD COLUMN {name} TEXT")
-        except (OSError, sqlite3.Error) as e:
+            self.place.prepare((_DDL, _BASE_DDL), _add_later_columns)
+        except self.place.errors as e:
             raise AuditUnavailable(
-                f"audit store {path} cannot be opened: {type(e).__name__}"
+                f"audit store {self.place.label} cannot be opened: {type(e).__name__}"
             ) from e
 
-    def _connect(self, wait: bool = True) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-        # WAL + NORMAL: a committed row survives any process crash (a killed worker);
-        # only an OS crash or power loss can drop the last commits.
-        con.execute("PRAGMA synchronous=NORMAL")
-        if not wait:  # no SQLite busy handler from here on: the writer retries (see _begin)
-            con.execute("PRAGMA busy_timeout=0")
-        return con
+    def _connect(self, wait: bool = True) -> Connection:
+        return self.place.connect(wait)
 
     def append(self, record: AuditRecord) -> str:
         """Append one row (serialised across processes); returns its hash."""
         return self.append_many([record])[0]
 
     def append_many(
-        self, records: list[AuditRecord], con: sqlite3.Connection | None = None, retry: bool = True
+        self, records: list[AuditRecord], con: Connection | None = None, retry: bool = True
     ) -> list[str]:
         """Append rows in one transaction (all or none); returns their hashes.
 
@@ -174,20 +162,23 @@ class AuditLog:
                 con = self._connect(wait=False)
             try:
                 self._begin(con, retry)  # one writer at a time: the chain stays linear
-                last = con.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                last = con.execute(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
                 if last is None:  # empty, or every row pruned: link on from the base
-                    last = con.execute("SELECT hash FROM audit_base").fetchone()
-                prev = last[0] if last else GENESIS
+                    last = con.execute("SELECT seq, hash FROM audit_base").fetchone()
+                seq, prev = last if last else (0, GENESIS)
                 rows, hashes = [], []
-                for record in records:
+                for record in records:  # numbered here, under the lock: never a gap
                     values = record.values()
                     h = row_hash(prev, values)
-                    rows.append((*values, prev, h))
+                    seq += 1
+                    rows.append((seq, *values, prev, h))
                     hashes.append(h)
                     prev = h
                 con.executemany(
-                    f"INSERT INTO audit ({', '.join(FIELDS)}, prev_hash, hash) VALUES "
-                    f"({', '.join('?' * len(FIELDS))}, ?, ?)",
+                    f"INSERT INTO audit (seq, {', '.join(FIELDS)}, prev_hash, hash) VALUES "
+                    f"(?, {', '.join('?' * len(FIELDS))}, ?, ?)",
                     rows,
                 )
                 con.execute("COMMIT")
@@ -199,14 +190,14 @@ class AuditLog:
             finally:
                 if own:
                     con.close()
-        except (OSError, sqlite3.Error) as e:
+        except self.place.errors as e:
             raise AuditUnavailable(
-                f"audit store {self.path} cannot be written: {type(e).__name__}"
+                f"audit store {self.place.label} cannot be written: {type(e).__name__}"
             ) from e
 
-    def _begin(self, con: sqlite3.Connection, retry: bool = True) -> None:
-        """One writer at a time, so the chain stays linear (see :mod:`serving.sqlite_lock`)."""
-        begin_immediate(con, self.timeout_s, retry)
+    def _begin(self, con: Connection, retry: bool = True) -> None:
+        """One writer at a time, so the chain stays linear (see :mod:`serving.state`)."""
+        self.place.begin_write(con, self.timeout_s, retry)
 
     def verify(self, checkpoints: list[tuple[int, str]] | tuple = ()) -> VerifyReport:
         """Walk the chain; report every broken link, edited row and gap, and every
@@ -280,7 +271,7 @@ class AuditLog:
                 raise AuditUnavailable(f"row {through[0]} is not the one to prune through")
             deleted = con.execute("DELETE FROM audit WHERE seq <= ?", (through[0],)).rowcount
             con.execute(
-                "INSERT INTO audit_base VALUES (1, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "INSERT INTO audit_base VALUES (1, ?, ?, ?) ON CONFLICT (one) DO UPDATE SET "
                 "seq = excluded.seq, hash = excluded.hash, pruned_at = excluded.pruned_at",
                 (*through, datetime.now(UTC).isoformat(timespec="seconds")),
             )
@@ -395,7 +386,7 @@ class GroupWriter:
 
     def __init__(self, log: AuditLog):
         self.log = log
-        self._con: sqlite3.Connection | None = None
+        self._con: Connection | None = None
         self._pending: list[tuple[AuditRecord, asyncio.Future]] = []
         self._scheduled = False
         self._deadline: float | None = None  # while a batch waits for the lock
@@ -422,7 +413,7 @@ class GroupWriter:
             if time.monotonic() < self._deadline:
                 loop.call_later(self.RETRY_S, self._flush)
                 return
-            self._fail(batch, AuditUnavailable(f"audit store {self.log.path} stayed locked"))
+            self._fail(batch, AuditUnavailable(f"audit store {self.log.place.label} stayed locked"))
         except Exception as e:
             self._fail(batch, e if isinstance(e, AuditUnavailable) else AuditUnavailable(str(e)))
         else:
@@ -443,3 +434,11 @@ class GroupWriter:
         for _, fut in batch:
             if not fut.done():
                 fut.set_exception(err)
+
+
+def _add_later_columns(con: Connection) -> None:
+    """A SQLite log made before a column existed gets it (rows of then hash without it)."""
+    columns = {r[1] for r in con.execute("PRAGMA table_info(audit)")}
+    for name in LATER_FIELDS:
+        if name not in columns:
+            con.execute(f"ALTER TABLE audit ADD COLUMN {name} TEXT")

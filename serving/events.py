@@ -30,6 +30,7 @@ from features.elapsed import CALENDAR, ELAPSED
 from online_store.reader import STORED_FEATURES, OnlineStore, Snapshot, mirror_path
 from scoring.model import ScoringModel, encode, reason_details
 from scoring.served import ServedModel
+from serving.state import Postgres
 from serving.watch import Answer, WatchStore
 
 #: Penalty severity from which a new penalty is told as R07 rather than R06 (R07's claim).
@@ -379,8 +380,8 @@ def baseline(store: WatchStore, snap: Snapshot, codes: list[str], model, version
         store.baseline({r.pop("uscc"): Answer(**r) for r in now.to_pylist()})
 
 
-def derive_current(watch_path: Path, online_path: Path, served: ServedModel) -> EventReport:
+def derive_current(watch: Path | Postgres, online_path: Path, served: ServedModel) -> EventReport:
     """Events for the online store's current publication and the served model (what
     ``credref refresh`` runs after publishing, and ``credref promote`` after a switch)."""
     with OnlineStore(online_path).current() as snap:
-        return derive_events(WatchStore(watch_path), snap, served.model, served.version)
+        return derive_events(WatchStore(watch), snap, served.model, served.version)

@@ -1,4 +1,4 @@
-"""Platform API keys: stored only as SHA-256 hashes, scoped, revocable (SQLite).
+"""Platform API keys: stored only as SHA-256 hashes, scoped, revocable.
 
 A key is shown once, at creation: ``crk_<key id>_<secret>``. Keys carry 256 bits of
 randomness, so a plain SHA-256 is the right stored form (a slow password hash protects
@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from serving.state import Connection, Place, Postgres, place
 
 #: verify: field verification; score: score, class, reasons; score:pd: also the PD;
 #: batch: the batch endpoint; watch: the watch list and the change feed (merchant
@@ -101,31 +102,20 @@ def _now() -> str:
 
 
 class KeyStore:
-    """The key table in a SQLite file (WAL mode, shared by all service workers)."""
+    """The key table: a SQLite file shared by one host's workers, or PostgreSQL shared by
+    every host (serving.state)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._reader: sqlite3.Connection | None = None  # kept for authenticate()
+    def __init__(self, where: Path | Postgres | Place):
+        self.place = place(where, "keys")
+        self.path = self.place.path
+        self._reader: Connection | None = None  # kept for authenticate() on SQLite
         self._known: dict[str, tuple] = {}  # key hash -> its row, while data_version holds
         self._version: int | None = None
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute(_DDL)
-            con.execute(_PLATFORMS_DDL)
-            columns = {r[1] for r in con.execute("PRAGMA table_info(api_keys)")}
-            for name, default in (  # a store made before the budget or the cap existed
-                ("daily_households", DEFAULT_DAILY_HOUSEHOLDS),
-                ("watch_cap", DEFAULT_WATCH_CAP),
-            ):
-                if name not in columns:
-                    con.execute(
-                        f"ALTER TABLE api_keys ADD COLUMN {name} INTEGER NOT NULL DEFAULT {default}"
-                    )
+        self.place.prepare((_DDL, _PLATFORMS_DDL), _add_budget_columns)
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10)
+    def _connect(self):
+        return self.place.connect()
 
     def create(
         self,
@@ -181,9 +171,19 @@ class KeyStore:
         if not secret or not secret.startswith("crk_"):
             return None
         digest = _hash(secret)
+        if self.path is None:  # shared database: read every time, so a revocation made
+            with self._connect() as con:  # through another host counts at once
+                row = con.execute(f"{_SELECT} WHERE k.key_hash = ?", (digest,)).fetchone()
+        else:
+            row = self._cached(digest)
+        if row is None or not hmac.compare_digest(row[2], digest) or row[5] is not None:
+            return None
+        return _key(row)
+
+    def _cached(self, digest: str) -> tuple | None:
         with self._lock:
             if self._reader is None:
-                self._reader = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+                self._reader = self.place.connect()
             # Known keys are kept in memory until the table changes: data_version moves
             # with every commit by another connection (a `keys revoke` or `keys create`),
             # so a revocation still counts from the very next request.
@@ -196,9 +196,7 @@ class KeyStore:
                 row = self._reader.execute(f"{_SELECT} WHERE k.key_hash = ?", (digest,)).fetchone()
                 if row is not None:  # only stored keys: unknown guesses cannot fill memory
                     self._known[digest] = row
-        if row is None or not hmac.compare_digest(row[2], digest) or row[5] is not None:
-            return None
-        return _key(row)
+        return row
 
     def list(self) -> list[ApiKey]:
         with self._connect() as con:
@@ -221,7 +219,7 @@ class KeyStore:
             raise KeyRefused("a platform's watch cap must be at least 0")
         with self._connect() as con:
             con.execute(
-                "INSERT INTO platforms VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "INSERT INTO platforms VALUES (?, ?, ?) ON CONFLICT (platform) DO UPDATE SET "
                 "daily_households = excluded.daily_households, watch_cap = excluded.watch_cap",
                 (platform, limits.daily_households, limits.watch_cap),
             )
@@ -249,3 +247,16 @@ class KeyStore:
             ).rowcount
         if n == 0:
             raise KeyRefused(f"no active key with id {key_id!r}")
+
+
+def _add_budget_columns(con) -> None:
+    """A key file made before the budget or the cap existed gets them, at their defaults."""
+    columns = {r[1] for r in con.execute("PRAGMA table_info(api_keys)")}
+    for name, default in (
+        ("daily_households", DEFAULT_DAILY_HOUSEHOLDS),
+        ("watch_cap", DEFAULT_WATCH_CAP),
+    ):
+        if name not in columns:
+            con.execute(
+                f"ALTER TABLE api_keys ADD COLUMN {name} INTEGER NOT NULL DEFAULT {default}"
+            )

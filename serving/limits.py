@@ -60,15 +60,14 @@ audited and counted on ``/metrics`` long before.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from serving.sqlite_lock import begin_immediate
+from serving.state import Connection, Place, Postgres, place
 
 CST = timezone(timedelta(hours=8))
 YEAR_S = 365 * 86400.0
@@ -203,36 +202,32 @@ BUDGET_MESSAGES = {
 
 
 class VerifyLimits:
-    """The limits' state (SQLite, shared by all workers) and the one check-and-record
-    transaction per verification."""
+    """The limits' state (a SQLite file shared by one host's workers, or PostgreSQL shared
+    by every host: serving.state) and the one check-and-record transaction per
+    verification."""
 
     def __init__(
         self,
-        path: Path,
+        where: Path | Postgres | Place,
         policy: LimitPolicy | None = None,
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ):
-        self.path = path
+        self.place = place(where, "limits")
+        self.path = self.place.path
         self.policy = policy or LimitPolicy()
         self.timeout_s = timeout_s
         self.clock = clock
-        self._con: sqlite3.Connection | None = None
+        self._con: Connection | None = None
         self._purged_day: str | None = None
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> Connection:
         if self._con is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                con.execute("PRAGMA journal_mode=WAL")
-                con.execute("PRAGMA synchronous=NORMAL")
-                con.execute("PRAGMA busy_timeout=0")  # begin_immediate retries instead
-                for ddl in _DDL:
-                    con.execute(ddl)
-            except (OSError, sqlite3.Error) as e:
+                self.place.prepare(_DDL, None)
+                self._con = self.place.connect(wait=False)  # begin_write retries instead
+            except self.place.errors as e:
                 raise LimitsUnavailable(f"limits store cannot be opened: {type(e).__name__}") from e
-            self._con = con
         return self._con
 
     def verify(self, ask: Ask, judge: Callable[[], dict[str, bool]]) -> dict[str, bool]:
@@ -250,7 +245,7 @@ class VerifyLimits:
         return matched
 
     @contextmanager
-    def _transaction(self) -> Iterator[tuple[sqlite3.Connection, float, str]]:
+    def _transaction(self) -> Iterator[tuple[Connection, float, str]]:
         """One write transaction on the store, after the daily purge: committed at the end,
         rolled back on any exception (a :class:`LimitReached` included); a store that
         cannot be used raises :class:`LimitsUnavailable`."""
@@ -258,7 +253,7 @@ class VerifyLimits:
         day = cst_day(now)
         con = self._connection()
         try:
-            begin_immediate(con, self.timeout_s)
+            self.place.begin_write(con, self.timeout_s)
             try:
                 self._purge(con, now, day)
                 yield con, now, day
@@ -267,11 +262,11 @@ class VerifyLimits:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
-        except (OSError, sqlite3.Error) as e:
-            self._con = None
+        except self.place.errors as e:
+            self._drop_connection()
             raise LimitsUnavailable(f"limits store cannot be written: {type(e).__name__}") from e
 
-    def _purge(self, con: sqlite3.Connection, now: float, day: str) -> None:
+    def _purge(self, con: Connection, now: float, day: str) -> None:
         """Once a day per process: drop what no limit can count any more."""
         if self._purged_day == day:
             return
@@ -293,7 +288,7 @@ class VerifyLimits:
             return self._charge(con, asker, list(dict.fromkeys(subjects)), day)
 
     def _charge(
-        self, con: sqlite3.Connection, asker: Asker, subjects: list[str], day: str
+        self, con: Connection, asker: Asker, subjects: list[str], day: str
     ) -> dict[str, str]:
         key_used = _count(con, "key_day", "key_id", asker.key_id, day)
         platform_used = _count(con, "platform_households_day", "platform", asker.platform, day)
@@ -329,7 +324,7 @@ class VerifyLimits:
         _add(con, "platform_households_day", "households", asker.platform, day, platform_new)
         return refused
 
-    def _check_fields(self, con: sqlite3.Connection, ask: Ask, day: str, now: float) -> dict:
+    def _check_fields(self, con: Connection, ask: Ask, day: str, now: float) -> dict:
         """Which claimed fields may be judged; whether a mismatch on each would draw on the
         household pool. Raises on the first spent limit (naming every limited field)."""
         p, since = self.policy, now - YEAR_S
@@ -379,7 +374,7 @@ class VerifyLimits:
 
     def _record(
         self,
-        con: sqlite3.Connection,
+        con: Connection,
         ask: Ask,
         day: str,
         now: float,
@@ -399,9 +394,10 @@ class VerifyLimits:
         _add(con, "key_guess_day", "guesses", ask.asker.key_id, day, len(misses))
 
     @staticmethod
-    def _remember(con: sqlite3.Connection, platform: str, subjects: list[str], at: float) -> None:
+    def _remember(con: Connection, platform: str, subjects: list[str], at: float) -> None:
         con.executemany(
-            "INSERT INTO matches VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET at = excluded.at",
+            "INSERT INTO matches VALUES (?, ?, ?) "
+            "ON CONFLICT (platform, subject) DO UPDATE SET at = excluded.at",
             [(platform, s, at) for s in subjects],
         )
 
@@ -428,29 +424,40 @@ class VerifyLimits:
                 )
                 .fetchall()
             )
-        except (OSError, sqlite3.Error) as e:
-            self._con = None
+        except self.place.errors as e:
+            self._drop_connection()
             raise LimitsUnavailable(f"limits store cannot be read: {type(e).__name__}") from e
         return {r[0] for r in rows}
 
+    def _drop_connection(self) -> None:
+        """Forget a connection that failed: the next call opens a new one."""
+        con, self._con = self._con, None
+        if con is not None:
+            with suppress(Exception):  # already broken: nothing more to release
+                con.close()
+
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        self._drop_connection()
 
 
-def _count(con: sqlite3.Connection, table: str, who_column: str, who: str, day: str) -> int:
+def _count(con: Connection, table: str, who_column: str, who: str, day: str) -> int:
     row = con.execute(
         f"SELECT * FROM {table} WHERE {who_column} = ? AND day = ?", (who, day)
     ).fetchone()
     return row[2] if row else 0
 
 
-def _add(con: sqlite3.Connection, table: str, column: str, who: str, day: str, n: int) -> None:
+def _add(con: Connection, table: str, column: str, who: str, day: str, n: int) -> None:
     """Add ``n`` to today's counter (tables keyed by (who, day), one counter column)."""
     if n:
         con.execute(
             f"INSERT INTO {table} VALUES (?, ?, ?) "
-            f"ON CONFLICT DO UPDATE SET {column} = {column} + excluded.{column}",
+            f"ON CONFLICT ({who_column(table)}, day) "
+            f"DO UPDATE SET {column} = {table}.{column} + excluded.{column}",
             (who, day, n),
         )
+
+
+def who_column(table: str) -> str:
+    """The column naming whose counter a daily table holds."""
+    return "key_id" if table.startswith("key_") else "platform"

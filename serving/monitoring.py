@@ -15,7 +15,6 @@ the request (GET and DELETE reach these as POSTs to internal routes,
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -107,7 +106,7 @@ class MonitoringRoutes:
             return error(
                 ctx, ex, 503, "limits_unavailable", "past matches cannot be checked; retry"
             )
-        except (sqlite3.Error, OSError):
+        except self.watches.place.errors:
             return error(ctx, ex, 503, *_UNAVAILABLE)
         results = []
         for i, code in enumerate(codes):
@@ -133,7 +132,7 @@ class MonitoringRoutes:
         codes, problems = _valid(req.usccs)
         try:
             gone = self.watches.unwatch(ex.key.platform, [c for c in codes if c])
-        except (sqlite3.Error, OSError):
+        except self.watches.place.errors:
             return error(ctx, ex, 503, *_UNAVAILABLE)
         results = [
             _refused(i, None, "invalid_uscc", problems[i])
@@ -160,7 +159,7 @@ class MonitoringRoutes:
         try:
             # one more than the page: whether more follow, said exactly
             count, page = self.watches.listing(ex.key.platform, today, req.after, req.limit + 1)
-        except (sqlite3.Error, OSError):
+        except self.watches.place.errors:
             return error(ctx, ex, 503, *_UNAVAILABLE)
         more, page = len(page) > req.limit, page[: req.limit]
         ex.outcome = {"count": count, "page": len(page)}
@@ -192,7 +191,7 @@ class MonitoringRoutes:
             return error(ctx, ex, 400, "invalid_cursor", str(e))
         except CursorExpired as e:
             return error(ctx, ex, 410, "cursor_expired", str(e))
-        except (sqlite3.Error, OSError):
+        except self.watches.place.errors:
             return error(ctx, ex, 503, *_UNAVAILABLE)
         # who learnt what about which household, for the household's query record
         ex.subject = ";".join(code for _, code, _, _ in page.events) or None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sqlite3
 import threading
 import time
 from datetime import date
@@ -66,6 +65,7 @@ from serving.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
+from serving.state import located
 from serving.watch import Cursors, WatchStore
 from settings import Settings, load_settings
 
@@ -105,8 +105,8 @@ class ReferenceService(MonitoringRoutes):
         self.served = load_served_model(s.tracking_uri, s.registered_model)
         self.store = OnlineStore(s.online_path)
         policy = LimitPolicy(platform_daily=s.platform_daily_guesses)
-        self.limits = VerifyLimits(s.limits_path, policy, timeout_s=s.audit_timeout_s)
-        self.watches = WatchStore(s.watch_path, timeout_s=s.audit_timeout_s)
+        self.limits = VerifyLimits(located(s, "limits"), policy, timeout_s=s.audit_timeout_s)
+        self.watches = WatchStore(located(s, "watch"), timeout_s=s.audit_timeout_s)
         self.cursors = Cursors(s.id_secret_bytes())
         self._today = s.domain_today  # the domain's clock (CREDREF_TODAY, else the calendar)
         self._max_age = s.max_snapshot_age_days
@@ -297,7 +297,7 @@ class ReferenceService(MonitoringRoutes):
         assert ex.key is not None  # the gate authenticated the request
         try:
             return screen(self.limits, self.watches, asker_of(ex.key), codes, self._today())
-        except (LimitsUnavailable, sqlite3.Error, OSError):
+        except (LimitsUnavailable, *self.watches.place.errors):
             logger.error("relations unavailable: request %s refused (503)", ex.request_id)
             return _error(
                 ctx, ex, 503, "limits_unavailable", "relations cannot be checked now; retry"
@@ -413,7 +413,7 @@ def _start_anchoring(s: Settings) -> threading.Event | None:
     if bentoml.server_context.worker_index not in (None, 1):
         return None
 
-    log = AuditLog(s.audit_path, timeout_s=s.audit_timeout_s)
+    log = AuditLog(located(s, "audit"), timeout_s=s.audit_timeout_s)
     return start_periodic(log, s.audit_anchor_key, s.audit_anchor_dir, s.audit_anchor_minutes)
 
 
@@ -424,8 +424,8 @@ class ServiceGateway(Gateway):
         s = settings or load_settings()
         super().__init__(
             app,
-            keys=KeyStore(s.keys_path),
-            audit=AuditLog(s.audit_path, timeout_s=s.audit_timeout_s),
+            keys=KeyStore(located(s, "keys")),
+            audit=AuditLog(located(s, "audit"), timeout_s=s.audit_timeout_s),
             rate_limit=s.rate_limit / s.workers,
             auth_failure_limit=s.auth_failure_limit / s.workers,
             max_body_bytes=MAX_BODY_BYTES,

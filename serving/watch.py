@@ -40,7 +40,6 @@ import base64
 import hashlib
 import hmac
 import json
-import sqlite3
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from serving.sqlite_lock import begin_immediate
+from serving.state import Connection, Place, Postgres, place
 
 #: A watch lasts this many days unless renewed.
 WATCH_DAYS = 400
@@ -161,26 +160,25 @@ class Cursors:
 
 
 class WatchStore:
-    """Watches, events and the watched households' last state, in one SQLite file."""
+    """Watches, events and the watched households' last state: one SQLite file, or
+    PostgreSQL shared by every host (serving.state)."""
 
-    def __init__(self, path: Path, timeout_s: float = 5.0):
-        self.path = path
+    def __init__(self, where: Path | Postgres | Place, timeout_s: float = 5.0):
+        self.place = place(where, "watch")
+        self.path = self.place.path
         self.timeout_s = timeout_s
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            for ddl in _DDL:
-                con.execute(ddl)
-            _number_events(con)
+        self.place.prepare(_DDL, _number_events)
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-        con.execute("PRAGMA synchronous=NORMAL")
-        return con
+    def _connect(self) -> Connection:
+        return self.place.connect()
 
-    def _write(self) -> sqlite3.Connection:
+    def _write(self) -> Connection:
         con = self._connect()
-        begin_immediate(con, self.timeout_s)
+        try:
+            self.place.begin_write(con, self.timeout_s)
+        except BaseException:
+            con.close()
+            raise
         return con
 
     # --- the platform's side ------------------------------------------------------------
@@ -220,7 +218,8 @@ class WatchStore:
                     room -= 1
                 platform_room -= mine is None
                 con.execute(
-                    "INSERT INTO watches VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                    "INSERT INTO watches VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (platform, subject) DO UPDATE SET "
                     "key_id = excluded.key_id, watched_on = excluded.watched_on, "
                     "expires_on = excluded.expires_on",
                     (platform, code, key_id, today.isoformat(), expires),
@@ -284,7 +283,7 @@ class WatchStore:
         only = "" if kinds is None else "AND kind IN (SELECT value FROM json_each(?)) "
         args = (platform, after) + (() if kinds is None else (json.dumps(kinds),))
         with self._connect() as con:
-            con.execute("BEGIN")  # the expiry and the page from one state of the file
+            self.place.begin_read(con)  # the expiry and the page from one state of the store
             row = con.execute(
                 "SELECT through_id FROM expired WHERE platform = ?", (platform,)
             ).fetchone()
@@ -298,7 +297,7 @@ class WatchStore:
                 f"{only}ORDER BY seq LIMIT ?",
                 (*args, limit + 1),
             ).fetchall()
-            con.rollback()
+            con.execute("ROLLBACK")
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, rows[-1][0] if rows else after, more)
@@ -364,7 +363,8 @@ class WatchStore:
         con = self._write()
         try:
             con.executemany(
-                "INSERT OR IGNORE INTO subject_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO subject_state VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (subject) DO NOTHING",
                 [(s, *a) for s, a in answers.items()],
             )
             con.execute("COMMIT")
@@ -396,11 +396,16 @@ class WatchStore:
                 numbered,
             )
             con.executemany(
-                "INSERT OR REPLACE INTO subject_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO subject_state VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (subject) DO UPDATE SET status = excluded.status, "
+                "risk_class = excluded.risk_class, abnormal = excluded.abnormal, "
+                "serious = excluded.serious, penalties = excluded.penalties, "
+                "severity = excluded.severity, model_version = excluded.model_version",
                 [(s, *a) for s, a in changed.items()],
             )
             con.execute(
-                "INSERT INTO meta VALUES ('derived_for', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
+                "INSERT INTO meta VALUES ('derived_for', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (derived_for,),
             )
             self._expire_events(con, today)
@@ -412,24 +417,25 @@ class WatchStore:
         finally:
             _close(con)
 
-    def _expire_events(self, con: sqlite3.Connection, today: date) -> None:
+    def _expire_events(self, con: Connection, today: date) -> None:
         before = (today - timedelta(days=KEEP_EVENT_DAYS)).isoformat()
         for platform, through in con.execute(
             "SELECT platform, max(seq) FROM events WHERE as_of < ? GROUP BY platform", (before,)
         ).fetchall():
             con.execute(
-                "INSERT INTO expired VALUES (?, ?) ON CONFLICT DO UPDATE SET "
-                "through_id = max(through_id, excluded.through_id)",
+                "INSERT INTO expired VALUES (?, ?) ON CONFLICT (platform) DO UPDATE SET "
+                "through_id = CASE WHEN excluded.through_id > expired.through_id "
+                "THEN excluded.through_id ELSE expired.through_id END",
                 (platform, through),
             )
         con.execute("DELETE FROM events WHERE as_of < ?", (before,))
 
     @staticmethod
-    def _drop_expired(con: sqlite3.Connection, today: date) -> None:
+    def _drop_expired(con: Connection, today: date) -> None:
         con.execute("DELETE FROM watches WHERE expires_on <= ?", (today.isoformat(),))
 
 
-def _numbered(con: sqlite3.Connection, events: list[tuple]) -> list[tuple]:
+def _numbered(con: Connection, events: list[tuple]) -> list[tuple]:
     """The events with each platform's next numbers, in the order given; the platforms'
     counters moved on (in the caller's transaction)."""
     last = dict(con.execute("SELECT platform, last FROM feed_seq").fetchall())
@@ -438,13 +444,13 @@ def _numbered(con: sqlite3.Connection, events: list[tuple]) -> list[tuple]:
         last[event[0]] = last.get(event[0], 0) + 1
         out.append((*event, last[event[0]]))
     con.executemany(
-        "INSERT INTO feed_seq VALUES (?, ?) ON CONFLICT DO UPDATE SET last = excluded.last",
+        "INSERT INTO feed_seq VALUES (?, ?) ON CONFLICT (platform) DO UPDATE SET last = excluded.last",
         list(last.items()),
     )
     return out
 
 
-def _number_events(con: sqlite3.Connection) -> None:
+def _number_events(con: Connection) -> None:
     """A store made when events had one global id: add the platforms' own numbers
     (cursors of then answer cursor_expired; the deleted range starts again at 0)."""
     columns = {r[1] for r in con.execute("PRAGMA table_info(events)")}
@@ -461,7 +467,7 @@ def _number_events(con: sqlite3.Connection) -> None:
     con.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_seq ON events (platform, seq)")
 
 
-def _close(con: sqlite3.Connection) -> None:
+def _close(con: Connection) -> None:
     if con.in_transaction:
         con.execute("ROLLBACK")
     con.close()

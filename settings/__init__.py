@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         description="Who trains (recorded on each model version for the four-eyes rule; "
         "default: the OS user).",
     )
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL holding the state every serving host shares (keys, audit "
+        "chain, limits and budgets, watches, the change feed), as postgresql://...; unset: "
+        "one SQLite file per store under <home> (one host). `credref db upgrade` makes its "
+        "schema.",
+    )
     keys_db: Path | None = Field(
         None, description="Platform API-key store (default: <home>/keys.sqlite)."
     )

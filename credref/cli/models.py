@@ -146,11 +146,12 @@ def _impact(settings, version: str | None):
         render_html,
         run_impact,
     )
+    from serving.state import located  # with the impact's modules
 
     if not (settings.online_path / "current").exists():
         return None
     found = run_impact(
-        settings.registered_model, version, settings.online_path, settings.watch_path
+        settings.registered_model, version, settings.online_path, located(settings, "watch")
     )
     if found is not None:
         current, challenger, im = found

@@ -17,6 +17,7 @@ from serving import anchor
 from serving.anchor import AnchorError
 from serving.audit import AuditLog, AuditUnavailable
 from serving.keys import KeyRefused, KeyStore
+from serving.state import located
 from settings import load_settings
 
 keys_app = typer.Typer(help="Platform API keys (stored only as hashes).", no_args_is_help=True)
@@ -41,7 +42,7 @@ def keys_create(
     """Create a key; the secret is printed once and never stored."""
 
     try:
-        key, secret = KeyStore(load_settings().keys_path).create(
+        key, secret = KeyStore(located(load_settings(), "keys")).create(
             platform, [s.strip() for s in scopes.split(",")], daily_households, watch_cap
         )
     except KeyRefused as e:
@@ -61,7 +62,7 @@ def keys_list() -> None:
     table = RichTable(title="platform keys")
     for col in ("key id", "platform", "scopes", "households/day", "watches", "created", "revoked"):
         table.add_column(col)
-    for k in KeyStore(load_settings().keys_path).list():
+    for k in KeyStore(located(load_settings(), "keys")).list():
         table.add_row(
             k.key_id,
             k.platform,
@@ -90,7 +91,7 @@ def keys_platform(
 ) -> None:
     """Show, or set, a platform's budgets over all its keys."""
 
-    store = KeyStore(load_settings().keys_path)
+    store = KeyStore(located(load_settings(), "keys"))
     try:
         if daily_households is None and watch_cap is None:
             p = store.platform(platform)
@@ -108,7 +109,7 @@ def keys_revoke(
     """Revoke a key at once."""
 
     try:
-        KeyStore(load_settings().keys_path).revoke(key_id)
+        KeyStore(located(load_settings(), "keys")).revoke(key_id)
     except KeyRefused as e:
         fail(str(e))
     console.print(f"key {key_id} revoked")
@@ -150,7 +151,7 @@ def audit_anchor(
         fail("no checkpoint folder: pass --out or set CREDREF_AUDIT_ANCHOR_DIR")
     assert folder is not None
     try:
-        path = anchor.write_anchor(AuditLog(s.audit_path), _anchor_key(key), folder)
+        path = anchor.write_anchor(AuditLog(located(s, "audit")), _anchor_key(key), folder)
     except AnchorError as e:
         fail(str(e))
     console.print(f"checkpoint {path}")
@@ -180,7 +181,9 @@ def audit_prune(
         fail("--older-than-days must be at least 1")
     before = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="microseconds")
     try:
-        base, deleted = anchor.prune(AuditLog(s.audit_path), _anchor_key(key), folder, before)
+        base, deleted = anchor.prune(
+            AuditLog(located(s, "audit")), _anchor_key(key), folder, before
+        )
     except (AnchorError, AuditUnavailable) as e:
         fail(str(e))
     console.print(
@@ -206,7 +209,7 @@ def audit_verify(
     """Check the hash chain (and checkpoints); exit 1 on any edit, deletion, cut or rewrite."""
 
     s = load_settings()
-    log = AuditLog(s.audit_path)
+    log = AuditLog(located(s, "audit"))
     if anchors is not None:
         pub = public_key or (anchor.public_path(s.audit_anchor_key) if s.audit_anchor_key else None)
         if pub is None:
@@ -240,7 +243,7 @@ def audit_export(
     if platform is None and key is None:
         fail("name a --platform or a --key")
     parse_date(since)
-    print(AuditLog(load_settings().audit_path).export_csv(platform, since, key), end="")
+    print(AuditLog(located(load_settings(), "audit")).export_csv(platform, since, key), end="")
 
 
 @audit_app.command("subject")
@@ -255,7 +258,7 @@ def audit_subject(
         parse_date(since)
     if not s_uscc.is_valid(uscc):
         fail("not a valid unified social credit code")
-    rows = AuditLog(load_settings().audit_path).about(s_uscc.compact(uscc), since)
+    rows = AuditLog(located(load_settings(), "audit")).about(s_uscc.compact(uscc), since)
     table = RichTable(title=f"{len(rows)} requests about this household")
     for col in ("at", "platform", "endpoint", "purpose", "answer"):
         table.add_column(col)

@@ -89,8 +89,10 @@ def derive_and_print_events(settings) -> None:
         use_store,
     )
     from serving.events import derive_current  # heavy: loaded only when this command runs
+    from serving.state import located  # heavy: loaded only when this command runs
 
-    if not settings.watch_path.exists():
+    watch = located(settings, "watch")
+    if isinstance(watch, Path) and not watch.exists():  # no watch list on this host
         return
     use_store(settings.bentoml_path)
     try:
@@ -98,7 +100,9 @@ def derive_and_print_events(settings) -> None:
     except ModelUnavailable as e:
         console.print(f"[yellow]no change-feed events derived[/yellow]: {e}")
         return
-    found = derive_current(settings.watch_path, settings.online_path, served)
+    # On a shared database every host's refresh derives the day's events; the second
+    # finds the answers already recorded and adds none (serving.events).
+    found = derive_current(watch, settings.online_path, served)
     if found.skipped:
         console.print("change feed: events already derived for this publication and model")
         return
