@@ -147,3 +147,107 @@ def served_env(service_home):
     yield service_home
     os.environ.clear()
     os.environ.update(saved)
+
+
+# --- PostgreSQL: the shared state of several hosts ----------------------------------------
+
+SERVER_SCRIPT = Path(__file__).parents[1] / "deploy" / "test-postgres.sh"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the session: CREDREF_TEST_DATABASE_URL if set (an admin
+    URL), else a throwaway one started (and installed from Debian's packages when missing)
+    by deploy/test-postgres.sh, stopped at the end. A template database at the code's
+    schema makes each test's database a fast copy."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import psycopg
+
+    from serving.migrations import upgrade
+
+    url = os.environ.get("CREDREF_TEST_DATABASE_URL")
+    folder = None
+    if url is None:
+        folder = tempfile.mkdtemp(prefix="credref-pg-")
+        os.chmod(folder, 0o755)
+        port = _free_port()
+        started = subprocess.run(
+            [str(SERVER_SCRIPT), "start", folder, str(port)], capture_output=True, text=True
+        )
+        if started.returncode:
+            pytest.fail(f"the test PostgreSQL server did not start:\n{started.stderr}")
+        url = started.stdout.strip()
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("DROP DATABASE IF EXISTS credref_template")
+        con.execute("CREATE DATABASE credref_template")
+    upgrade(_database(url, "credref_template"))
+    try:
+        yield PostgresServer(url, folder)
+    finally:
+        if folder is not None:
+            subprocess.run([str(SERVER_SCRIPT), "stop", folder], capture_output=True)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+class PostgresServer:
+    """The session's server: its admin URL, and its data folder if the tests started it."""
+
+    def __init__(self, url: str, folder: str | None):
+        self.url = url
+        self.folder = folder
+
+    def new_database(self, upgraded: bool = True) -> str:
+        """A fresh database (at the code's schema unless ``upgraded=False``); its URL."""
+        import secrets
+
+        import psycopg
+
+        name = f"t_{secrets.token_hex(6)}"
+        template = "TEMPLATE credref_template" if upgraded else ""
+        with psycopg.connect(self.url, autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {name} {template}")
+        return _database(self.url, name)
+
+    def drop(self, url: str) -> None:
+        import psycopg
+
+        from serving.state import Postgres
+
+        Postgres.shared(url).close()
+        with psycopg.connect(self.url, autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+@pytest.fixture()
+def pg_url(postgres_server):
+    """A fresh database at the code's schema, dropped after the test."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state(request, tmp_path):
+    """Where a test's stores live, on each backend: ``state(store)`` gives a SQLite path
+    under tmp_path, or the test's PostgreSQL database (one for all stores)."""
+    from serving.state import Postgres
+
+    if request.param == "sqlite":
+        return lambda store: tmp_path / f"{store}.sqlite"
+    db = Postgres.shared(request.getfixturevalue("pg_url"))
+    return lambda store: db

@@ -13,15 +13,20 @@ from serving.keys import SCOPES, KeyRefused, KeyStore
 
 
 @pytest.fixture()
-def keys(tmp_path):
-    return KeyStore(tmp_path / "keys.sqlite")
+def keys(state):
+    return KeyStore(state("keys"))
 
 
-def test_a_key_is_shown_once_and_stored_only_as_a_hash(keys, tmp_path):
+def test_a_key_is_shown_once_and_stored_only_as_a_hash(keys):
     key, secret = keys.create("alipay", ["verify", "score"])
     assert secret.startswith(f"crk_{key.key_id}_") and len(secret) > 40
-    raw = (tmp_path / "keys.sqlite").read_bytes()
-    assert secret.encode() not in raw and secret.split("_")[-1].encode() not in raw
+    with keys.place.connect() as con:
+        stored = repr(con.execute("SELECT * FROM api_keys").fetchall())
+    assert key.key_id in stored  # the row is there ...
+    assert secret not in stored and secret.split("_")[-1] not in stored  # ... the secret not
+    if keys.path is not None:  # nor anywhere in the file
+        raw = keys.path.read_bytes()
+        assert secret.encode() not in raw and secret.split("_")[-1].encode() not in raw
     got = keys.authenticate(secret)
     assert got is not None and got.platform == "alipay" and got.scopes == {"verify", "score"}
 
@@ -64,9 +69,18 @@ def _record(i: int, platform: str = "alipay") -> AuditRecord:
     )
 
 
+def _edit(log: AuditLog, sql: str) -> None:
+    """An insider's edit, straight on the store."""
+    con = log.place.connect()
+    try:
+        con.execute(sql)
+    finally:
+        con.close()
+
+
 @pytest.fixture()
-def audit(tmp_path):
-    log = AuditLog(tmp_path / "audit.sqlite")
+def audit(state):
+    log = AuditLog(state("audit"))
     for i in range(6):
         log.append(_record(i, "alipay" if i % 2 else "wechat"))
     return log
@@ -79,15 +93,13 @@ def test_an_intact_chain_verifies(audit):
 
 
 def test_an_edited_row_is_detected(audit):
-    with sqlite3.connect(audit.path) as con:
-        con.execute('UPDATE audit SET outcome = \'{"status": 200, "class": "A"}\' WHERE seq = 3')
+    _edit(audit, 'UPDATE audit SET outcome = \'{"status": 200, "class": "A"}\' WHERE seq = 3')
     problems = audit.verify().problems
     assert any("row 3: content does not match" in p for p in problems)
 
 
 def test_a_deleted_row_is_detected(audit):
-    with sqlite3.connect(audit.path) as con:
-        con.execute("DELETE FROM audit WHERE seq = 2")
+    _edit(audit, "DELETE FROM audit WHERE seq = 2")
     problems = audit.verify().problems
     assert any("rows 2..2 are missing" in p for p in problems)
     assert any("row 3: link" in p for p in problems)
@@ -95,16 +107,15 @@ def test_a_deleted_row_is_detected(audit):
 
 def test_a_rewritten_chain_or_cut_tail_shows_against_the_anchored_head(audit):
     head = audit.verify()
-    with sqlite3.connect(audit.path) as con:
-        con.execute("DELETE FROM audit WHERE seq = 6")
+    _edit(audit, "DELETE FROM audit WHERE seq = 6")
     assert audit.verify().ok  # the chain alone cannot see a cut tail...
     assert not audit.verify(checkpoints=[(head.head_seq, head.head_hash)]).ok  # ...the anchor can
 
 
-def test_concurrent_writers_keep_one_linear_chain(tmp_path):
-    log = AuditLog(tmp_path / "a.sqlite")
+def test_concurrent_writers_keep_one_linear_chain(state):
+    log = AuditLog(state("audit"))
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: AuditLog(tmp_path / "a.sqlite").append(_record(i)), range(80)))
+        list(pool.map(lambda i: AuditLog(state("audit")).append(_record(i)), range(80)))
     report = log.verify()
     assert report.ok and report.rows == 80
 
@@ -138,14 +149,16 @@ def test_a_broken_or_locked_store_fails_closed(tmp_path):
         log.append(_record(2))
 
 
-def test_the_group_writer_commits_concurrent_rows_together_and_waits_out_a_short_lock(tmp_path):
-    log = AuditLog(tmp_path / "audit.sqlite", timeout_s=2.0)
+def test_the_group_writer_commits_concurrent_rows_together_and_waits_out_a_short_lock(state):
+    log = AuditLog(state("audit"), timeout_s=2.0)
     writer = GroupWriter(log)
-    blocker = sqlite3.connect(log.path, isolation_level=None)
+    blocker = log.place.connect()
 
     async def scenario() -> tuple[list[str], list[str]]:
         first = await asyncio.gather(*(writer.submit(_record(i)) for i in range(50)))
-        blocker.execute("BEGIN IMMEDIATE")  # another worker's writer holds the lock ...
+        log.place.begin_write(
+            blocker, 1.0
+        )  # another worker's (or host's) writer holds the lock ...
         pending = [writer.submit(_record(100 + i)) for i in range(5)]
         await asyncio.sleep(0.05)
         assert not any(f.done() for f in pending)  # ... nothing is answered meanwhile
@@ -155,18 +168,18 @@ def test_the_group_writer_commits_concurrent_rows_together_and_waits_out_a_short
     first, later = asyncio.run(scenario())
     report = log.verify()
     assert report.ok and report.rows == 55 and report.head_hash == later[-1]
-    with sqlite3.connect(log.path) as con:
-        # rows submitted in one loop round share one transaction: one chain, in order
-        ids = [r[0] for r in con.execute("SELECT request_id FROM audit ORDER BY seq")]
+    # rows submitted in one loop round share one transaction: one chain, in order
+    ids = [r[0] for r in blocker.execute("SELECT request_id FROM audit ORDER BY seq").fetchall()]
+    blocker.close()
     assert ids == [_record(i).request_id for i in [*range(50), *range(100, 105)]]
     assert len(set(first)) == 50
 
 
-def test_the_group_writer_fails_closed_when_the_lock_is_held_too_long(tmp_path):
-    log = AuditLog(tmp_path / "audit.sqlite", timeout_s=0.2)
+def test_the_group_writer_fails_closed_when_the_lock_is_held_too_long(state):
+    log = AuditLog(state("audit"), timeout_s=0.2)
     writer = GroupWriter(log)
-    blocker = sqlite3.connect(log.path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    blocker = log.place.connect()
+    log.place.begin_write(blocker, 1.0)
 
     async def scenario() -> None:
         await asyncio.gather(*(writer.submit(_record(i)) for i in range(3)))
@@ -176,4 +189,5 @@ def test_the_group_writer_fails_closed_when_the_lock_is_held_too_long(tmp_path):
             asyncio.run(scenario())
     finally:
         blocker.execute("ROLLBACK")
+        blocker.close()
     assert log.verify().rows == 0

@@ -39,8 +39,8 @@ def clock():
 
 
 @pytest.fixture()
-def limits(tmp_path, clock):
-    return VerifyLimits(tmp_path / "limits.sqlite", clock=clock)
+def limits(state, clock):
+    return VerifyLimits(state("limits"), clock=clock)
 
 
 def ask(
@@ -135,8 +135,8 @@ def test_the_pair_limit_holds_whatever_the_number_of_keys(limits):
     assert answered == 5
 
 
-def test_a_platforms_daily_guesses_are_bounded_across_households_and_keys(tmp_path, clock):
-    lim = VerifyLimits(tmp_path / "l.sqlite", LimitPolicy(platform_daily=8), clock=clock)
+def test_a_platforms_daily_guesses_are_bounded_across_households_and_keys(state, clock):
+    lim = VerifyLimits(state("limits"), LimitPolicy(platform_daily=8), clock=clock)
     answered = sum(guesses(lim, ask(subject=f"H{i}", key=f"k{i % 3}"), 2) for i in range(9))
     assert answered == 8
     with pytest.raises(LimitReached) as e:
@@ -147,8 +147,8 @@ def test_a_platforms_daily_guesses_are_bounded_across_households_and_keys(tmp_pa
     assert guesses(lim, ask(subject="H99"), 1) == 1
 
 
-def test_one_key_spends_at_most_half_its_platforms_guesses(tmp_path, clock):
-    lim = VerifyLimits(tmp_path / "l.sqlite", LimitPolicy(platform_daily=8), clock=clock)
+def test_one_key_spends_at_most_half_its_platforms_guesses(state, clock):
+    lim = VerifyLimits(state("limits"), LimitPolicy(platform_daily=8), clock=clock)
     assert sum(guesses(lim, ask(subject=f"H{i}", key="rogue"), 5) for i in range(5)) == 4
     with pytest.raises(LimitReached) as e:
         lim.verify(ask(subject="H9", key="rogue"), hit())
@@ -209,13 +209,13 @@ def test_only_an_operator_match_makes_a_relation(limits):
     assert limits.matched_since("wechat", ["H3", "H4"], 30) == set()
 
 
-def test_limits_are_shared_by_every_process_on_the_store(tmp_path, clock):
-    worker_1 = VerifyLimits(tmp_path / "shared.sqlite", clock=clock)
-    worker_2 = VerifyLimits(tmp_path / "shared.sqlite", clock=clock)
+def test_limits_are_shared_by_every_process_and_host_on_the_store(state, clock):
+    worker_1 = VerifyLimits(state("limits"), clock=clock)
+    worker_2 = VerifyLimits(state("limits"), clock=clock)
     assert guesses(worker_1, ask(), 3) == 3
     assert guesses(worker_2, ask(), 3) == 2
     worker_1.close()
-    restarted = VerifyLimits(tmp_path / "shared.sqlite", clock=clock)
+    restarted = VerifyLimits(state("limits"), clock=clock)
     assert guesses(restarted, ask(), 1) == 0
 
 
