@@ -315,7 +315,13 @@ class Gateway:
         if not secret:
             self._count_failure(client)
             raise Refusal(401, "missing_key", "an API key is required (Authorization: Bearer)")
-        key = self.keys.authenticate(secret)  # an indexed read on a kept connection: microseconds
+        try:
+            key = self.keys.authenticate(secret)  # an indexed read: microseconds
+        except self.keys.place.errors:  # fail closed: no key is known while the store is away
+            logger.error("key store unavailable: a request refused (503)")
+            raise Refusal(
+                503, "keys_unavailable", "API keys cannot be checked now; retry"
+            ) from None
         if key is None:
             self._count_failure(client)
             raise Refusal(401, "invalid_key", "the API key is unknown or revoked")

@@ -3,6 +3,7 @@ demo, the tests and the benchmarks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -54,6 +55,24 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180
             pass
         time.sleep(0.5)
     raise NotReady(f"not ready after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the service and every process under it, as a host that dies: BentoML's
+    workers run in sessions of their own, so killing the process group would leave them
+    answering on the inherited socket."""
+    import psutil  # only here: the tests' and benchmarks' host loss
+
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    proc.wait()
+    psutil.wait_procs(tree, timeout=10)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -35,6 +35,7 @@ CODES: dict[str, tuple[int, str]] = {
     "rate_limited": (429, "requests above this key's rate (see Retry-After)"),
     "too_many_failures": (429, "too many failed authentications from this client"),
     "audit_unavailable": (503, "the audit log cannot record the request: not answered"),
+    "keys_unavailable": (503, "the key store cannot be read: not answered"),
     "answer_timeout": (503, "no answer in time: not answered"),
     "no_relation": (
         403,
@@ -59,7 +60,7 @@ GATE = (
     "invalid_json", "body_too_deep", "unknown_field", "invalid_string", "invalid_request",
     "missing_key", "invalid_key", "scope_not_granted", "method_not_allowed", "body_timeout",
     "body_too_large", "unsupported_media_type", "headers_too_large", "rate_limited",
-    "too_many_failures", "audit_unavailable", "answer_timeout",
+    "too_many_failures", "audit_unavailable", "keys_unavailable", "answer_timeout",
 )  # fmt: skip
 #: What each operation adds (its endpoint's own refusals).
 ROUTE_CODES: dict[tuple[str, str], tuple[str, ...]] = {
