@@ -210,11 +210,13 @@ class Postgres:
         self._checked = False
 
     @classmethod
-    def shared(cls, url: str) -> Postgres:
-        """The process's one instance for ``url`` (one pool, however many stores)."""
+    def shared(cls, url: str, pool_size: int = 4) -> Postgres:
+        """The process's one instance for ``url`` (one pool, however many stores; the
+        first call sets its size). A service worker holds two connections (the audit's
+        writer, the limits) and borrows one per request for keys and watches."""
         with cls._guard:
             if url not in cls._shared:
-                cls._shared[url] = cls(url)
+                cls._shared[url] = cls(url, pool_size)
             return cls._shared[url]
 
     @property

@@ -149,6 +149,38 @@ def served_env(service_home):
     os.environ.update(saved)
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served_each_backend(service_home, tmp_path_factory, request):
+    """A private copy of the served home, its CREDREF_* settings in the environment, with
+    the shared state (keys, audit, limits, watches) in its SQLite files, then in a fresh
+    PostgreSQL database: a module using it runs whole on each backend, and may publish
+    or switch publications without touching another module's home. Reach the stores
+    through ``tests.helpers.where`` / ``raw``."""
+    import shutil
+
+    from serving.state import Postgres
+    from tests.helpers import service_env
+
+    home = tmp_path_factory.mktemp(f"served-{request.param}") / "home"
+    shutil.copytree(service_home, home, symlinks=True)
+    saved = dict(os.environ)
+    os.environ.update(service_env(home))
+    url = None
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        url = server.new_database()
+        # the module's own helpers share the service's pool in this process: room for both
+        Postgres.shared(url, pool_size=12)
+        os.environ["CREDREF_DATABASE_URL"] = url
+    try:
+        yield home
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if url is not None:
+            server.drop(url)
+
+
 # --- PostgreSQL: the shared state of several hosts ----------------------------------------
 
 SERVER_SCRIPT = Path(__file__).parents[1] / "deploy" / "test-postgres.sh"

@@ -50,6 +50,21 @@ def relate(home: Path, platform: str, codes: list[str] | None = None) -> None:
     limits.close()
 
 
+def where(store: str):
+    """Where the settings in force keep ``store``: its SQLite file, or the database."""
+    from serving.state import located
+    from settings import load_settings
+
+    return located(load_settings(), store)
+
+
+def raw(store: str):
+    """A plain connection to ``store`` as the settings place it (an insider's view)."""
+    from serving.state import place
+
+    return place(where(store), store).connect()
+
+
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     launch.wait_ready(f"{url}/readyz", proc, log, timeout)
 

@@ -26,6 +26,7 @@ from serving.keys import KeyStore
 from serving.limits import VerifyLimits
 from serving.preflight import Incompatible
 from tests.conftest import KNOWN_ID, SERVICE_AS_OF
+from tests.helpers import raw, where
 
 REASON_OF = {r.code: r for r in (*REASONS, NO_ADVERSE)}
 
@@ -36,8 +37,8 @@ UNKNOWN = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit(
 
 
 @pytest.fixture(scope="module")
-def home(served_env):
-    return served_env
+def home(served_each_backend):
+    return served_each_backend
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def client(service):
 
 @pytest.fixture(scope="module")
 def keys(home):
-    store = KeyStore(home / "keys.sqlite")
+    store = KeyStore(where("keys"))
     keys = {
         "all": store.create("alipay", ALL)[1],
         "score": store.create("wechat", ["verify", "score"])[1],
@@ -66,9 +67,10 @@ def keys(home):
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     codes = [r[0] for r in con.execute("SELECT uscc FROM households").fetchall()]
     con.close()
-    limits = VerifyLimits(home / "limits.sqlite")
+    limits = VerifyLimits(where("limits"))
     for platform in ("alipay", "wechat"):
         limits.remember_matches(platform, [*codes, UNKNOWN])
+    limits.close()
     return keys
 
 
@@ -96,9 +98,13 @@ def _pick(records, **where) -> pd.Series:
 
 
 def audit_rows(home) -> list[dict]:
-    con = sqlite3.connect(home / "audit.sqlite")
-    con.row_factory = sqlite3.Row
-    return [dict(r) for r in con.execute("SELECT * FROM audit ORDER BY seq")]
+    con = raw("audit")
+    try:
+        cur = con.execute("SELECT * FROM audit ORDER BY seq")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    finally:
+        con.close()
 
 
 # --- verify ---------------------------------------------------------------------------
@@ -314,7 +320,7 @@ def test_keys_and_scopes(client, keys, home, records):
         ).status_code
         == 200
     )
-    store = KeyStore(home / "keys.sqlite")
+    store = KeyStore(where("keys"))
     key, secret = store.create("temp", ["verify"])
     assert client.post("/v1/verify", json={"uscc": u}, headers=H(secret)).status_code == 200
     store.revoke(key.key_id)
@@ -398,7 +404,7 @@ def test_every_request_is_audited_with_its_outcome_and_the_chain_verifies(
     assert [r["request_id"] for r in rows] == [x.json()["request_id"] for x in (a, c)]
     assert json.loads(b.content)["error"]["code"] == "missing_key"
     ra, rc = rows
-    keys_by_platform = {k.platform: k.key_id for k in KeyStore(home / "keys.sqlite").list()}
+    keys_by_platform = {k.platform: k.key_id for k in KeyStore(where("keys")).list()}
     assert (ra["key_id"], rc["key_id"]) == (keys_by_platform["alipay"], keys_by_platform["douyin"])
     assert ra["client"] == rc["client"] == "testclient"  # Starlette's test client's address
     assert (ra["platform"], ra["endpoint"], ra["purpose"], ra["subject"]) == (
@@ -419,7 +425,7 @@ def test_every_request_is_audited_with_its_outcome_and_the_chain_verifies(
     assert json.loads(rc["outcome"])["fields"]["operator_name"] == "mismatch"
     # reason codes (for replay), never their texts; never a claimed value
     assert "text_en" not in ra["outcome"] and "某人" not in json.dumps(rows, ensure_ascii=False)
-    report = AuditLog(home / "audit.sqlite").verify()
+    report = AuditLog(where("audit")).verify()
     assert report.ok and report.rows == len(audit_rows(home))
 
 
@@ -430,7 +436,7 @@ def test_a_households_query_record_lists_who_asked_why_and_what_kind_of_answer(
 
     op = records[records.status_on == "operating"].iloc[7]
     other = records[records.status_on == "operating"].iloc[8]
-    since = AuditLog(home / "audit.sqlite").about(op.uscc)
+    since = AuditLog(where("audit")).about(op.uscc)
     claim = {"uscc": op.uscc, "purpose": "onboarding", "operator_name": op.operator_name}
     client.post("/v1/verify", json=claim, headers=H(keys["verify"]))
     s = client.post(
@@ -444,7 +450,7 @@ def test_a_households_query_record_lists_who_asked_why_and_what_kind_of_answer(
     client.post(
         "/v1/score", json={"uscc": other.uscc, "purpose": "onboarding"}, headers=H(keys["score"])
     )
-    rows = AuditLog(home / "audit.sqlite").about(op.uscc)[len(since) :]
+    rows = AuditLog(where("audit")).about(op.uscc)[len(since) :]
     assert [(r["platform"], r["endpoint"], r["purpose"]) for r in rows] == [
         ("douyin", "/v1/verify", "onboarding"),
         ("alipay", "/v1/score", "risk_reference"),
@@ -463,8 +469,9 @@ def test_the_request_fails_closed_when_the_audit_store_cannot_be_written(
     client, keys, home, records
 ):
     u = records.uscc.iloc[0]
-    lock = sqlite3.connect(home / "audit.sqlite", isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")  # another writer holds the store past the wait
+    log = AuditLog(where("audit"))
+    lock = log.place.connect()
+    log.place.begin_write(lock, 1.0)  # another writer holds the store past the wait
     try:
         before = lock.execute("SELECT count(*) FROM audit").fetchone()[0]
         r = client.post(
@@ -649,11 +656,11 @@ def test_the_api_document_has_a_page_served_from_the_pinned_bundle_and_is_not_au
     client, service_home
 ):
     def audited() -> int:
-        return (
-            sqlite3.connect(service_home / "audit.sqlite")
-            .execute("SELECT count(*) FROM audit")
-            .fetchone()[0]
-        )
+        con = raw("audit")
+        try:
+            return con.execute("SELECT count(*) FROM audit").fetchone()[0]
+        finally:
+            con.close()
 
     before = audited()
     page = client.get("/docs")

@@ -139,6 +139,48 @@ class Spreader:
         raise AssertionError("no host answered")
 
 
+def _operators(home: Path, codes: list[str]) -> dict[str, str]:
+    import duckdb
+
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT uscc, operator_name FROM households WHERE list_contains(?, uscc) "
+            "AND operator_name IS NOT NULL",
+            [codes],
+        ).fetchall()
+    finally:
+        con.close()
+    return dict(rows)
+
+
+def test_guessing_limits_and_watches_are_one_across_hosts(hosts):
+    from serving.limits import LimitPolicy
+
+    url, (a, b) = hosts["db"], hosts["hosts"]
+    _, secret = _key(url, ["verify", "score", "watch"])
+    clients = [_client(a["url"], secret), _client(b["url"], secret)]
+    home = Path(a["env"]["CREDREF_HOME"])
+    code, operator = next(iter(_operators(home, hosts["operating"][-50:]).items()))
+    # mismatching claims on one household's operator, alternating between the hosts:
+    # the same daily number is judged as on one host, then both refuse
+    statuses = []
+    for i in range(LimitPolicy().pair_daily + 3):
+        r = clients[i % 2].post("/v1/verify", json={"uscc": code, "operator_name": operator + "x"})
+        statuses.append(r.status_code)
+    pair_daily = LimitPolicy().pair_daily
+    assert statuses == [200] * pair_daily + [429] * 3
+    # a watch made through one host is read through the other, and removed through it
+    watched = hosts["operating"][-1]
+    r = clients[0].post("/v1/watch", json={"usccs": [watched], "purpose": "merchant_monitoring"})
+    assert r.status_code == 200 and r.json()["results"][0]["watched"] is True
+    listed = clients[1].get("/v1/watch").json()
+    assert [w["uscc"] for w in listed["usccs"]] == [watched]
+    r = clients[1].request("DELETE", "/v1/watch", json={"usccs": [watched]})
+    assert r.status_code == 200
+    assert clients[0].get("/v1/watch").json()["count"] == 0
+
+
 def test_a_host_killed_under_load_loses_no_answer_and_no_audit_row(hosts):
     url, (a, b) = hosts["db"], hosts["hosts"]
     _, secret = _key(url, ["score"])
@@ -212,50 +254,3 @@ def test_the_database_restarted_under_load_costs_503s_and_loses_nothing(hosts, d
     for rid in answered:
         assert audited.count(rid) == 1
     assert AuditLog(Postgres(url)).verify().ok
-
-
-def _operators(home: Path, codes: list[str]) -> dict[str, str]:
-    import duckdb
-
-    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    try:
-        rows = con.execute(
-            "SELECT uscc, operator_name FROM households WHERE list_contains(?, uscc) "
-            "AND operator_name IS NOT NULL",
-            [codes],
-        ).fetchall()
-    finally:
-        con.close()
-    return dict(rows)
-
-
-def test_guessing_limits_and_watches_are_one_across_hosts(hosts):
-    from serving.limits import LimitPolicy
-
-    url, (a, b) = hosts["db"], hosts["hosts"]
-    live = [h for h in (a, b) if h["proc"].poll() is None]
-    if len(live) < 2:  # the first test killed host a: start it again on its home
-        log = Path(a["env"]["CREDREF_HOME"]).parent / "server-again.log"
-        a["proc"] = launch.start(a["env"], log, workers=1)
-        wait_ready(a["url"], a["proc"], log)
-    _, secret = _key(url, ["verify", "score", "watch"])
-    clients = [_client(a["url"], secret), _client(b["url"], secret)]
-    home = Path(a["env"]["CREDREF_HOME"])
-    code, operator = next(iter(_operators(home, hosts["operating"][-50:]).items()))
-    # mismatching claims on one household's operator, alternating between the hosts:
-    # the same daily number is judged as on one host, then both refuse
-    statuses = []
-    for i in range(LimitPolicy().pair_daily + 3):
-        r = clients[i % 2].post("/v1/verify", json={"uscc": code, "operator_name": operator + "x"})
-        statuses.append(r.status_code)
-    pair_daily = LimitPolicy().pair_daily
-    assert statuses == [200] * pair_daily + [429] * 3
-    # a watch made through one host is read through the other, and removed through it
-    watched = hosts["operating"][-1]
-    r = clients[0].post("/v1/watch", json={"usccs": [watched], "purpose": "merchant_monitoring"})
-    assert r.status_code == 200 and r.json()["results"][0]["watched"] is True
-    listed = clients[1].get("/v1/watch").json()
-    assert [w["uscc"] for w in listed["usccs"]] == [watched]
-    r = clients[1].request("DELETE", "/v1/watch", json={"usccs": [watched]})
-    assert r.status_code == 200
-    assert clients[0].get("/v1/watch").json()["count"] == 0

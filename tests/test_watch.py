@@ -15,14 +15,14 @@ from starlette.testclient import TestClient
 from serving.audit import AuditLog
 from serving.keys import KeyStore
 from serving.watch import WATCH_DAYS, Answer, WatchStore
-from tests.helpers import SERVICE_AS_OF
+from tests.helpers import SERVICE_AS_OF, raw, where
 
 ALL = ["verify", "score", "watch"]
 
 
 @pytest.fixture(scope="module")
-def home(served_env):
-    return served_env
+def home(served_each_backend):
+    return served_each_backend
 
 
 def _client(home):
@@ -39,7 +39,7 @@ def client(home):
 
 @pytest.fixture(scope="module")
 def keys(home):
-    store = KeyStore(home / "keys.sqlite")
+    store = KeyStore(where("keys"))
     return {
         "a": store.create("watch-a", ALL)[1],
         "a2": store.create("watch-a", ALL)[1],  # a second key of the same platform
@@ -117,7 +117,7 @@ def test_watching_needs_a_recent_match_and_is_invisible_to_other_platforms(
     r = client.request("DELETE", "/v1/watch", json={"usccs": [h1.uscc]}, headers=H(keys["b"]))
     assert r.status_code == 200, r.text
     assert listing(keys["a"]) == (1, [h1.uscc])
-    rows = AuditLog(home / "audit.sqlite").about(h1.uscc)
+    rows = AuditLog(where("audit")).about(h1.uscc)
     assert [r["answer"] for r in rows if r["platform"] == "watch-b"] == ["unwatch: not_watched"]
     assert [r["answer"] for r in rows if r["endpoint"] == "/v1/watch"][-1] == "watch: watched"
 
@@ -178,19 +178,19 @@ def test_the_change_feed_gives_a_platform_its_events_from_any_cursor_and_after_a
     for h in mine:
         _verify(client, keys["a"], h)
     assert _watch(client, keys["a"], [h.uscc for h in mine]) == ["watched"] * 3
-    store = WatchStore(home / "watch.sqlite")
+    store = WatchStore(where("watch"))
     rows = store.states([h.uscc for h in mine]).to_pylist()
     states = {r.pop("uscc"): Answer(**r) for r in rows}
-    con = sqlite3.connect(home / "watch.sqlite")
-    with con:  # as if yesterday's answers had been these
-        flip = {"A": "D", "B": "D", "C": "A", "D": "A"}
-        code0, code1 = mine[0].uscc, mine[1].uscc
-        con.execute(
-            "UPDATE subject_state SET risk_class = ? WHERE subject = ?",
-            (flip[states[code0].risk_class], code0),
-        )
-        con.execute("UPDATE subject_state SET status = 'suspended' WHERE subject = ?", (code1,))
-        con.execute("DELETE FROM meta WHERE key = 'derived_for'")
+    # as if yesterday's answers had been these (autocommit: each statement commits)
+    con = raw("watch")
+    flip = {"A": "D", "B": "D", "C": "A", "D": "A"}
+    code0, code1 = mine[0].uscc, mine[1].uscc
+    con.execute(
+        "UPDATE subject_state SET risk_class = ? WHERE subject = ?",
+        (flip[states[code0].risk_class], code0),
+    )
+    con.execute("UPDATE subject_state SET status = 'suspended' WHERE subject = ?", (code1,))
+    con.execute("DELETE FROM meta WHERE key = 'derived_for'")
     con.close()
     derive_and_print_events(load_settings())
     derive_and_print_events(load_settings())  # a rerun adds nothing
@@ -223,5 +223,5 @@ def test_the_change_feed_gives_a_platform_its_events_from_any_cursor_and_after_a
         assert (
             restarted.get(f"/v1/changes?after={end}", headers=H(keys["a"])).json()["events"] == []
         )
-    rows = AuditLog(home / "audit.sqlite").about(code0)
+    rows = AuditLog(where("audit")).about(code0)
     assert any(r["answer"] == "change-feed event: class_changed" for r in rows)
