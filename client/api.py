@@ -43,6 +43,7 @@ class ScoreAnswer(TypedDict):
     risk_class: NotRequired[Literal["A", "B", "C", "D"]]
     reasons: NotRequired[list[Reason]]
     pd: NotRequired[float]
+    review_url: NotRequired[str]  # where the household gets its report and a human review
 
 
 class BatchAnswer(TypedDict):

@@ -92,7 +92,8 @@ INFO = {
         "individual businesses (个体工商户) from market-regulator records, for payment "
         "platforms. The records never leave the regulator's domain: a platform learns about "
         "the households it verified or watches, and nothing else. A score is a reference, "
-        "not a decision. Every call needs a platform key (Authorization: Bearer crk_...) "
+        "not a decision: a platform that declines a merchant because of it points the "
+        "household to the answer's review_url (its report and a human review). Every call needs a platform key (Authorization: Bearer crk_...) "
         "and is audited. Guide: docs/platforms.md."
     ),
     "contact": {"name": "the credref operators of the market regulator"},

@@ -202,6 +202,12 @@ class ScoreResult(BaseModel):
         "from the day (follows the reporting calendar); only with scope score:pd.",
     )
     note: str | None = Field(None, description="Why there is no score, if there is none.")
+    review_url: str | None = Field(
+        None,
+        description="A score is a reference, not a decision: a platform that declines a "
+        "merchant because of it gives the household this address, where it gets its report "
+        "and asks for a human review. It carries the request's reference, no household data.",
+    )
     error: ErrorBody | None = Field(None, description="Batch items only: why refused.")
 
 

@@ -24,6 +24,7 @@ import threading
 import time
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
 import bentoml
 import numpy as np
@@ -109,6 +110,7 @@ class ReferenceService(MonitoringRoutes):
         self.watches = WatchStore(located(s, "watch"), timeout_s=s.audit_timeout_s)
         self.cursors = Cursors(s.id_secret_bytes())
         self._today = s.domain_today  # the domain's clock (CREDREF_TODAY, else the calendar)
+        self._review_url = s.review_url
         self._max_age = s.max_snapshot_age_days
         self._checked: tuple[str, str] | None = None
         self._age_set_at = 0.0
@@ -330,7 +332,12 @@ class ReferenceService(MonitoringRoutes):
             "class": item.get("risk_class"),
             **({"score": item["score"], "reasons": _codes(item)} if "score" in item else {}),
         }
-        answer = ScoreResponse(request_id=ex.request_id, model_version=self.served.version, **item)
+        answer = ScoreResponse(
+            request_id=ex.request_id,
+            model_version=self.served.version,
+            review_url=review_url(self._review_url, ex.request_id),
+            **item,
+        )
         return _json(answer)
 
     @bentoml.api(route="/v1/score_batch")
@@ -355,6 +362,9 @@ class ReferenceService(MonitoringRoutes):
             {"index": i, **_batch_item(c, p, refused, it)}
             for i, (c, p) in enumerate(zip(codes, problems, strict=True))
         ]
+        for r in results:  # every answered item: the household's path to a human review
+            if "error" not in r:
+                r["review_url"] = review_url(self._review_url, ex.request_id, r["index"])
         ex.outcome = {
             "results": ";".join(
                 r["error"]["code"] if "error" in r else r.get("risk_class", r["status"])
@@ -391,6 +401,13 @@ class ReferenceService(MonitoringRoutes):
             request_id=ex.request_id, model_version=self.served.version, **guide
         )
         return _json(answer)
+
+
+def review_url(base: str, request_id: str, item: int | None = None) -> str:
+    """The review address for one answer: the configured page with the request's reference
+    (and the batch item's position), which finds the audited answer; no household data."""
+    query = {"ref": request_id, **({"item": str(item)} if item is not None else {})}
+    return f"{base}{'&' if '?' in base else '?'}{urlencode(query)}"
 
 
 def _batch_item(code: str, problem: str | None, refused: dict[str, str], scored: Any) -> dict:

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         10.0, gt=0, le=60, description="Time a request body may take to arrive before a 408."
     )
+    review_url: str = Field(
+        "https://review.credref.example/",
+        description="Where a household asks for its report and a human review of a score "
+        "(the regulator's page or counter): every score answer carries it with the "
+        "request's reference, never a household's data. Set it for real use.",
+    )
     answer_timeout_s: float = Field(
         10.0, gt=0, le=60, description="Time an endpoint may take to answer before a 503."
     )

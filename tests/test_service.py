@@ -289,6 +289,39 @@ def test_batch_answers_each_item_as_score_would(client, keys, records):
     assert results[8]["score"] == results[0]["score"]
 
 
+def test_every_answer_about_a_household_points_it_to_its_report_and_a_human_review(
+    client, keys, records
+):
+    from urllib.parse import parse_qs, urlsplit
+
+    from settings import load_settings
+
+    base = load_settings().review_url
+    op = records[records.status_on == "operating"].iloc[3]
+    gone = _pick(records, status_on="revoked")
+    for hh in (op, gone):  # a score, and a status without one: both are answers
+        r = client.post(
+            "/v1/score", json={"uscc": hh.uscc, "purpose": "onboarding"}, headers=H(keys["all"])
+        ).json()
+        assert r["review_url"].startswith(base)
+        assert parse_qs(urlsplit(r["review_url"]).query) == {"ref": [r["request_id"]]}
+        # the reference finds the audited answer; nothing of the household is in it
+        assert hh.uscc not in r["review_url"] and hh.operator_name not in r["review_url"]
+    b = client.post(
+        "/v1/score_batch",
+        json={"usccs": [op.uscc, UNKNOWN, gone.uscc], "purpose": "periodic_review"},
+        headers=H(keys["all"]),
+    ).json()
+    urls = [x.get("review_url") for x in b["results"]]
+    assert urls[1] is None  # no answer about a household: nothing to review
+    for i in (0, 2):
+        query = parse_qs(urlsplit(urls[i]).query)
+        assert query == {"ref": [b["request_id"]], "item": [str(i)]}
+    doc = client.get("/docs.json").json()
+    assert "a reference, not a decision" in doc["info"]["description"]
+    assert "review_url" in doc["info"]["description"]
+
+
 def test_batch_needs_its_scope_and_a_limit_of_1000(client, keys, records):
     u = records.uscc.iloc[0]
     r = client.post(
