@@ -282,6 +282,19 @@ def derive(
     """The event step over any source of answers: ``read(codes)`` gives each code's
     answer on ``day`` (an answer table, as :func:`answers` makes) and a function adding
     reasons to class events."""
+    # Every host runs this step after publishing the day on its own copy: one at a time,
+    # so the second reads the answers the first recorded and tells nothing twice.
+    with store.exclusive():
+        return _derive(store, day, derived_for, version, read)
+
+
+def _derive(
+    store: WatchStore,
+    day: date,
+    derived_for: str,
+    version: str,
+    read: Callable[[list[str]], tuple[pa.Table, Explain]],
+) -> EventReport:
     if store.derived_for() == derived_for:
         return EventReport(0, 0, {}, skipped=True)
     codes = store.watched(day)

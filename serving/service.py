@@ -108,6 +108,11 @@ class ReferenceService(MonitoringRoutes):
         policy = LimitPolicy(platform_daily=s.platform_daily_guesses)
         self.limits = VerifyLimits(located(s, "limits"), policy, timeout_s=s.audit_timeout_s)
         self.watches = WatchStore(located(s, "watch"), timeout_s=s.audit_timeout_s)
+        #: what a relation check raises when the limits or the watches cannot be read
+        self._relations_down: tuple[type[BaseException], ...] = (
+            LimitsUnavailable,
+            *self.watches.place.errors,
+        )
         self.cursors = Cursors(s.id_secret_bytes())
         self._today = s.domain_today  # the domain's clock (CREDREF_TODAY, else the calendar)
         self._review_url = s.review_url
@@ -299,7 +304,7 @@ class ReferenceService(MonitoringRoutes):
         assert ex.key is not None  # the gate authenticated the request
         try:
             return screen(self.limits, self.watches, asker_of(ex.key), codes, self._today())
-        except (LimitsUnavailable, *self.watches.place.errors):
+        except self._relations_down:
             logger.error("relations unavailable: request %s refused (503)", ex.request_id)
             return _error(
                 ctx, ex, 503, "limits_unavailable", "relations cannot be checked now; retry"

@@ -24,7 +24,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -34,6 +35,8 @@ from settings import Settings
 #: The stores and their advisory-lock numbers on PostgreSQL (any fixed distinct numbers).
 STORES = {"keys": 7_301_001, "audit": 7_301_002, "limits": 7_301_003, "watch": 7_301_004}
 RETRY_S = 0.0002
+#: A store's lock for steps longer than a transaction: its writer lock's number plus this.
+EXCLUSIVE_OFFSET = 1000
 
 
 class Connection(Protocol):
@@ -63,6 +66,7 @@ class Place(Protocol):
     def begin_write(self, con: Connection, timeout_s: float, retry: bool = True) -> None: ...
     def begin_read(self, con: Connection) -> None: ...
     def prepare(self, ddl: Sequence[str], upgrade: Callable[[Connection], None] | None) -> None: ...
+    def exclusive(self) -> AbstractContextManager[None]: ...
 
 
 # --- SQLite: the embedded default ------------------------------------------------------
@@ -94,6 +98,10 @@ class SQLiteFile:
 
     def begin_read(self, con: Connection) -> None:
         con.execute("BEGIN")  # a read transaction: one state of the file (WAL snapshot)
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Nothing to exclude: one host's refresh runs its steps one after another."""
+        return nullcontext()
 
     def prepare(self, ddl: Sequence[str], upgrade: Callable[[Connection], None] | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,6 +313,21 @@ class PostgresStore:
 
     def begin_read(self, con: Connection) -> None:
         con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")  # one state of the database
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One host at a time through a read-compute-write step longer than a transaction
+        (the change feed's event step: read the last answers, compare, record), held by a
+        session advisory lock beside the store's writer lock."""
+        con = self.connect()
+        try:
+            con.execute("SELECT pg_advisory_lock(?)", (self.lock_id + EXCLUSIVE_OFFSET,))
+            try:
+                yield
+            finally:
+                con.execute("SELECT pg_advisory_unlock(?)", (self.lock_id + EXCLUSIVE_OFFSET,))
+        finally:
+            con.close()
 
     def prepare(self, ddl: Sequence[str], upgrade: Callable[[Connection], None] | None) -> None:
         self.db.check_schema()  # the tables are Alembic's, not the store's DDL

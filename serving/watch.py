@@ -42,6 +42,7 @@ import hmac
 import json
 import struct
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -171,6 +172,10 @@ class WatchStore:
 
     def _connect(self) -> Connection:
         return self.place.connect()
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """One host at a time through the event step (serving.events.derive)."""
+        return self.place.exclusive()
 
     def _write(self) -> Connection:
         con = self._connect()

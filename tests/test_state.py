@@ -158,3 +158,64 @@ def test_a_watch_made_on_one_host_is_read_on_the_other(pg_url):
     host_b.record([("alipay", CODE, "status_changed", "2026-10-01", "{}")], {}, "p1", today)
     page = host_a.page("alipay", 0, 10)
     assert [e[:3] for e in page.events] == [(1, CODE, "status_changed")]
+
+
+def test_every_host_derives_the_days_events_and_the_feed_tells_them_once(pg_url):
+    """Each host publishes the day on its own copy (its publication has its own name) and
+    runs the event step against the shared watch lists: the first records the day's
+    events, every other host finds the answers already recorded and adds none."""
+    from datetime import timedelta
+
+    from serving.events import answer_table, derive
+    from serving.watch import Answer
+
+    host_a, host_b = WatchStore(Postgres(pg_url)), WatchStore(Postgres(pg_url))
+    day = date(2026, 9, 30)
+    host_a.watch("alipay", "k1", [CODE], day, (10, 10))
+    before = {CODE: Answer("operating", "B", 0, 0, 0, 0, "1")}
+    after = {CODE: Answer("operating", "D", 1, 0, 0, 0, "1")}  # marked abnormal: B -> D
+
+    def read(answers):
+        return lambda codes: (answer_table(answers), lambda found: None)
+
+    derive(host_a, day, "2026-09-30-hostA|1", "1", read(before))  # the first answer: baseline
+    nxt = day + timedelta(days=1)
+    first = derive(host_a, nxt, "2026-10-01-hostA|1", "1", read(after))
+    second = derive(host_b, nxt, "2026-10-01-hostB|1", "1", read(after))
+    assert first.events == 2 and second.events == 0  # abnormal_marked, class_changed; then none
+    kinds = [e[2] for e in host_b.page("alipay", 0, 10).events]
+    assert sorted(kinds) == ["abnormal_marked", "class_changed"]
+
+
+def test_two_hosts_deriving_the_same_day_at_once_tell_each_event_once(pg_url):
+    from serving.events import answer_table, derive
+    from serving.watch import Answer
+
+    host_a, host_b = WatchStore(Postgres(pg_url)), WatchStore(Postgres(pg_url))
+    day, nxt = date(2026, 9, 30), date(2026, 10, 1)
+    host_a.watch("alipay", "k1", [CODE], day, (10, 10))
+    before = {CODE: Answer("operating", "B", 0, 0, 0, 0, "1")}
+    after = {CODE: Answer("operating", "D", 1, 0, 0, 0, "1")}
+
+    def read(answers):
+        return lambda codes: (answer_table(answers), lambda found: None)
+
+    derive(host_a, day, "2026-09-30-hostA|1", "1", read(before))
+    reports = {}
+
+    def host_b_step() -> None:
+        reports["b"] = derive(host_b, nxt, "2026-10-01-hostB|1", "1", read(after))
+
+    other = threading.Thread(target=host_b_step)
+
+    def host_a_reads(codes):
+        # host b starts its step while host a is in the middle of its own ...
+        other.start()
+        other.join(timeout=0.5)
+        assert other.is_alive()  # ... and waits for it, rather than read the old answers
+        return answer_table(after), lambda found: None
+
+    reports["a"] = derive(host_a, nxt, "2026-10-01-hostA|1", "1", host_a_reads)
+    other.join()
+    assert (reports["a"].events, reports["b"].events) == (2, 0)
+    assert len(host_a.page("alipay", 0, 10).events) == 2

@@ -6,6 +6,7 @@ from sqlalchemy import create_engine, pool
 
 def run_migrations() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
+    assert url, "serving.migrations sets the URL"
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=None)
