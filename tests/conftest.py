@@ -156,13 +156,10 @@ def served_each_backend(service_home, tmp_path_factory, request):
     PostgreSQL database: a module using it runs whole on each backend, and may publish
     or switch publications without touching another module's home. Reach the stores
     through ``tests.helpers.where`` / ``raw``."""
-    import shutil
-
     from serving.state import Postgres
-    from tests.helpers import service_env
+    from tests.helpers import copy_home, service_env
 
-    home = tmp_path_factory.mktemp(f"served-{request.param}") / "home"
-    shutil.copytree(service_home, home, symlinks=True)
+    home = copy_home(service_home, tmp_path_factory.mktemp(f"served-{request.param}") / "home")
     saved = dict(os.environ)
     os.environ.update(service_env(home))
     url = None

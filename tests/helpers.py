@@ -50,6 +50,35 @@ def relate(home: Path, platform: str, codes: list[str] | None = None) -> None:
     limits.close()
 
 
+#: Files of a home that are SQLite databases (the stores, the publications, MLflow's).
+SQLITE_SUFFIXES = (".sqlite", ".db")
+
+
+def copy_home(src: Path, dst: Path) -> Path:
+    """Copy a home whose SQLite files this process may have open, through SQLite itself.
+
+    A plain file copy opens and closes each database file, and closing any descriptor of a
+    file drops every POSIX lock the process holds on it: a store connection still open
+    here (an in-process service of an earlier module) would go on without its locks while
+    a server process writes the same file, and the file ends "malformed". SQLite's backup
+    reads the database, its write-ahead log included, through the connection's own file
+    handling, which keeps the locks."""
+    import shutil
+    import sqlite3
+    from contextlib import closing
+
+    def databases(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if n.endswith(SQLITE_SUFFIXES) or n.endswith(("-wal", "-shm"))]
+
+    shutil.copytree(src, dst, symlinks=True, ignore=databases)
+    for path in src.rglob("*"):
+        if path.name.endswith(SQLITE_SUFFIXES) and path.is_file() and not path.is_symlink():
+            target = dst / path.relative_to(src)
+            with closing(sqlite3.connect(path)) as a, closing(sqlite3.connect(target)) as b:
+                a.backup(b)
+    return dst
+
+
 def where(store: str):
     """Where the settings in force keep ``store``: its SQLite file, or the database."""
     from serving.state import located

@@ -23,7 +23,7 @@ import pytest
 
 from serving.keys import KeyStore
 from tests.conftest import SECRET, SERVICE_AS_OF
-from tests.helpers import relate, start_server, stop_server, wait_ready
+from tests.helpers import copy_home, relate, start_server, stop_server, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 def home(service_home, tmp_path):
     """A private copy of the served home, so faults here cannot disturb other tests."""
     h = tmp_path / "home"
-    shutil.copytree(service_home, h, symlinks=True)
+    copy_home(service_home, h)
     return h
 
 

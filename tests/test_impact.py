@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
+import sqlite3
+from contextlib import closing
 
 import mlflow
 import pytest
@@ -27,7 +28,9 @@ NAME = "credref-reference"
 def store(service_home, tmp_path):
     """A copy of the served home's MLflow store (champion v1), so nothing served changes."""
     db = tmp_path / "mlflow.db"
-    shutil.copy(service_home / "mlflow.db", db)
+    source = sqlite3.connect(service_home / "mlflow.db")  # through SQLite: see copy_home
+    with closing(source), closing(sqlite3.connect(db)) as dst:
+        source.backup(dst)
     mlflow.set_tracking_uri(f"sqlite:///{db}")
     return MlflowClient()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import time
 from datetime import date
@@ -21,7 +20,14 @@ from serving.audit import AuditLog
 from serving.keys import KeyStore
 from serving.limits import Ask, Asker, VerifyLimits
 from serving.watch import WatchStore
-from tests.helpers import SERVICE_AS_OF, service_env, start_server, stop_server, wait_ready
+from tests.helpers import (
+    SERVICE_AS_OF,
+    copy_home,
+    service_env,
+    start_server,
+    stop_server,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +62,7 @@ def home(service_home, tmp_path_factory):
     """A private copy of the served home: this module restarts its server and floods it,
     which must not disturb the other modules' stores (nor theirs this one's)."""
     h = tmp_path_factory.mktemp("necessity-home") / "home"
-    shutil.copytree(service_home, h, symlinks=True)
+    copy_home(service_home, h)
     return h
 
 

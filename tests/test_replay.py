@@ -22,7 +22,7 @@ from records.changeset import write_changeset
 from records.ingest import ingest
 from records.schema import PENALTIES, arrow_schema
 from serving.keys import KeyStore
-from tests.helpers import SERVICE_AS_OF, relate, service_env
+from tests.helpers import SERVICE_AS_OF, copy_home, relate, service_env
 
 UNREGISTERED = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit("92440300MA5DKQ0E2")
 UNRELATED = "92440300MA5DKQ0E3" + s_uscc.calc_check_digit("92440300MA5DKQ0E3")
@@ -145,7 +145,7 @@ def test_every_answer_replays_exactly_even_after_the_records_changed(
 
 def test_a_replay_reports_the_differences(answers, service_home, tmp_path):
     home = tmp_path / "home"
-    shutil.copytree(service_home / "online", home / "online", symlinks=True)
+    copy_home(service_home / "online", home / "online")
     rid, uscc = next(iter(answers.items()))
     name = json.loads(_outcome(service_home, rid))["publication"]
     wh = tmp_path / "wh.duckdb"

@@ -26,7 +26,7 @@ from serving.limits import VerifyLimits
 from serving.migrations import upgrade
 from serving.state import Postgres
 from tests.conftest import SERVER_SCRIPT
-from tests.helpers import service_env, wait_ready
+from tests.helpers import copy_home, service_env, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def hosts(service_home, database, tmp_path_factory):
     running = []
     for name in ("a", "b"):
         home = tmp_path_factory.mktemp(f"host-{name}") / "home"
-        shutil.copytree(service_home, home, symlinks=True)
+        copy_home(service_home, home)
         for store in ("keys", "audit", "limits", "watch"):  # nothing shared through files
             (home / f"{store}.sqlite").unlink(missing_ok=True)
         port = launch.free_port()
