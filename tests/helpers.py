@@ -50,8 +50,12 @@ def relate(home: Path, platform: str, codes: list[str] | None = None) -> None:
     limits.close()
 
 
-#: Files of a home that are SQLite databases (the stores, the publications, MLflow's).
-SQLITE_SUFFIXES = (".sqlite", ".db")
+#: A home's SQLite databases: the stores and publications (``*.sqlite``), MLflow's store.
+#: (Other ``*.db`` files are not SQLite: Prometheus's multiprocess files, for one.)
+
+
+def _is_database(name: str) -> bool:
+    return name.endswith(".sqlite") or name == "mlflow.db"
 
 
 def copy_home(src: Path, dst: Path) -> Path:
@@ -68,11 +72,11 @@ def copy_home(src: Path, dst: Path) -> Path:
     from contextlib import closing
 
     def databases(folder: str, names: list[str]) -> list[str]:
-        return [n for n in names if n.endswith(SQLITE_SUFFIXES) or n.endswith(("-wal", "-shm"))]
+        return [n for n in names if _is_database(n.removesuffix("-wal").removesuffix("-shm"))]
 
     shutil.copytree(src, dst, symlinks=True, ignore=databases)
     for path in src.rglob("*"):
-        if path.name.endswith(SQLITE_SUFFIXES) and path.is_file() and not path.is_symlink():
+        if _is_database(path.name) and path.is_file() and not path.is_symlink():
             target = dst / path.relative_to(src)
             with closing(sqlite3.connect(path)) as a, closing(sqlite3.connect(target)) as b:
                 a.backup(b)
