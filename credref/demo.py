@@ -7,7 +7,8 @@ registered operator name, so the answer is ``match``; the claim is read from the
 warehouse here only because this demo plays the merchant) and scores each. The answers
 are printed as a table. Then merchant monitoring: the platform verifies and watches
 merchants the next change set names, the day's ``credref refresh`` runs while the service
-answers, and the platform reads its change feed. Then the service is stopped.
+answers, and the platform reads its change feed. Then the service is stopped, and the
+household with penalties gets its own report (`credref household report`).
 
     python -m credref.demo
 """
@@ -115,6 +116,15 @@ def main() -> None:
     finally:
         launch.stop(proc)
     console.print("service stopped; every call above is in the audit log (`credref audit verify`)")
+    print_household_report(picks["with penalties"])
+
+
+def print_household_report(uscc: str) -> None:
+    """What the regulator's counter hands the household with penalties: its own report."""
+    from credref.cli.household import report  # the command itself, in this process
+
+    console.print(f"\nthe household's own report (credref household report {uscc} --lang en):")
+    report(uscc, as_of=None, lang="en", out=None)
 
 
 def print_guide(guide: dict) -> None:

@@ -193,7 +193,7 @@ REASONS_BY_CODE = {r.code: r for r in REASONS}
 #: Registered less than this many years ago: "registered only recently" (R01).
 RECENT_YEARS = 3.0
 #: From this severity a penalty is "severe" (R07): orders to suspend or close, revoked
-#: licences, bans, restrictions, fines from 100,000 yuan (``features.pit._severity``).
+#: licences, bans, restrictions, fines from 100,000 yuan (``features.pit.severity``).
 SEVERE_PENALTY = 3
 REASON_EVIDENCE: dict[str, tuple[tuple[str, str, float], ...]] = {
     "R01": (("reg_age_years", "<", RECENT_YEARS),),

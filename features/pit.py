@@ -59,7 +59,9 @@ def population_sql(as_of: date, status: str | None = None) -> str:
     """
 
 
-def _severity(r: str = "r") -> str:
+def severity(r: str = "r") -> str:
+    """A penalty's severity, 1 (minor) to 4 (revocation, ban): R07 is "severe" from
+    ``features.catalogue.SEVERE_PENALTY``."""
     return f"""CASE
         WHEN {r}.penalty_kinds LIKE '%licence_revocation%' OR {r}.penalty_kinds LIKE '%practice_ban%' THEN 4
         WHEN {r}.penalty_kinds LIKE '%suspension_order%' OR {r}.penalty_kinds LIKE '%licence_suspension%'
@@ -133,7 +135,7 @@ def penalties_sql(t: str, policy: Policy) -> str:
             sum(CASE WHEN r.published_on > {t} - INTERVAL 1 YEAR THEN 1 ELSE 0 END) AS penalties_1y,
             sum(CASE WHEN r.published_on > {t} - INTERVAL 3 YEAR THEN 1 ELSE 0 END) AS penalties_3y,
             sum(COALESCE(r.fine_yuan, 0)) AS penalty_fines_yuan,
-            max({_severity()}) AS penalty_max_severity,
+            max({severity()}) AS penalty_max_severity,
             max(r.published_on) AS latest_penalty_on,
             count(DISTINCT r.violation_type) AS penalty_violation_types
         FROM penalties r

@@ -146,3 +146,72 @@ def is_minor_penalty(r: str = "r") -> str:
         f"regexp_matches({r}.penalty_kinds, '^(public_criticism|fine)(;(public_criticism|fine))*$')"
     )
     return f"({only_minor_kinds} AND COALESCE({r}.fine_yuan, 0) <= {LOW_FINE_YUAN})"
+
+
+# --- when a record stops counting, and when the household can end it early ----------
+#
+# The dates a household is told in its report (``household.evidence``): each is the
+# first day the matching ``*_usable`` predicate above turns false for a record usable
+# today, if nothing else changes. NULL: no date the rules fix (a marking counts until
+# it is restored, which the household brings about by acting).
+
+#: Credit repair of a penalty: possible after 6 months of publicity, after a year in
+#: these fields (信用修复管理办法 art. 9; SAMR Order 45).
+REPAIR_AFTER_MONTHS, REPAIR_AFTER_MONTHS_SENSITIVE = 6, 12
+SENSITIVE_VIOLATIONS = ("food_safety", "drug_safety", "special_equipment")
+#: A serious-list entry: removed after 3 years, early removal after 1 (SAMR Order 44).
+SERIOUS_LIST_YEARS, SERIOUS_EARLY_REMOVAL_YEARS = 3, 1
+#: A spot check's result counts for 3 years (:func:`spot_check_usable`).
+SPOT_CHECK_YEARS = 3
+
+
+def _day(expr: str) -> str:
+    return f"CAST({expr} AS DATE)"
+
+
+def first_day_outside(anchor: str, years: int) -> str:
+    """The first T with ``anchor <= T - INTERVAL years YEAR``: the day a window of
+    ``years`` anchored on a date no longer holds it (a 29 February anchor leaves on
+    1 March, since ``T - 1 YEAR`` clamps 29 February to the 28th)."""
+    plus = _day(f"{anchor} + INTERVAL {years} YEAR")
+    return f"(CASE WHEN day({plus}) <> day({anchor}) THEN {_day(f'{plus} + INTERVAL 1 DAY')} ELSE {plus} END)"
+
+
+def penalty_stops_counting(r: str = "r") -> str:
+    """The day after its publicity's last day, or its repair or withdrawal if earlier."""
+    after_publicity = _day(f"{r}.publicity_end + INTERVAL 1 DAY")
+    return f"least({after_publicity}, {r}.repaired_on, {r}.withdrawn_on)"
+
+
+def penalty_repairable_from(r: str = "r") -> str:
+    """The earliest day credit repair can end the publicity: 6 months after publication
+    (a year in food, drugs, special equipment); NULL for the kinds never repairable."""
+    fields = ", ".join(f"'{v}'" for v in SENSITIVE_VIOLATIONS)
+    months = (
+        f"CASE WHEN {r}.violation_type IN ({fields}) THEN {REPAIR_AFTER_MONTHS_SENSITIVE} "
+        f"ELSE {REPAIR_AFTER_MONTHS} END"
+    )
+    return (
+        f"(CASE WHEN {never_repairable(f'{r}.penalty_kinds')} THEN NULL "
+        f"ELSE {_day(f'{r}.published_on + to_months({months})')} END)"
+    )
+
+
+def abnormal_stops_counting(r: str = "r") -> str:
+    """A marking counts until restored: no date but the restoration's."""
+    return f"{r}.restored_on"
+
+
+def serious_stops_counting(r: str = "r") -> str:
+    """Its removal: recorded, or 3 years after the listing as the rule requires."""
+    return f"COALESCE({r}.removed_on, {first_day_outside(f'{r}.listed_on', SERIOUS_LIST_YEARS)})"
+
+
+def serious_removable_from(r: str = "r") -> str:
+    """The earliest day early removal can be granted: a year after the listing."""
+    return first_day_outside(f"{r}.listed_on", SERIOUS_EARLY_REMOVAL_YEARS)
+
+
+def spot_check_stops_counting(r: str = "r") -> str:
+    """3 years after the result's publication (:func:`spot_check_usable`)."""
+    return first_day_outside(f"{r}.published_on", SPOT_CHECK_YEARS)

@@ -17,7 +17,7 @@ DOCS = [
     *(ROOT / "docs").glob("*.md"),
 ]
 PRODUCT = ("settings", "records", "features", "scoring", "training", "online_store", "serving",
-           "governance", "credref", "synth", "client")  # fmt: skip
+           "governance", "household", "credref", "synth", "client")  # fmt: skip
 
 
 def test_the_reference_is_generated_from_the_code():

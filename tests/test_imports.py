@@ -23,6 +23,7 @@ PACKAGES = (
     "online_store",
     "serving",
     "governance",
+    "household",
     "credref",
 )
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 import credref
-from credref.cli import data, db, errors, models, ops, refresh, serve, validate
+from credref.cli import data, db, errors, household, models, ops, refresh, serve, validate
 from credref.cli.common import setup_logging
 from settings import load_settings
 
@@ -67,6 +67,7 @@ app.command()(models.monitor)
 app.add_typer(ops.keys_app, name="keys")
 app.add_typer(ops.audit_app, name="audit")
 app.add_typer(db.db_app, name="db")
+app.add_typer(household.household_app, name="household")
 app.command()(refresh.refresh)
 app.command("refresh-plan")(refresh.refresh_plan)
 app.command()(validate.validate)
