@@ -230,7 +230,9 @@ def test_ingestion_killed_midway_leaves_the_old_state_and_a_rerun_completes(
     )
     before.close()
     bigger = tmp_path / "export"
-    generate(bigger, 300_000, 9, date(2026, 9, 30), SECRET, workers=1, progress=False)
+    # big enough that the other tables take a while after the first is loaded (the kill
+    # waits on the log line saying so, not on a timer)
+    generate(bigger, 60_000, 9, date(2026, 9, 30), SECRET, workers=1, progress=False)
     env = {**os.environ, "CREDREF_WAREHOUSE": str(wh), "CREDREF_HOME": str(tmp_path)}
     cmd = [sys.executable, "-m", "credref.cli", "-v", "ingest", str(bigger)]
     proc = subprocess.Popen(
