@@ -31,6 +31,18 @@ def small_warehouse(small_export, tmp_path_factory) -> Path:
     return path
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """End the Spark session the Spark tests share (one JVM start for all of them)."""
+    import sys
+
+    if "pyspark" in sys.modules:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
+
+
 # --- a served domain: warehouse, champion in MLflow, published snapshot ------------------
 
 #: A test ID number (check character X) given to one household, so a match can be shown.

@@ -24,19 +24,16 @@ def test_spark_and_duckdb_score_all_agree(service_home, tmp_path):
     )
     export_tables(con, tmp_path / "tables")
     con.close()
-    spark = spark_session()
-    try:
-        s = score_all_spark(
-            spark,
-            tmp_path / "tables",
-            SERVICE_AS_OF,
-            served.model,
-            served.version,
-            served.tag,
-            tmp_path / "spark",
-        )
-    finally:
-        spark.stop()
+    spark = spark_session()  # the process's one session, shared (tests/conftest.py ends it)
+    s = score_all_spark(
+        spark,
+        tmp_path / "tables",
+        SERVICE_AS_OF,
+        served.model,
+        served.version,
+        served.tag,
+        tmp_path / "spark",
+    )
     a = pd.read_parquet(tmp_path / "duck" / "scores.parquet").set_index("uscc").sort_index()
     b = pd.read_parquet(tmp_path / "spark" / "scores").set_index("uscc").sort_index()
     assert d["rows"] == s["rows"] == len(a) == len(b) > 1000

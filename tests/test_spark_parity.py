@@ -19,9 +19,9 @@ def _both_engines(warehouse, tables):
     """DuckDB on ``warehouse`` and Spark on its tables exported to ``tables``."""
     con = duckdb.connect(str(warehouse), read_only=True)
     export_tables(con, tables)
-    spark = spark_session(master="local[2]", memory="1g")
+    # the process's one session (a JVM starts once), ended by tests/conftest.py
+    spark = spark_session(master="local[2]")
     yield DuckDBEngine(con), SparkEngine(spark, tables)
-    spark.stop()
     con.close()
 
 
