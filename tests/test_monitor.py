@@ -94,7 +94,7 @@ def domains(tmp_path_factory):
     out = {}
     for name, drift in (("plain", False), ("drift", True)):
         generate(
-            root / name, 30_000, 5, date(2026, 9, 30), b"s", workers=1, progress=False, drift=drift
+            root / name, 15_000, 5, date(2026, 9, 30), b"s", workers=1, progress=False, drift=drift
         )
         ingest(root / name, root / f"{name}.duckdb", progress=False)
         out[name] = root / f"{name}.duckdb"
