@@ -22,6 +22,7 @@ class Reason(TypedDict):
     text_zh: str
     text_en: str
     guidance: NotRequired[dict[str, Any]]
+    under_objection: NotRequired[bool]  # the household disputes a record behind it
 
 
 class VerifyAnswer(TypedDict):

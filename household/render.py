@@ -57,6 +57,13 @@ WORDS: dict[str, dict[str, str]] = {
         "review": "申请人工复核或提出异议",
         "not_scored": "当前不在营，平台仅获知登记状态，不提供评分。",
         "none": "无",
+        "objections": "异议与本人声明",
+        "opened": "提出日期",
+        "statement": "本人声明（不向平台提供）",
+        "result": "处理结果",
+        "outcome_open": "处理中（平台收到的原因带有异议标记）",
+        "outcome_upheld": "异议成立，记录已更正",
+        "outcome_rejected": "异议不成立",
     },
     "en": {
         "title": "Credit reference report of an individual business",
@@ -99,6 +106,13 @@ WORDS: dict[str, dict[str, str]] = {
         "review": "Ask for a human review or object",
         "not_scored": "Not operating now: platforms learn the registration status only, no score.",
         "none": "none",
+        "objections": "Your objections and statement",
+        "opened": "Opened",
+        "statement": "Your statement (never given to platforms)",
+        "result": "Outcome",
+        "outcome_open": "open (platforms see the reason marked as disputed)",
+        "outcome_upheld": "upheld: the record was corrected",
+        "outcome_rejected": "rejected",
     },
 }
 

@@ -47,6 +47,8 @@ class HouseholdReport:
     outlook: tuple[Then, ...]
     queries: tuple[dict, ...]  # the query record: at, platform, endpoint, purpose, answer
     review_url: str
+    #: its objections (``serving.objections``): record, reasons, statement, dates, outcome
+    objections: tuple[dict, ...] = ()
 
     def reason(self, code: str) -> Reason:
         return REASONS_BY_CODE.get(code, NO_ADVERSE)
@@ -86,8 +88,10 @@ def build_report(
     model_version: str,
     queries: list[dict],
     review_url: str,
+    objections: list[dict] | None = None,
 ) -> HouseholdReport:
-    """The report of one household on ``as_of``, from its records as known now."""
+    """The report of one household on ``as_of``, from its records as known now, with its
+    query record and its objections as the caller read them from the service's stores."""
     status = status_on(warehouse, uscc, as_of)
     if status != "operating":  # no score: a platform gets the status alone
         return HouseholdReport(
@@ -103,6 +107,7 @@ def build_report(
             outlook=(),
             queries=tuple(queries),
             review_url=review_url,
+            objections=tuple(objections or ()),
         )
     score, cls, reasons = now_standing(warehouse, uscc, as_of, model)
     found = evidence(warehouse, uscc, as_of)
@@ -119,4 +124,5 @@ def build_report(
         outlook=tuple(outlook(warehouse, uscc, as_of, found, model)),
         queries=tuple(queries),
         review_url=review_url,
+        objections=tuple(objections or ()),
     )

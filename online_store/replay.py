@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -89,10 +90,13 @@ def replay(
     online: Path,
     warehouse: Path,
     load_model,
+    objected: Callable[[str, str, str], str] | None = None,
 ) -> Replay:
     """Rebuild one audited answer. ``load_model(version)`` gives a registered model's
     scoring model (``scoring.model.ScoringModel``), e.g. unwrapped from the MLflow
-    registry (``training.registry.load_version``)."""
+    registry (``training.registry.load_version``); ``objected(uscc, at, reasons)`` which
+    of these reasons were under objection at that moment (``serving.objections``), spelt
+    as the answer's markers are, for an answer that recorded them."""
     row = _audit_row(audit_db, request_id)
     outcome = row["outcome"]
     if row["endpoint"] not in REPLAYABLE or "publication" not in outcome:
@@ -113,6 +117,11 @@ def replay(
         finally:
             con.close()
         recorded, replayed = _compare_fields(row, outcome, found, load_model)
+        if "objected" in outcome and "score" in outcome:  # the markers, as of the answer
+            recorded["objected"] = outcome["objected"]
+            if objected is None:
+                raise ReplayError("the answer carried objection markers: give their store")
+            replayed["objected"] = objected(row["subject"], row["at"], replayed.get("reasons", ""))
     result = Replay(
         request_id,
         row["endpoint"],

@@ -351,8 +351,15 @@ def answer_kind(endpoint: str, outcome: dict, position: int = 0) -> str:
         return f"verification: status {outcome.get('status')}" + (f"; {fields}" if fields else "")
     if endpoint == "/v1/score":
         if outcome.get("class"):
-            return f"score: class {outcome['class']}, reasons {outcome.get('reasons', '')}"
+            objected = (
+                f" (under objection: {outcome['objected']})" if outcome.get("objected") else ""
+            )
+            return (
+                f"score: class {outcome['class']}, reasons {outcome.get('reasons', '')}{objected}"
+            )
         return f"status only: {outcome.get('status')}"
+    if endpoint.startswith("credref objection"):  # the regulator's own steps, not a query
+        return f"{endpoint.removeprefix('credref ')}: {outcome.get('outcome', 'opened')}"
     listed = {  # routes naming several households: one item per household, in order
         "/v1/score_batch": ("results", "batch item"),
         "/v1/watch": ("results", "watch"),

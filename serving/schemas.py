@@ -173,6 +173,11 @@ class Reason(BaseModel):
     text_zh: str
     text_en: str
     guidance: Guidance
+    under_objection: bool = Field(
+        False,
+        description="The household objects to a record behind this reason and the regulator "
+        "has not yet resolved it (异议): treat the reason as disputed, not as settled.",
+    )
 
 
 class ScoreResult(BaseModel):
@@ -262,6 +267,8 @@ EventKind = Literal[
     "penalty_in_publicity",
     "class_changed",
     "model_changed",
+    "objection_opened",
+    "objection_resolved",
 ]
 
 
@@ -277,6 +284,17 @@ class Event(BaseModel):
     to: str | None = Field(None, description="Class or status after.")
     reasons: list[Reason] | None = Field(None, description="Class events: the new reasons.")
     reason: Reason | None = Field(None, description="Marking, listing and penalty events.")
+    objection: str | None = Field(
+        None,
+        description="objection_opened / objection_resolved: the objection's reference. "
+        "`reasons` are those the disputed record stands behind (marked `under_objection` "
+        "in answers while it is open); never the record or the household's statement.",
+    )
+    outcome: Literal["upheld", "rejected"] | None = Field(
+        None,
+        description="objection_resolved: `upheld` (the record is corrected and the answer "
+        "recomputed: a later event tells what changed) or `rejected` (the record stands).",
+    )
     cause: Literal["record", "window"] | None = Field(
         None,
         description="class_changed: `record` (a record of the household was learnt or "

@@ -49,6 +49,7 @@ from serving.limits import (
 )
 from serving.metrics import metrics
 from serving.monitoring import MonitoringRoutes
+from serving.objections import ObjectionStore
 from serving.openapi import document as openapi_document
 from serving.preflight import check_compatible, publication_readiness
 from serving.relation import NO_RELATION, NO_RELATION_MESSAGE, asker_of, screen
@@ -84,6 +85,11 @@ def _codes(item: dict) -> str:
     return REASON_SEPARATOR.join(r["code"] for r in item["reasons"])
 
 
+def _objected(item: dict) -> str:
+    """The reason codes the answer marked under objection, as the audit row spells them."""
+    return REASON_SEPARATOR.join(r["code"] for r in item["reasons"] if r["under_objection"])
+
+
 @bentoml.service(
     name="credref",
     workers=_settings.workers,
@@ -108,6 +114,7 @@ class ReferenceService(MonitoringRoutes):
         policy = LimitPolicy(platform_daily=s.platform_daily_guesses)
         self.limits = VerifyLimits(located(s, "limits"), policy, timeout_s=s.audit_timeout_s)
         self.watches = WatchStore(located(s, "watch"), timeout_s=s.audit_timeout_s)
+        self.objections = ObjectionStore(self.watches.place, timeout_s=s.audit_timeout_s)
         #: what a relation check raises when the limits or the watches cannot be read
         self._relations_down: tuple[type[BaseException], ...] = (
             LimitsUnavailable,
@@ -252,8 +259,22 @@ class ReferenceService(MonitoringRoutes):
 
     # --- /v1/score and /v1/score_batch ----------------------------------------------------
 
-    def _score(self, snap: Snapshot, usccs: list[str], with_pd: bool) -> list[dict]:
-        """One answer per code, in order: a score, a status without score, or an error."""
+    def _disputed(self, ctx: bentoml.Context, ex: Exchange, codes: list[str]) -> dict | Any:
+        """The reason codes under objection per household (serving.objections), or a 503
+        if they cannot be read: an answer never omits a marker it should carry."""
+        try:
+            return self.objections.disputed([c for c in codes if c])
+        except self._relations_down:
+            logger.error("objections unavailable: request %s refused (503)", ex.request_id)
+            return _error(
+                ctx, ex, 503, "limits_unavailable", "objections cannot be checked now; retry"
+            )
+
+    def _score(
+        self, snap: Snapshot, usccs: list[str], with_pd: bool, disputed: dict[str, set[str]]
+    ) -> list[dict]:
+        """One answer per code, in order: a score, a status without score, or an error;
+        each reason a record under objection stands behind marked ``under_objection``."""
         found = snap.get_many([u for u in usccs if u])
         operating = [u for u in dict.fromkeys(found) if found[u].features is not None]
         scored: dict[str, dict] = {}
@@ -262,10 +283,14 @@ class ReferenceService(MonitoringRoutes):
             X = np.asarray([encode_row(found[u].features, spec) for u in operating])  # type: ignore[arg-type]
             r = self.served.model.score_array(X)
             for i, u in enumerate(operating):
+                objected = disputed.get(u, set())
                 scored[u] = {
                     "score": int(r["score"][i]),
                     "risk_class": str(r["risk_class"][i]),
-                    "reasons": reason_details(r["reasons"][i]),
+                    "reasons": [
+                        {**d, "under_objection": d["code"] in objected}
+                        for d in reason_details(r["reasons"][i])
+                    ],
                     **({"pd": round(float(r["pd"][i]), 6)} if with_pd else {}),
                 }
         out = []
@@ -324,11 +349,14 @@ class ReferenceService(MonitoringRoutes):
                 return _error(ctx, ex, 403, code, NO_RELATION_MESSAGE)
             retry = seconds_to_next_day(time.time())
             return _error(ctx, ex, 429, code, BUDGET_MESSAGES[code], None, retry)
+        disputed = self._disputed(ctx, ex, [req.uscc])
+        if not isinstance(disputed, dict):
+            return disputed
         snap = self._current(ctx, ex)
         if not isinstance(snap, Snapshot):
             return snap
         with snap:
-            (item,) = self._score(snap, [req.uscc], self._with_pd(ex))
+            (item,) = self._score(snap, [req.uscc], self._with_pd(ex), disputed)
         if "error" in item:
             return _error(ctx, ex, 404, item["error"]["code"], item["error"]["message"])
         # what the platform received, for replay (online_store.replay): no input, no personal data
@@ -336,6 +364,7 @@ class ReferenceService(MonitoringRoutes):
             "status": item["status"],
             "class": item.get("risk_class"),
             **({"score": item["score"], "reasons": _codes(item)} if "score" in item else {}),
+            **({"objected": _objected(item)} if "score" in item else {}),
         }
         answer = ScoreResponse(
             request_id=ex.request_id,
@@ -360,8 +389,13 @@ class ReferenceService(MonitoringRoutes):
         if not isinstance(refused, dict):
             snap.close()
             return refused
+        asked = [c for c in codes if c and c not in refused]
+        disputed = self._disputed(ctx, ex, asked)
+        if not isinstance(disputed, dict):
+            snap.close()
+            return disputed
         with snap:
-            answers = self._score(snap, [c for c in codes if c and c not in refused], with_pd)
+            answers = self._score(snap, asked, with_pd, disputed)
         it = iter(answers)
         results = [
             {"index": i, **_batch_item(c, p, refused, it)}

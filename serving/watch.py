@@ -394,12 +394,7 @@ class WatchStore:
         events and expired watches."""
         con = self._write()
         try:
-            numbered = _numbered(con, events)
-            con.executemany(
-                "INSERT INTO events (platform, subject, kind, as_of, body, seq) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                numbered,
-            )
+            self.append_events(con, events)
             con.executemany(
                 "INSERT INTO subject_state VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (subject) DO UPDATE SET status = excluded.status, "
@@ -421,6 +416,16 @@ class WatchStore:
             con.execute("COMMIT")
         finally:
             _close(con)
+
+    @staticmethod
+    def append_events(con: Connection, events: list[tuple[str, str, str, str, str]]) -> None:
+        """Append events (platform, code, kind, as_of, JSON body), each platform's numbered
+        on from its last, in the caller's write transaction."""
+        con.executemany(
+            "INSERT INTO events (platform, subject, kind, as_of, body, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            _numbered(con, events),
+        )
 
     def _expire_events(self, con: Connection, today: date) -> None:
         before = (today - timedelta(days=KEEP_EVENT_DAYS)).isoformat()

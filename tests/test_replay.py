@@ -22,6 +22,7 @@ from records.changeset import write_changeset
 from records.ingest import ingest
 from records.schema import PENALTIES, arrow_schema
 from serving.keys import KeyStore
+from serving.objections import ObjectionStore
 from tests.helpers import SERVICE_AS_OF, copy_home, relate, service_env
 
 UNREGISTERED = "92440300MA5DKQ0E2" + s_uscc.calc_check_digit("92440300MA5DKQ0E2")
@@ -117,10 +118,13 @@ def test_every_answer_replays_exactly_even_after_the_records_changed(
 ):
     home = service_home
     model = _model(home)
+    objected = ObjectionStore(home / "watch.sqlite").markers
     for rid in answers:
-        r = replay(rid, home / "audit.sqlite", home / "online", home / "warehouse.duckdb", model)
+        r = replay(
+            rid, home / "audit.sqlite", home / "online", home / "warehouse.duckdb", model, objected
+        )
         assert r.equal, r.differences
-        assert set(r.recorded) == {"status", "class", "score", "reasons"}
+        assert set(r.recorded) == {"status", "class", "score", "reasons", "objected"}
         assert r.as_of == SERVICE_AS_OF.isoformat()
     # a late entry arrives after the publication: today's answer would differ, the replay not
     wh = tmp_path / "wh.duckdb"
@@ -140,7 +144,7 @@ def test_every_answer_replays_exactly_even_after_the_records_changed(
     now = recompute(con, SERVICE_AS_OF, later, [uscc])
     con.close()
     assert now.at[uscc, "penalty_max_severity"] == 3 != then.at[uscc, "penalty_max_severity"]
-    assert replay(rid, home / "audit.sqlite", home / "online", wh, model).equal
+    assert replay(rid, home / "audit.sqlite", home / "online", wh, model, objected).equal
 
 
 def test_a_replay_reports_the_differences(answers, service_home, tmp_path):
@@ -160,7 +164,10 @@ def test_a_replay_reports_the_differences(answers, service_home, tmp_path):
     # a ledger that claims more knowledge than the publication had: the replay differs
     with (home / "online" / LEDGER).open("a") as f:
         f.write(json.dumps({**entry, "known_through": later.isoformat()}) + "\n")
-    r = replay(rid, service_home / "audit.sqlite", home / "online", wh, _model(service_home))
+    objected = ObjectionStore(service_home / "watch.sqlite").markers
+    r = replay(
+        rid, service_home / "audit.sqlite", home / "online", wh, _model(service_home), objected
+    )
     assert not r.equal and "score" in r.differences
 
 

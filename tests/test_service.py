@@ -452,6 +452,7 @@ def test_every_request_is_audited_with_its_outcome_and_the_chain_verifies(
         "class": a.json()["risk_class"],
         "score": a.json()["score"],
         "reasons": ";".join(r["code"] for r in a.json()["reasons"]),
+        "objected": "",  # the reasons it marked under objection: none
         "publication": describe_current(home / "online")["publication"],
     }
     assert ra["model_version"] == "1" and ra["latency_ms"] > 0

@@ -17,6 +17,7 @@ import pytest
 from serving.audit import AuditLog, AuditRecord, AuditUnavailable
 from serving.keys import KeyStore
 from serving.limits import Ask, Asker, LimitPolicy, LimitReached, LimitsUnavailable, VerifyLimits
+from serving.objections import ObjectionStore
 from serving.state import Postgres, SchemaNotCurrent
 from serving.watch import WatchStore
 
@@ -30,6 +31,7 @@ def _columns_sqlite(tmp_path) -> dict[str, set[str]]:
     AuditLog(tmp_path / "audit.sqlite")
     VerifyLimits(tmp_path / "limits.sqlite")._connection()
     WatchStore(tmp_path / "watch.sqlite")
+    ObjectionStore(tmp_path / "watch.sqlite")
     out: dict[str, set[str]] = {}
     for name in ("keys", "audit", "limits", "watch"):
         con = sqlite3.connect(tmp_path / f"{name}.sqlite")
@@ -55,7 +57,7 @@ def _columns_postgres(url: str) -> dict[str, set[str]]:
 
 def test_both_backends_hold_the_same_tables_and_columns(tmp_path, pg_url):
     sqlite_tables = _columns_sqlite(tmp_path)
-    assert len(sqlite_tables) == 18  # keys 2, audit 2, limits 8, watch 6
+    assert len(sqlite_tables) == 19  # keys 2, audit 2, limits 8, watch 6 and objections
     assert _columns_postgres(pg_url) == sqlite_tables
 
 
@@ -70,9 +72,9 @@ def test_a_database_without_the_codes_schema_is_refused_until_upgraded(postgres_
         assert current.returncode == 1 and "no schema" in current.stdout
         done = subprocess.run([*cli, "upgrade"], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        assert "from nothing to revision 0001" in done.stdout
+        assert "from nothing to revision 0002" in done.stdout
         again = subprocess.run([*cli, "upgrade"], env=env, capture_output=True, text=True)
-        assert "already at revision 0001" in again.stdout
+        assert "already at revision 0002" in again.stdout
         Postgres._shared.pop(url)  # a new process: it checks the schema again
         KeyStore(Postgres.shared(url)).create("alipay", ["score"])
     finally:

@@ -287,8 +287,12 @@ def audit_replay(
     def model(version: str):
         return load_version(s.registered_model, version).unwrap_python_model().model
 
+    # the answer's objection markers are rebuilt for the moment it was given
+    from serving.objections import ObjectionStore
+
+    objected = ObjectionStore(located(s, "watch")).markers
     try:
-        r = replay(request_id, s.audit_path, s.online_path, s.warehouse_path, model)
+        r = replay(request_id, s.audit_path, s.online_path, s.warehouse_path, model, objected)
     except ReplayError as e:
         fail(str(e))
     table = RichTable(
