@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 
+from features.catalogue import NO_ADVERSE
 from household.outlook import ASSUMPTION_EN, ASSUMPTION_ZH
 from household.report import HouseholdReport
 
@@ -52,6 +53,7 @@ WORDS: dict[str, dict[str, str]] = {
         "purpose": "用途",
         "answer": "答复类型",
         "no_queries": "无查询记录。",
+        "marked_disputed": "（标注异议中）",
         "rights": "您的权利",
         "rights_text": "本报告的评分仅为信用参考，不是决定。平台不得仅凭本评分拒绝您；您可以要求人工复核，对记录提出异议，并附本人声明。",
         "review": "申请人工复核或提出异议",
@@ -99,6 +101,7 @@ WORDS: dict[str, dict[str, str]] = {
         "purpose": "Purpose",
         "answer": "Answer",
         "no_queries": "No request about you.",
+        "marked_disputed": "(marked under objection)",
         "rights": "Your rights",
         "rights_text": "The score is a reference, not a decision. A platform may not decline you on "
         "it alone; you can ask for a human review, object to a record, and add a statement of "
@@ -209,8 +212,17 @@ def to_html(report: HouseholdReport, lang: str = "zh") -> str:
             detail=_pick(DETAILS, lang),
             status=_pick(STATUSES, lang),
             day=lambda d: d.isoformat() if isinstance(d, date) else "",
+            moment=_moment,
+            disputed={c for o in report.objections if not o.get("outcome") for c in o["reasons"]},
+            no_adverse=NO_ADVERSE.code,
+            nothing_adverse=NO_ADVERSE.text_en if lang == "en" else NO_ADVERSE.text_zh,
         )
     )
+
+
+def _moment(at: str) -> str:
+    """An audit time (ISO, UTC) to the minute, as a person reads it."""
+    return f"{at[:10]} {at[11:16]} UTC"
 
 
 def to_pdf(html: str, out: Path) -> None:

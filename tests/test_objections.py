@@ -141,6 +141,10 @@ def test_an_objection_is_marked_told_resolved_both_ways_and_replayed(home, api, 
     # upheld: the record corrected through a change set, the answer recomputed
     second = _opened(home, uscc, decision, "clerk-a")
     assert _marks(api.score(uscc))["R06"] is True
+    while_open = _credref(home, "household", "report", uscc, "--out", str(tmp_path / "open"))
+    assert while_open.returncode == 0, while_open.stderr
+    (page,) = (tmp_path / "open").glob("*.html")
+    assert re.search(r"R06[^<]*</td>\s*<td[^>]*>✓ （标注异议中）", page.read_text())
     upheld = _credref(home, "objection", "resolve", second, "--outcome", "upheld", "--by", "b")
     assert upheld.returncode == 0, upheld.stderr
     _withdraw(home, decision, tmp_path)
