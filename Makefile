@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= var/demo
 DEMO_HOUSEHOLDS ?= 100000
+# make test spreads whole test modules over this many processes (pytest-xdist)
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 
@@ -68,7 +70,7 @@ monitor: $(STAMP) ## credref monitor on the demo state: HTML + JSON report, logg
 
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: docs
 docs: $(STAMP) ## Regenerate docs/reference.md (commands and settings) from the code

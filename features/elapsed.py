@@ -66,6 +66,17 @@ class Elapsed:
             days = min(days, self.cap)
         return float(days) / DAYS_PER_YEAR if self.years else days
 
+    def values(self, anchors: np.ndarray, as_of: date) -> np.ndarray:
+        """:meth:`value` for many households at once: ``anchors`` as ``datetime64[D]``
+        (``NaT`` for none), the values as floats (``NaN`` where an anchor is needed and
+        missing). Whole arrays, so an 11M publication's day is derived in numpy."""
+        days = (np.datetime64(as_of, "D") - anchors).astype("timedelta64[D]").astype(float)
+        missing = np.isnat(anchors)
+        days[missing] = np.nan if self.when_none is None else self.when_none
+        if self.cap is not None:
+            days = np.minimum(days, self.cap)
+        return days / DAYS_PER_YEAR if self.years else days
+
 
 @dataclass(frozen=True)
 class ReportCalendar:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.catalogue import FEATURE_NAMES
@@ -155,13 +156,11 @@ class Snapshot:
                     for i in range(0, max(len(usccs), 1), _CHUNK)
                 ]
                 df = pd.concat(parts, ignore_index=True).sort_values("uscc", ignore_index=True)
-        operating = (df["status"] == "operating") & df[STORED_FEATURES[0]].notna()
+        operating = ((df["status"] == "operating") & df[STORED_FEATURES[0]].notna()).to_numpy()
         for e in ELAPSED:
-            anchors = [_anchor(a if isinstance(a, str) else None) for a in df[e.anchor]]
-            df[e.name] = [
-                e.value(a, day) if op else None for a, op in zip(anchors, operating, strict=True)
-            ]
-        df[CALENDAR.name] = [CALENDAR.value(day) if op else None for op in operating]
+            anchors = pd.to_datetime(df[e.anchor], format="ISO8601").to_numpy("datetime64[D]")
+            df[e.name] = np.where(operating, e.values(anchors, day), np.nan)
+        df[CALENDAR.name] = np.where(operating, float(CALENDAR.value(day)), np.nan)
         for n in STORED_FEATURES:
             df[n] = df[n].where(operating)
         return df[["uscc", "status", *FEATURE_NAMES]]

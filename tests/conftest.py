@@ -31,6 +31,33 @@ def small_warehouse(small_export, tmp_path_factory) -> Path:
     return path
 
 
+#: The modules that take longest (bench/RESULTS.md, "The test suite on two workers"), run
+#: first: ``make test`` spreads whole modules over two processes (pytest-xdist,
+#: ``--dist loadfile``, in collection order), so a long module started last would leave
+#: one worker alone at the end.
+LONGEST_FIRST = (
+    "test_training.py",
+    "test_every_day.py",
+    "test_refresh.py",
+    "test_faults.py",
+    "test_cli_contract.py",
+    "test_necessity_server.py",
+    "test_hostile_server.py",
+    "test_watch_feed.py",
+    "test_service_server.py",
+    "test_batch.py",
+    "test_notebooks.py",
+    "test_spark_parity.py",
+)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own grouping by fixture parameters
+def pytest_collection_modifyitems(session, config, items):
+    """The longest modules first, the rest in their usual order (a stable sort)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def pytest_sessionfinish(session, exitstatus):
     """End the Spark session the Spark tests share (one JVM start for all of them)."""
     import sys
@@ -229,12 +256,14 @@ def postgres_server():
         if started.returncode:
             pytest.fail(f"the test PostgreSQL server did not start:\n{started.stderr}")
         url = started.stdout.strip()
+    # one template per test process: pytest-xdist's workers share the server
+    template = f"credref_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     with psycopg.connect(url, autocommit=True) as con:
-        con.execute("DROP DATABASE IF EXISTS credref_template")
-        con.execute("CREATE DATABASE credref_template")
-    upgrade(_database(url, "credref_template"))
+        con.execute(f"DROP DATABASE IF EXISTS {template}")
+        con.execute(f"CREATE DATABASE {template}")
+    upgrade(_database(url, template))
     try:
-        yield PostgresServer(url, folder)
+        yield PostgresServer(url, folder, template)
     finally:
         if folder is not None:
             subprocess.run([str(SERVER_SCRIPT), "stop", folder], capture_output=True)
@@ -248,9 +277,10 @@ def _database(url: str, name: str) -> str:
 class PostgresServer:
     """The session's server: its admin URL, and its data folder if the tests started it."""
 
-    def __init__(self, url: str, folder: str | None):
+    def __init__(self, url: str, folder: str | None, template: str):
         self.url = url
         self.folder = folder
+        self.template = template
 
     def new_database(self, upgraded: bool = True) -> str:
         """A fresh database (at the code's schema unless ``upgraded=False``); its URL."""
@@ -259,7 +289,7 @@ class PostgresServer:
         import psycopg
 
         name = f"t_{secrets.token_hex(6)}"
-        template = "TEMPLATE credref_template" if upgraded else ""
+        template = f"TEMPLATE {self.template}" if upgraded else ""
         with psycopg.connect(self.url, autocommit=True) as con:
             con.execute(f"CREATE DATABASE {name} {template}")
         return _database(self.url, name)

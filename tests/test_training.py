@@ -437,7 +437,7 @@ def test_two_runs_with_the_same_config_and_seed_give_identical_artefacts(
 def test_tuning_runs_seeded_trials_as_nested_runs_and_refits_the_best(config, store):
     from training.models import scaled_defaults
 
-    tuned = train(replace(config, trials=3, dataset_all_published=None), store[0], store[1], NAME)
+    tuned = train(replace(config, trials=2, dataset_all_published=None), store[0], store[1], NAME)
     assert tuned.checks_passed
     mlflow.set_tracking_uri(store[0])
     client = MlflowClient()
@@ -445,11 +445,11 @@ def test_tuning_runs_seeded_trials_as_nested_runs_and_refits_the_best(config, st
     children = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{tuned.run_id}'"
     )
-    assert len(children) == 6  # three trials for each kind the selection chooses between
+    assert len(children) == 4  # two trials for each kind the selection chooses between
     for kind in ("monotone", "additive"):
         mine = [c for c in children if c.data.tags.get("trial_kind") == kind]
         done = [c for c in mine if c.data.tags.get("trial_state") == "complete"]
-        assert len(mine) == 3 and done and all("valid_auc" in c.data.metrics for c in done)
+        assert len(mine) == 2 and done and all("valid_auc" in c.data.metrics for c in done)
         best = max(c.data.metrics["valid_auc"] for c in done)
         assert run.data.metrics[f"tuning_best_valid_auc_{kind}"] == pytest.approx(best)
         assert {f"tuned_{kind}_num_leaves", f"tuned_{kind}_min_data_in_leaf"} <= set(
