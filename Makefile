@@ -70,7 +70,7 @@ monitor: $(STAMP) ## credref monitor on the demo state: HTML + JSON report, logg
 
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: docs
 docs: $(STAMP) ## Regenerate docs/reference.md (commands and settings) from the code

@@ -30,6 +30,7 @@ from features.elapsed import CALENDAR, ELAPSED
 from online_store.reader import STORED_FEATURES, OnlineStore, Snapshot, mirror_path
 from scoring.model import ScoringModel, encode, reason_details
 from scoring.served import ServedModel
+from serving.objections import ObjectionStore
 from serving.state import Postgres
 from serving.watch import Answer, WatchStore
 
@@ -266,6 +267,7 @@ def derive_events(
         def explain(found: Found) -> None:
             _explain_class_changes(found, feats, model)
             _class_change_causes(found, snap, model, previous)
+            _mark_disputed(found, ObjectionStore(store.place))
 
         return now, explain
 
@@ -343,6 +345,17 @@ def _explain_class_changes(found: Found, feats: pd.DataFrame, model: ScoringMode
         for kind, detail in found[code]:
             if kind in CLASS_KINDS:
                 detail["reasons"] = reason_details(codes)
+
+
+def _mark_disputed(found: Found, objections: ObjectionStore) -> None:
+    """Mark ``under_objection`` the reasons of class events that a record under an open
+    objection stands behind, as a score answer marks them (``serving.objections``)."""
+    explained = [c for c, evs in found.items() if any("reasons" in d for _, d in evs)]
+    disputed = objections.disputed(explained)
+    for code in explained:
+        for _, detail in found[code]:
+            for reason in detail.get("reasons", []):
+                reason["under_objection"] = reason["code"] in disputed.get(code, set())
 
 
 def _class_change_causes(

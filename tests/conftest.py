@@ -33,8 +33,8 @@ def small_warehouse(small_export, tmp_path_factory) -> Path:
 
 #: The modules that take longest (bench/RESULTS.md, "The test suite on two workers"), run
 #: first: ``make test`` spreads whole modules over two processes (pytest-xdist,
-#: ``--dist loadfile``, in collection order), so a long module started last would leave
-#: one worker alone at the end.
+#: ``--dist loadfile --no-loadscope-reorder``: in collection order, not by number of
+#: tests), so a long module started last would leave one worker alone at the end.
 LONGEST_FIRST = (
     "test_training.py",
     "test_every_day.py",

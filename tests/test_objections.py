@@ -193,3 +193,25 @@ def test_an_objection_to_a_record_that_does_not_count_is_refused_in_one_line(hom
     )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "no-such-decision" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_class_event_marks_the_reasons_an_open_objection_disputes(tmp_path):
+    """The feed's class events carry the marker as score answers do, only while the
+    objection is open, only on the reasons the disputed record stands behind."""
+    from scoring.model import reason_details
+    from serving.events import _mark_disputed
+    from serving.objections import ObjectionStore, Told
+
+    store = ObjectionStore(tmp_path / "watch.sqlite")
+    told = Told(SERVICE_AS_OF, "p", "1")
+    code = "91110000600037341L"
+    opened = store.open(code, ("penalty", "D-1", "2026-01-01"), ["R06"], "", "clerk-a", told)
+
+    def event() -> dict:
+        found = {code: [("class_changed", {"reasons": reason_details(["R06", "R01"])})]}
+        _mark_disputed(found, store)
+        return {r["code"]: r["under_objection"] for r in found[code][0][1]["reasons"]}
+
+    assert event() == {"R06": True, "R01": False}
+    store.resolve(opened.id, "rejected", "clerk-b", told)
+    assert event() == {"R06": False, "R01": False}

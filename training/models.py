@@ -5,6 +5,7 @@ measure what the constraints cost), and a logistic WoE scorecard baseline.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightgbm as lgb
@@ -33,6 +34,16 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
+def _threads() -> dict:
+    """LightGBM's threads: the default 2, or fewer when ``OMP_NUM_THREADS`` asks for fewer
+    (``make test`` runs two test processes on 2 cores with one each: OpenMP threads spin
+    while they wait, and four of them on two cores made training three times slower)."""
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    if asked.isdigit() and 0 < int(asked) < DEFAULT_PARAMS["num_threads"]:
+        return {"num_threads": int(asked)}
+    return {}
+
+
 def scaled_defaults(n_train: int) -> dict:
     """Parameters that follow the training-set size: leaves of at least 0.05% of rows (a
     fixed 200 is too coarse for a thousand rows and too fine for millions)."""
@@ -52,7 +63,7 @@ def lgb_params(
     ``n_train`` rows, then ``params`` (which win)."""
     if kind not in KINDS:
         raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
-    p = {**DEFAULT_PARAMS, **scaled_defaults(n_train), **params, "seed": seed}
+    p = {**DEFAULT_PARAMS, **_threads(), **scaled_defaults(n_train), **params, "seed": seed}
     if kind in ("monotone", "additive"):
         p["monotone_constraints"] = list(spec.monotone)
         p["monotone_constraints_method"] = "intermediate"
