@@ -255,6 +255,9 @@ def asked(service_home, tmp_path_factory):
     """A private served home where alipay verified (claiming a name) and scored one
     household through the service: its query record holds two requests."""
     home = copy_home(service_home, tmp_path_factory.mktemp("household") / "home")
+    # a fresh audit store: the shared home's holds what other modules asked before
+    for stale in home.glob("audit.sqlite*"):
+        stale.unlink()
     saved = dict(os.environ)
     os.environ.update(service_env(home))
     try:
