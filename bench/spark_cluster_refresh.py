@@ -110,7 +110,8 @@ def main() -> None:
     plan.write_text(credref(env, "refresh-plan", "--tables", str(OUT / "tables")))
     code = OUT / "credref.zip"
     with zipfile.ZipFile(code, "w") as z:
-        for pkg in ("credref", "features", "training", "serving", "synth"):
+        # what the driver and executors import (online_store.spark_refresh's closure)
+        for pkg in ("settings", "records", "features", "scoring", "online_store", "credref"):
             for f in (ROOT / pkg).rglob("*.py"):
                 z.write(f, f.relative_to(ROOT))
     log = OUT / "cluster.log"

@@ -51,6 +51,7 @@ import pyarrow as pa
 from features.catalogue import FEATURES_BY_NAME, catalogue_version
 from features.elapsed import ELAPSED
 from features.pit import calendar_moved_sql, publication_sql, reporting_calendar
+from online_store.changes import StaleChanges, write_changes
 from online_store.publish import (
     keep_only_mirror,
     mirror_path,
@@ -81,6 +82,7 @@ class Changes:
     publication: str
     previous: str
     households: int
+    meta: dict = field(default_factory=dict)  # the publication's record (its ledger line)
     rewritten: int = 0
     added: int = 0
     removed: int = 0
@@ -121,7 +123,9 @@ class Step:
         )
 
 
-def _previous(store: sqlite3.Connection, warehouse: duckdb.DuckDBPyConnection) -> dict:
+def _previous(store: sqlite3.Connection, warehouse: duckdb.DuckDBPyConnection | None) -> dict:
+    """The current publication's record, if it can be refreshed in place (``warehouse``
+    None: by a difference shared with its publication's record, checked by its counts)."""
     meta = dict(store.execute("SELECT key, value FROM meta").fetchall())
     if meta.get("layout") != LAYOUT:
         raise NotIncremental("the current publication has an older layout")
@@ -129,6 +133,8 @@ def _previous(store: sqlite3.Connection, warehouse: duckdb.DuckDBPyConnection) -
         raise NotIncremental("the current publication holds another feature catalogue")
     if not meta.get("known_through"):
         raise NotIncremental("the current publication does not say what it knew")
+    if warehouse is None:
+        return meta
     known = knowledge_date(warehouse)
     if known is None or known < date.fromisoformat(meta["known_through"]):
         raise NotIncremental("the warehouse knows less than the current publication")
@@ -301,14 +307,26 @@ def _recompute_candidates(
     return changed
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """How a refresh's difference travels between hosts: ``to`` a folder for the serving
+    hosts (the refresh host's side), or the publication record ``made`` by the refresh
+    host that shared it (a serving host's side: it publishes that same publication)."""
+
+    to: Path | None = None
+    made: dict | None = None
+
+
 def refresh_in_place(
-    warehouse: duckdb.DuckDBPyConnection,
+    warehouse: duckdb.DuckDBPyConnection | None,
     as_of: date,
     root: Path,
     secret: bytes,
     recompute: Recompute | None = None,
+    sharing: Sharing = Sharing(),
 ) -> Changes:
-    """Bring the current publication to ``as_of`` by rewriting only what changed."""
+    """Bring the current publication to ``as_of`` by rewriting only what changed
+    (``warehouse`` None: applying a difference shared with its publication's record)."""
     path = root / CURRENT
     if not path.exists():
         raise NotIncremental("nothing is published yet")
@@ -321,7 +339,7 @@ def refresh_in_place(
         started = time.perf_counter()
         differ = run(DiffQuery(step))
         compared = time.perf_counter()
-        changes = _apply(store, warehouse, differ, step, root, secret)
+        changes = _apply(store, warehouse, differ, step, root, secret, sharing.made)
         changes.recomputed = getattr(run, "recomputed", None) or changes.households
         changes.seconds = {
             **getattr(run, "seconds", {}),
@@ -330,6 +348,8 @@ def refresh_in_place(
         }
         if new_rows.exists():  # committed: the day's rows are the next refresh's mirror
             os.replace(new_rows, mirror_path(root, changes.publication))
+        if sharing.to is not None:  # after the commit: only a publication made is shared
+            write_changes(sharing.to, differ, step.publication, changes.meta, FieldHasher(secret))
     finally:
         store.close()
         new_rows.unlink(missing_ok=True)
@@ -348,8 +368,10 @@ def refresh_in_place(
     return changes
 
 
-def _apply(store, warehouse, changed, step: Step, root: Path, secret: bytes):
-    """One write transaction: changed rows replaced, removed ones deleted, metadata moved."""
+def _apply(store, warehouse, changed, step: Step, root: Path, secret: bytes, made: dict | None):
+    """One write transaction: changed rows replaced, removed ones deleted, metadata moved
+    (to the publication ``made`` by the refresh host, when given; refused if this store
+    then holds other counts than it did)."""
     removed_mask = changed.column("removed").to_pylist()
     removed = [
         u for u, r in zip(changed.column("uscc").to_pylist(), removed_mask, strict=True) if r
@@ -367,17 +389,31 @@ def _apply(store, warehouse, changed, step: Step, root: Path, secret: bytes):
         households, operating = store.execute(
             f"SELECT count(*), count({STORED_FEATURES[0]}) FROM subjects"
         ).fetchone()
-        meta = publication_meta(warehouse, step.as_of, households=households, operating=operating)
+        meta = _meta(warehouse, step.as_of, made, households=households, operating=operating)
         record_in_ledger(root, meta)  # before the commit: every answer given can replay
         store.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
         store.execute("COMMIT")
     except BaseException:
         store.execute("ROLLBACK")
         raise
-    return _summarise(changed.to_pydict(), meta["publication"], step.publication, households)
+    return _summarise(changed.to_pydict(), meta, step.publication, households)
 
 
-def _summarise(rows: dict, publication: str, previous: str, households: int) -> Changes:
+def _meta(warehouse, as_of: date, made: dict | None, **counts: int) -> dict:
+    """The new publication's record: this warehouse's, or the one the refresh host made,
+    which a store that drifted from the refresh host's cannot take."""
+    if made is None:
+        return publication_meta(warehouse, as_of, **counts)
+    if made["as_of"] != as_of.isoformat() or any(made[k] != str(v) for k, v in counts.items()):
+        raise StaleChanges(
+            f"after applying the changes this host's publication holds {counts}, the refresh "
+            f"host's {made['publication']} { ({k: made[k] for k in counts}) }: copy the refresh "
+            "host's publication to this host"
+        )
+    return made
+
+
+def _summarise(rows: dict, meta: dict, previous: str, households: int) -> Changes:
     """Counts of what changed; by column and reason only for households in both, and a
     status change as itself (the features of a household leaving operation all go)."""
     by_column: Counter[str] = Counter()
@@ -393,7 +429,8 @@ def _summarise(rows: dict, publication: str, previous: str, households: int) -> 
         by_column.update(cols)
         by_reason.update({_reason(c) for c in cols})
     return Changes(
-        publication=publication,
+        publication=meta["publication"],
+        meta=meta,
         previous=previous,
         households=households,
         rewritten=len(rows["uscc"]),

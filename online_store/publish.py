@@ -133,23 +133,43 @@ def _iso(values: list) -> list:
 
 
 def rows_of(batch: pa.RecordBatch, hasher: FieldHasher) -> Iterable[tuple]:
-    """The store's rows of a batch of :func:`features.pit.publication_sql`: the personal
-    fields hashed (never stored readable), anchors as ISO dates."""
+    """The store's rows of a batch of :func:`features.pit.publication_sql` (personal
+    fields hashed, never stored readable) or of :func:`in_store_form`; anchors as ISO
+    dates."""
     data = batch.to_pydict()
+    return zip(
+        data["uscc"],
+        data["status"],
+        *identity_hashes(data, hasher),
+        *(data[n] for n in STORED_FEATURES),
+        *(_iso(data[a]) for a in ANCHORS),
+        strict=True,
+    )
+
+
+def identity_hashes(data: dict, hasher: FieldHasher) -> list[list]:
+    """The columns :data:`IDENTITY_HASHES` of a batch's columns: its personal fields
+    hashed, or taken as they are when the batch holds them already hashed (a difference
+    shared by the refresh host, :mod:`online_store.changes`)."""
+    if IDENTITY_HASHES[0] in data:
+        return [data[h] for h in IDENTITY_HASHES]
     hashed = [
         [hasher.field(kind, v) for v in data[source]]
         for kind, (source, _) in zip(("name", "operator", "address"), _PII_FIELDS, strict=True)
     ]
     ids = [None if v is None else bytes.fromhex(v) for v in data["operator_id_hmac"]]
-    return zip(
-        data["uscc"],
-        data["status"],
-        *hashed,
-        ids,
-        *(data[n] for n in STORED_FEATURES),
-        *(_iso(data[a]) for a in ANCHORS),
-        strict=True,
-    )
+    return [*hashed, ids]
+
+
+def in_store_form(rows: pa.Table, hasher: FieldHasher) -> pa.Table:
+    """``rows`` (a refresh's difference) with their personal fields replaced by the
+    store's keyed hashes: what may leave the refresh host for the serving hosts."""
+    personal = [source for source, _ in _PII_FIELDS] + ["operator_id_hmac"]
+    hashes = identity_hashes(rows.select(personal).to_pydict(), hasher)
+    out = rows.drop_columns(personal)
+    for name, values in zip(IDENTITY_HASHES, hashes, strict=True):
+        out = out.append_column(name, pa.array(values, pa.binary()))
+    return out
 
 
 def write_rows(out: sqlite3.Connection, batches, hasher: FieldHasher) -> tuple[int, int]:

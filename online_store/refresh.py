@@ -10,6 +10,10 @@
    status changes, by column and by reason code. Without a publication to refresh (or
    one of another layout or catalogue) it is a full build (``online_store.publish``), which
    ``--full`` asks for. Either way the result equals a full recomputation of the day.
+
+On several hosts (:mod:`online_store.changes`) the refresh host also writes the day's
+difference for the serving hosts (``share``), and each serving host applies it to its
+copy of the publication (``Recomputation.changes``) without a warehouse.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from datetime import date
 from pathlib import Path
 
 from features.engines import export_tables, spark_session
-from online_store.incremental import NotIncremental, plan, refresh_in_place
+from online_store.changes import SharedChanges, read_changes
+from online_store.incremental import Changes, NotIncremental, Sharing, plan, refresh_in_place
 from online_store.publish import publish
 from online_store.reader import NoSnapshot, describe_current
-from online_store.spark_refresh import read_changes, spark_recompute
+from online_store.spark_refresh import spark_recompute
 from records.changeset import ChangeSet, is_changeset, read_changeset
 from records.ingest import ingest
 from records.warehouse import connect
@@ -54,6 +59,7 @@ class RefreshReport:
     changed_by_feature: dict[str, int] = field(default_factory=dict)
     changed_by_reason: dict[str, int] = field(default_factory=dict)
     previous: str | None = None
+    shared: Path | None = None  # where the day's difference was written for other hosts
 
 
 def applied_days(warehouse: Path) -> set[date]:
@@ -108,6 +114,8 @@ class Recomputation:
     engine: str = "duckdb"
     spark_master: str = "local[2]"
     changes: Path | None = None
+    #: write the day's difference here for the serving hosts (the refresh host's side)
+    share: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,10 @@ class RefreshTask:
 
 def refresh(task: RefreshTask) -> RefreshReport:
     """Apply the feed, choose the day, bring the online store to it (see the module)."""
+    if task.how.changes is not None:
+        shared = read_changes(task.how.changes, plan(task.online)["publication"], task.as_of)
+        if shared.made is not None:  # the refresh host's: no warehouse, no feed here
+            return _apply_shared(task, shared)
     started = time.perf_counter()
     known = applied_days(task.warehouse)
     applied = []
@@ -148,12 +160,31 @@ def refresh(task: RefreshTask) -> RefreshReport:
             return _full(con, day, task, applied, "asked" if task.full else "first", previous)
         try:
             recompute = _recompute(task, con, day)
-            c = refresh_in_place(con, day, task.online, task.secret, recompute)
+            sharing = Sharing(to=task.how.share)
+            c = refresh_in_place(con, day, task.online, task.secret, recompute, sharing)
         except NotIncremental as why:
             logger.warning("full rebuild: %s", why)
             return _full(con, day, task, applied, str(why), previous)
     finally:
         con.close()
+    return _report(c, applied, day, ingested, task.how.share)
+
+
+def _apply_shared(task: RefreshTask, shared: SharedChanges) -> RefreshReport:
+    """A serving host's refresh: the refresh host's difference and publication record."""
+    c = refresh_in_place(
+        None,
+        shared.as_of,
+        task.online,
+        task.secret,
+        lambda _query: shared.rows,
+        Sharing(made=shared.made),
+    )
+    c.recomputed = 0  # the refresh host recomputed; this host only writes
+    return _report(c, [], shared.as_of, 0.0, None)
+
+
+def _report(c: Changes, applied: list[date], day: date, ingested: float, shared) -> RefreshReport:
     return RefreshReport(
         applied,
         day,
@@ -169,6 +200,7 @@ def refresh(task: RefreshTask) -> RefreshReport:
         changed_by_feature=c.by_column,
         changed_by_reason=c.by_reason,
         previous=c.previous,
+        shared=shared,
     )
 
 
@@ -177,7 +209,7 @@ def _recompute(task: RefreshTask, con, day: date):
     how = task.how
     if how.changes is not None:
         before = plan(task.online)["publication"]
-        return lambda _query: read_changes(how.changes, before, day)
+        return lambda _query: read_changes(how.changes, before, day).rows
     if how.engine == "spark":
         tables = task.warehouse.with_suffix(".tables")
         export_tables(con, tables)  # what Spark reads: every table and its history

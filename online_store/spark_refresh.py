@@ -8,7 +8,8 @@ is the cost, so it can run on Spark: the same SQL text, transpiled by sqlglot
 * in process: ``credref refresh --engine spark [--spark-master URL]`` exports the tables,
   runs the query on that master and applies the result;
 * on a cluster: ``spark-submit online_store/spark_refresh.py`` writes the changed households
-  as Parquet with a ``refresh.json`` naming the publication it was computed against, and
+  as Parquet with a ``refresh.json`` naming the publication it was computed against
+  (:mod:`online_store.changes`), and
   ``credref refresh --changes DIR`` applies it (refused if the current publication is
   another one). The recipe is in the README ("Running the daily refresh").
 
@@ -28,16 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from features.engines import SparkEngine, to_spark_sql
+from online_store.changes import MANIFEST, ROWS
 from online_store.incremental import DiffQuery, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession  # Spark is the scale-out path: loaded when used
-
-#: Written next to the changed rows: the publication they were computed against.
-MANIFEST = "refresh.json"
 
 
 def spark_recompute(spark: SparkSession, tables: str):
@@ -59,21 +57,6 @@ def difference(spark: SparkSession, query: DiffQuery):
     return spark.sql(to_spark_sql(f"WITH {query.diff}"))
 
 
-class StaleChanges(ValueError):
-    """Changes computed against another publication, or for another day."""
-
-
-def read_changes(folder: Path, before: str, as_of: date) -> pa.Table:
-    """The changed rows a cluster run wrote, checked against the current publication."""
-    manifest = json.loads((folder / MANIFEST).read_text())
-    if manifest["before"] != before or manifest["as_of"] != as_of.isoformat():
-        raise StaleChanges(
-            f"{folder.name} holds the changes from {manifest['before']} to "
-            f"{manifest['as_of']}; the current publication is {before}: run it again"
-        )
-    return pq.read_table(folder / "rows")
-
-
 def main(argv: list[str] | None = None) -> dict:
     from pyspark.sql import SparkSession  # Spark is the scale-out path: loaded when used
 
@@ -89,8 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         SparkEngine(spark, args.tables)
         query = DiffQuery(Step.from_meta(plan, args.as_of))
-        difference(spark, query).write.mode("overwrite").parquet(str(args.out / "rows"))
-        rows = spark.read.parquet(str(args.out / "rows")).count()
+        difference(spark, query).write.mode("overwrite").parquet(str(args.out / ROWS))
+        rows = spark.read.parquet(str(args.out / ROWS)).count()
         master = spark.sparkContext.master
     finally:
         spark.stop()

@@ -12,10 +12,10 @@ from rich.table import Table as RichTable
 
 from credref.cli.common import console, fail, parse_date, warehouse_ro
 from features.engines import export_tables
+from online_store.changes import StaleChanges
 from online_store.incremental import NotIncremental, plan
 from online_store.refresh import Recomputation, RefreshRefused, RefreshTask
 from online_store.refresh import refresh as refresh_store
-from online_store.spark_refresh import StaleChanges
 from records.changeset import ChangeSetError
 from records.ingest import ExportError
 from settings import load_settings
@@ -51,7 +51,15 @@ def refresh(
     changes: Annotated[
         Path | None,
         typer.Option(
-            help="Apply the difference a spark-submit run wrote (online_store.spark_refresh)."
+            help="Apply the difference another host wrote (--share) or a spark-submit run "
+            "(online_store.changes); refused unless computed from this host's publication."
+        ),
+    ] = None,
+    share: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the day's difference to this folder, for the serving hosts' "
+            "--changes (docs/deployment.md)."
         ),
     ] = None,
 ) -> None:
@@ -71,12 +79,17 @@ def refresh(
             force=force,
             memory_limit=settings.duckdb_memory_limit,
             full=full,
-            how=Recomputation(engine, spark_master, changes),
+            how=Recomputation(engine, spark_master, changes, share),
         )
         report = refresh_store(task)
     except (RefreshRefused, ExportError, ChangeSetError, StaleChanges) as e:
         fail(f"{e} (nothing was published)")
     _print(report)
+    if share is not None and report.shared is None:
+        console.print(
+            "[yellow]a full build has no difference to share[/yellow]: copy this host's "
+            "publication to the serving hosts (docs/deployment.md)"
+        )
     derive_and_print_events(settings)
 
 
@@ -120,6 +133,8 @@ def _print(report) -> None:
         f"{report.as_of} {how}: {report.households:,} households, "
         f"{report.recomputed:,} recomputed, {report.rewritten:,} rewritten"
     )
+    if report.shared is not None:
+        console.print(f"the day's difference is in {report.shared}, for the serving hosts")
     if report.seconds:
         console.print("seconds: " + ", ".join(f"{k} {v}" for k, v in report.seconds.items()))
     if report.previous and report.kind == "incremental":
