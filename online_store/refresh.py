@@ -73,6 +73,11 @@ def applied_days(warehouse: Path) -> set[date]:
         con.close()
 
 
+def _last_changeset(warehouse) -> date | None:
+    """The day of the last change set the warehouse holds (None: only a first load)."""
+    return warehouse.execute("SELECT max(day) FROM _changesets").fetchone()[0]
+
+
 def pending(feed: Path, applied: set[date]) -> list[ChangeSet]:
     """Change sets in ``feed`` not in ``applied``, in date order (each read once)."""
     sets = (read_changeset(p) for p in feed.iterdir() if is_changeset(p))
@@ -143,19 +148,19 @@ def refresh(task: RefreshTask) -> RefreshReport:
         if shared.made is not None:  # the refresh host's: no warehouse, no feed here
             return _apply_shared(task, shared)
     started = time.perf_counter()
-    known = applied_days(task.warehouse)
     applied = []
-    for cs in pending(task.feed, known) if task.feed is not None else []:
-        ingest(cs.folder, task.warehouse, progress=False, memory_limit=task.memory_limit)
-        applied.append(cs.day)
-        logger.info("change set %s applied", cs.day)
+    if task.feed is not None:
+        for cs in pending(task.feed, applied_days(task.warehouse)):
+            ingest(cs.folder, task.warehouse, progress=False, memory_limit=task.memory_limit)
+            applied.append(cs.day)
+            logger.info("change set %s applied", cs.day)
     ingested = round(time.perf_counter() - started, 2)
     previous, current = _current_as_of(task.online)
-    day = choose_date(task.as_of, max(known | set(applied), default=None), current, task.force)
     con = connect(task.warehouse, read_only=True, memory_limit=task.memory_limit)
     # Rows go to a table keyed by code: their order is free, and keeping it costs memory.
     con.execute("SET preserve_insertion_order = false")
     try:
+        day = choose_date(task.as_of, _last_changeset(con), current, task.force)
         if task.full or previous is None:
             return _full(con, day, task, applied, "asked" if task.full else "first", previous)
         try:

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from scoring.model import REASON_SEPARATOR, reason_details
-from serving.state import Connection, Place, Postgres, place
+from serving.state import Connection, Place, Postgres, place, writing
 from serving.watch import WatchStore
 
 OUTCOMES = ("upheld", "rejected")
@@ -162,8 +162,7 @@ class ObjectionStore:
             opened_at=_now(),
             opened_by=by.strip(),
         )
-        con = self._write()
-        try:
+        with writing(self.place, self.timeout_s) as con:
             con.execute(
                 "INSERT INTO objections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
                 (o.id, subject, kind, ref, dated, json.dumps(list(o.reasons)), statement,
@@ -171,8 +170,6 @@ class ObjectionStore:
             )  # fmt: skip
             self._tell(con, o, OPENED, told, {})
             con.execute("COMMIT")
-        finally:
-            _close(con)
         return o
 
     def resolve(self, objection_id: str, outcome: str, by: str, told: Told) -> Objection:
@@ -182,8 +179,7 @@ class ObjectionStore:
             raise ObjectionRefused(f"the outcome must be one of {', '.join(OUTCOMES)}")
         if not by.strip():
             raise ObjectionRefused("the person resolving the objection is required (--by)")
-        con = self._write()
-        try:
+        with writing(self.place, self.timeout_s) as con:
             row = con.execute("SELECT * FROM objections WHERE id = ?", (objection_id,)).fetchone()
             if row is None:
                 raise ObjectionRefused("no objection with this id")
@@ -208,18 +204,7 @@ class ObjectionStore:
             )
             self._tell(con, resolved, RESOLVED, told, {"outcome": outcome})
             con.execute("COMMIT")
-        finally:
-            _close(con)
         return resolved
-
-    def _write(self) -> Connection:
-        con = self.place.connect()
-        try:
-            self.place.begin_write(con, self.timeout_s)
-        except BaseException:
-            con.close()
-            raise
-        return con
 
     def _tell(self, con: Connection, o: Objection, kind: str, told: Told, detail: dict) -> None:
         """An event for every platform watching the household on the day (the reason codes
@@ -249,9 +234,3 @@ def _objection(row) -> Objection:
     values = list(row)
     values[5] = tuple(json.loads(values[5]))
     return Objection(*values)
-
-
-def _close(con: Connection) -> None:
-    if con.in_transaction:
-        con.execute("ROLLBACK")
-    con.close()

@@ -69,6 +69,24 @@ class Place(Protocol):
     def exclusive(self) -> AbstractContextManager[None]: ...
 
 
+@contextmanager
+def writing(store: Place, timeout_s: float) -> Iterator[Connection]:
+    """A connection holding ``store``'s write lock, in a transaction the block ends with
+    ``COMMIT``; rolled back if the block does not (an error, a refusal) and closed."""
+    con = store.connect()
+    try:
+        store.begin_write(con, timeout_s)
+    except BaseException:  # no lock, no transaction: nothing to roll back
+        con.close()
+        raise
+    try:
+        yield con
+    finally:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        con.close()
+
+
 # --- SQLite: the embedded default ------------------------------------------------------
 
 

@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from serving.state import Connection, Place, Postgres, place
+from serving.state import Connection, Place, Postgres, place, writing
 
 #: A watch lasts this many days unless renewed.
 WATCH_DAYS = 400
@@ -177,15 +177,6 @@ class WatchStore:
         """One host at a time through the event step (serving.events.derive)."""
         return self.place.exclusive()
 
-    def _write(self) -> Connection:
-        con = self._connect()
-        try:
-            self.place.begin_write(con, self.timeout_s)
-        except BaseException:
-            con.close()
-            raise
-        return con
-
     # --- the platform's side ------------------------------------------------------------
 
     def watch(
@@ -201,8 +192,7 @@ class WatchStore:
         why refused."""
         expires = (today + timedelta(days=WATCH_DAYS)).isoformat()
         out: dict[str, Refused | str] = {}
-        con = self._write()
-        try:
+        with writing(self.place, self.timeout_s) as con:
             self._drop_expired(con, today)
             held = con.execute("SELECT count(*) FROM watches WHERE key_id = ?", (key_id,))
             room = caps[0] - held.fetchone()[0]
@@ -231,14 +221,11 @@ class WatchStore:
                 )
                 out[code] = expires
             con.execute("COMMIT")
-        finally:
-            _close(con)
         return out
 
     def unwatch(self, platform: str, codes: list[str]) -> set[str]:
         """Stop watching; returns the codes that were watched."""
-        con = self._write()
-        try:
+        with writing(self.place, self.timeout_s) as con:
             gone = set()
             for code in dict.fromkeys(codes):
                 n = con.execute(
@@ -247,8 +234,6 @@ class WatchStore:
                 if n:
                     gone.add(code)
             con.execute("COMMIT")
-        finally:
-            _close(con)
         return gone
 
     def watching(self, platform: str, codes: list[str], today: date) -> set[str]:
@@ -365,16 +350,13 @@ class WatchStore:
     def baseline(self, answers: dict[str, Answer]) -> None:
         """Record a first answer for codes that have none (a household newly watched), so
         the next refresh reports only what changed after the watch."""
-        con = self._write()
-        try:
+        with writing(self.place, self.timeout_s) as con:
             con.executemany(
                 "INSERT INTO subject_state VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (subject) DO NOTHING",
                 [(s, *a) for s, a in answers.items()],
             )
             con.execute("COMMIT")
-        finally:
-            _close(con)
 
     def derived_for(self) -> str | None:
         """The (publication, model version) events were last derived for, as one string."""
@@ -392,8 +374,7 @@ class WatchStore:
         """In one transaction: append events (platform, code, kind, as_of, JSON body),
         set the answers that changed, forget households no longer watched, delete old
         events and expired watches."""
-        con = self._write()
-        try:
+        with writing(self.place, self.timeout_s) as con:
             self.append_events(con, events)
             con.executemany(
                 "INSERT INTO subject_state VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -414,8 +395,6 @@ class WatchStore:
                 "DELETE FROM subject_state WHERE subject NOT IN (SELECT subject FROM watches)"
             )
             con.execute("COMMIT")
-        finally:
-            _close(con)
 
     @staticmethod
     def append_events(con: Connection, events: list[tuple[str, str, str, str, str]]) -> None:
@@ -475,9 +454,3 @@ def _number_events(con: Connection) -> None:
         con.execute("INSERT INTO feed_seq SELECT platform, max(seq) FROM events GROUP BY platform")
         con.execute("DELETE FROM expired")
     con.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_seq ON events (platform, seq)")
-
-
-def _close(con: Connection) -> None:
-    if con.in_transaction:
-        con.execute("ROLLBACK")
-    con.close()

@@ -36,12 +36,14 @@ FIRST, LAST = date(2025, 6, 30), date(2026, 7, 1)
 DAILY_MAX, MONTHLY_MAX = 0.005, 0.05
 
 
-def _truths_sql(day: date) -> str:
-    """For every household: is each reason's text true of its records on ``day``? Written
-    from DOMAIN.md directly, not from the feature SQL or the policy module."""
-    t = f"DATE '{day.isoformat()}'"
-    # reports are on time to 30 June of the next year, overdue from 1 July
-    last_due = day.year - 1 if (day.month, day.day) > (6, 30) else day.year - 2
+def _truths_sql(first: date, last: date) -> str:
+    """For every household and every day from ``first`` to ``last``: is each reason's text
+    true of its records on that day? Written from DOMAIN.md directly, not from the
+    feature SQL or the policy module; one query for the whole range."""
+    t = "d.day"
+    # reports are on time to 30 June of the next year, overdue from 1 July: on day t the
+    # last report that can be late is the one for year(t) - 1 from July, year(t) - 2 before
+    last_due = f"(year({t}) - CASE WHEN month({t}) > 6 THEN 1 ELSE 2 END)"
     in_publicity = (
         f"p.published_on IS NOT NULL AND p.published_on <= {t} AND p.procedure = 'ordinary' "
         f"AND p.penalty_kinds <> 'warning' AND {t} <= p.publicity_end "
@@ -60,14 +62,19 @@ def _truths_sql(day: date) -> str:
         )
 
     return f"""
-    SELECT h.uscc,
+    WITH days AS (
+      SELECT CAST(day AS DATE) AS day
+      FROM range(DATE '{first.isoformat()}', DATE '{last.isoformat()}' + 1, INTERVAL 1 DAY) r(day)
+    )
+    SELECT d.day, h.uscc,
       date_diff('day', h.registered_on, {t}) < {RECENT_YEARS} * 365.25 AS R01,
       {changed("operator")} AS R02,
       {changed("address")} AS R03,
-      EXISTS (SELECT 1 FROM range({last_due - 2}, {last_due + 1}) y(year)
-              WHERE y.year >= year(h.registered_on) AND NOT EXISTS (
-                SELECT 1 FROM annual_reports r WHERE r.uscc = h.uscc AND r.report_year = y.year
-                AND r.filed_on <= make_date(CAST(y.year AS INT) + 1, 6, 30))) AS R04,
+      EXISTS (SELECT 1 FROM (VALUES (0), (1), (2)) k(back)
+              WHERE {last_due} - k.back >= year(h.registered_on) AND NOT EXISTS (
+                SELECT 1 FROM annual_reports r WHERE r.uscc = h.uscc
+                AND r.report_year = {last_due} - k.back
+                AND r.filed_on <= make_date(CAST(r.report_year AS INT) + 1, 6, 30))) AS R04,
       EXISTS (SELECT 1 FROM abnormal_status a WHERE a.uscc = h.uscc AND a.marked_on <= {t}
               AND (a.restored_on IS NULL OR a.restored_on > {t})) AS R05,
       EXISTS (SELECT 1 FROM penalties p WHERE p.uscc = h.uscc AND {in_publicity}) AS R06,
@@ -77,7 +84,7 @@ def _truths_sql(day: date) -> str:
               AND (s.removed_on IS NULL OR s.removed_on > {t})) AS R08,
       EXISTS (SELECT 1 FROM spot_checks s WHERE s.uscc = h.uscc AND s.published_on <= {t}
               AND s.published_on > {t} - INTERVAL 3 YEAR AND s.result <> 'normal') AS R09
-    FROM households h"""
+    FROM households h CROSS JOIN days d"""
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +103,27 @@ def model(small_warehouse, tmp_path_factory):
     return make_scoring_model(booster, "additive", va.X, va.y, points_table(booster, va.X))
 
 
+def _truths_by_day(wh) -> dict[date, pd.DataFrame]:
+    """Each day's reason truths by household (the refreshes apply no change set: the
+    warehouse is the same on every day of the year)."""
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        truths = con.sql(_truths_sql(FIRST, LAST)).df()
+    finally:
+        con.close()
+    return {
+        day.date(): rows.drop(columns="day").set_index("uscc")
+        for day, rows in truths.groupby("day")
+    }
+
+
 @pytest.fixture(scope="module")
 def year(small_warehouse, model, tmp_path_factory):
     """Each day's answers (class, reasons, record features) and reason truths."""
     home = tmp_path_factory.mktemp("year")
     wh, online = home / "warehouse.duckdb", home / "online"
     shutil.copy(small_warehouse, wh)
+    truths = _truths_by_day(wh)
     days, kinds = {}, set()
     day = FIRST
     while day <= LAST:
@@ -113,13 +135,8 @@ def year(small_warehouse, model, tmp_path_factory):
         op = frame[(frame.status == "operating") & frame[FEATURE_NAMES[0]].notna()]
         op = op.set_index("uscc")
         scored = model.score_frame(op[list(FEATURE_NAMES)])
-        con = duckdb.connect(str(wh), read_only=True)
-        try:
-            truths = con.sql(_truths_sql(day)).df().set_index("uscc")
-        finally:
-            con.close()
         view = standing_view(op, model.spec)
-        days[day] = (view, scored[["risk_class", "reasons"]], truths.loc[op.index])
+        days[day] = (view, scored[["risk_class", "reasons"]], truths[day].loc[op.index])
         day += timedelta(days=1)
     assert kinds == {"full", "incremental"}  # one first build, then the daily refresh
     return days

@@ -134,9 +134,9 @@ def test_sixty_daily_refreshes_each_equal_a_full_publication_and_a_live_server_f
             rewritten.append(report.rewritten)
             full = _full(wh, report.as_of, tmp_path / f"full-{i % 2}")
             assert _rows(online) == _rows(full), report.as_of
-            served, expected = _frame(online), _frame(full)
-            assert served.equals(expected), report.as_of
-            if i % 10 == 9 or i == len(days):
+            if i % 10 == 9 or i == len(days):  # what is read from equal rows: equal
+                served, expected = _frame(online), _frame(full)
+                assert served.equals(expected), report.as_of
                 relate(service_home, "refresh-test", list(expected.uscc))
                 _same_answers(url, key, expected, report.as_of, model)
         assert report.status_changed == 1 and (served.status == "revoked").sum() > 0
