@@ -3,7 +3,7 @@
 The refresh host keeps the warehouse and computes each day's difference once
 (``credref refresh --share DIR``, DuckDB, capped at 3 GB); two serving hosts, each with
 its own copy of the publication and no warehouse, apply it (``credref refresh --changes
-DIR``, one process per host, as their timers run it). Uses the living export of
+DIR``, one process per host, as their timers run it: every day not yet applied). Uses the living export of
 ``bench_changesets.py`` (bench/out/living/export), generated here when missing.
 
 1. A warehouse: the base export, then the change sets before ``--start``.
@@ -15,7 +15,7 @@ DIR``, one process per host, as their timers run it). Uses the living export of
 4. After each day: every host names the same publication, and the three stores' rows
    are equal (a digest of every row, hashes included).
 
-    python bench/bench_hosts_refresh.py      # ~35 min on 2 cores with the export made
+    python bench/bench_hosts_refresh.py      # ~45 min on 2 cores, ~55 making the export
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def copy_publication(source: Path, dest: Path) -> dict:
 
 def refresh_host_day(wh: Path, feed: Path, online: Path, day: Path, shared: Path) -> dict:
     (feed / day.name).symlink_to(day.resolve())
-    how = Recomputation(share=shared / day.name)
+    how = Recomputation(share=shared)  # the day's difference: shared/YYYY-MM-DD
     with measure() as m:
         r = refresh(RefreshTask(wh, feed, online, SECRET, memory_limit=MEMORY, how=how))
     out = {
@@ -191,7 +191,7 @@ def main() -> None:
     result["days"] = []
     for together, day in zip((True, False), days[:2], strict=True):
         made = refresh_host_day(wh, feed, online, day, shared)
-        hosts = serving_hosts_apply(homes, shared / day.name, together)
+        hosts = serving_hosts_apply(homes, shared, together)  # as their timers: every day due
         t = time.perf_counter()
         stores = {"refresh": digest(online), **{n: digest(h / "online") for n, h in homes.items()}}
         same = len({v for v in stores.values()}) == 1

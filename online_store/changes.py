@@ -88,3 +88,34 @@ def read_changes(folder: Path, before: str, as_of: date | None) -> SharedChanges
             f"{manifest['as_of']}; the current publication is {before}: run it again"
         )
     return SharedChanges(pq.read_table(folder / ROWS), day, manifest.get("publication"))
+
+
+def is_day_folder(folder: Path) -> bool:
+    """One day's difference (else a folder of them, one per day)."""
+    return (folder / MANIFEST).is_file()
+
+
+def days_to_apply(root: Path, current: str) -> list[Path]:
+    """The day folders under ``root`` that bring a host from its publication ``current``
+    to the refresh host's latest, in order (each starts from the publication the one
+    before it makes): a host that missed days catches up in one run. Empty when it holds
+    the latest; :class:`StaleChanges` when no folder continues from its publication (its
+    copy is from elsewhere: copy the refresh host's publication)."""
+    after: dict[str, tuple[Path, str]] = {}  # publication -> the folder leaving it, and where to
+    made = set()
+    for folder in sorted(p for p in root.iterdir() if is_day_folder(p)):
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("publication"):  # the refresh host's (a cluster run's has none)
+            name = manifest["publication"]["publication"]
+            after[manifest["before"]] = (folder, name)
+            made.add(name)
+    chain, at = [], current
+    while at in after:
+        folder, at = after[at]
+        chain.append(folder)
+    if not chain and after and current not in made:
+        raise StaleChanges(
+            f"no shared difference in {root.name} starts from this host's publication "
+            f"{current}: copy the refresh host's publication to this host"
+        )
+    return chain

@@ -25,7 +25,7 @@ from datetime import date
 from pathlib import Path
 
 from features.engines import export_tables, spark_session
-from online_store.changes import SharedChanges, read_changes
+from online_store.changes import SharedChanges, days_to_apply, is_day_folder, read_changes
 from online_store.incremental import Changes, NotIncremental, Sharing, plan, refresh_in_place
 from online_store.publish import publish
 from online_store.reader import NoSnapshot, describe_current
@@ -47,7 +47,7 @@ class RefreshReport:
     as_of: date
     publication: str
     households: int
-    kind: str = "incremental"  # or "full"
+    kind: str = "incremental"  # or "full", or "unchanged" (a serving host at the latest)
     why_full: str = ""
     rewritten: int = 0  # households whose row was written (all of them when full)
     added: int = 0
@@ -60,6 +60,7 @@ class RefreshReport:
     changed_by_reason: dict[str, int] = field(default_factory=dict)
     previous: str | None = None
     shared: Path | None = None  # where the day's difference was written for other hosts
+    caught_up: list[date] = field(default_factory=list)  # shared days a serving host applied
 
 
 def applied_days(warehouse: Path) -> set[date]:
@@ -119,7 +120,8 @@ class Recomputation:
     engine: str = "duckdb"
     spark_master: str = "local[2]"
     changes: Path | None = None
-    #: write the day's difference here for the serving hosts (the refresh host's side)
+    #: write the day's difference under this folder, one folder per day (``YYYY-MM-DD``),
+    #: for the serving hosts (the refresh host's side)
     share: Path | None = None
 
 
@@ -143,6 +145,8 @@ class RefreshTask:
 
 def refresh(task: RefreshTask) -> RefreshReport:
     """Apply the feed, choose the day, bring the online store to it (see the module)."""
+    if task.how.changes is not None and not is_day_folder(task.how.changes):
+        return _catch_up(task)  # a serving host's timer: every day it has not applied
     if task.how.changes is not None:
         shared = read_changes(task.how.changes, plan(task.online)["publication"], task.as_of)
         if shared.made is not None:  # the refresh host's: no warehouse, no feed here
@@ -165,14 +169,14 @@ def refresh(task: RefreshTask) -> RefreshReport:
             return _full(con, day, task, applied, "asked" if task.full else "first", previous)
         try:
             recompute = _recompute(task, con, day)
-            sharing = Sharing(to=task.how.share)
-            c = refresh_in_place(con, day, task.online, task.secret, recompute, sharing)
+            to = task.how.share / day.isoformat() if task.how.share is not None else None
+            c = refresh_in_place(con, day, task.online, task.secret, recompute, Sharing(to=to))
         except NotIncremental as why:
             logger.warning("full rebuild: %s", why)
             return _full(con, day, task, applied, str(why), previous)
     finally:
         con.close()
-    return _report(c, applied, day, ingested, task.how.share)
+    return _report(c, applied, day, ingested, to)
 
 
 def _apply_shared(task: RefreshTask, shared: SharedChanges) -> RefreshReport:
@@ -187,6 +191,25 @@ def _apply_shared(task: RefreshTask, shared: SharedChanges) -> RefreshReport:
     )
     c.recomputed = 0  # the refresh host recomputed; this host only writes
     return _report(c, [], shared.as_of, 0.0, None)
+
+
+def _catch_up(task: RefreshTask) -> RefreshReport:
+    """Apply, in order, every day folder under ``task.how.changes`` from this host's
+    publication to the refresh host's latest (none: the current publication, unchanged)."""
+    current = plan(task.online)
+    days = days_to_apply(task.how.changes, current["publication"])
+    if not days:
+        meta = describe_current(task.online)
+        households = int(meta.get("households", 0))
+        day = date.fromisoformat(current["as_of"])
+        return RefreshReport([], day, current["publication"], households, kind="unchanged")
+    reports = []
+    for folder in days:
+        before = plan(task.online)["publication"]
+        reports.append(_apply_shared(task, read_changes(folder, before, None)))
+    last = reports[-1]
+    last.caught_up = [r.as_of for r in reports]
+    return last
 
 
 def _report(c: Changes, applied: list[date], day: date, ingested: float, shared) -> RefreshReport:

@@ -60,7 +60,7 @@ def hosts(living_domain, tmp_path):
 
 def _refresh_host_day(wh: Path, online: Path, feed: Path, day: Path, shared: Path):
     (feed / day.name).symlink_to(day)
-    how = Recomputation(share=shared / day.name)
+    how = Recomputation(share=shared)  # the day's folder: shared/YYYY-MM-DD
     return refresh(RefreshTask(wh, feed, online, SECRET, how=how))
 
 
@@ -140,6 +140,24 @@ def test_a_host_whose_copy_drifted_refuses_the_difference_and_keeps_its_publicat
     assert _rows(a) == drifted and _meta(a) == meta  # rolled back whole
 
 
+def test_a_serving_hosts_timer_applies_every_day_it_missed_in_order(hosts, tmp_path):
+    wh, online, (a, _), feed, days = hosts
+    shared = tmp_path / "shared"
+    for day in days:
+        _refresh_host_day(wh, online, feed, day, shared)
+    caught = _serve_day(a, shared, tmp_path)  # the folder of days, as the timer gives it
+    assert caught.caught_up == [read_changeset(d).day for d in days]
+    assert _rows(a) == _rows(online) and _meta(a) == _meta(online)
+    again = _serve_day(a, shared, tmp_path)
+    assert again.kind == "unchanged" and again.publication == _meta(online)["publication"]
+    # a host whose publication is its own, not the refresh host's: no day continues it
+    own = tmp_path / "c" / "online"
+    first = read_changeset(days[0]).day
+    refresh(RefreshTask(wh, None, own, SECRET, as_of=first - timedelta(days=1)))
+    with pytest.raises(StaleChanges, match="copy the refresh host's publication"):
+        _serve_day(own, shared, tmp_path)
+
+
 def test_the_commands_share_on_the_refresh_host_and_apply_on_a_serving_host(hosts, tmp_path):
     """``credref refresh --share`` and ``credref refresh --changes``, as the timers run them."""
     from typer.testing import CliRunner
@@ -148,7 +166,7 @@ def test_the_commands_share_on_the_refresh_host_and_apply_on_a_serving_host(host
 
     wh, online, (a, _), feed, days = hosts
     (feed / days[0].name).symlink_to(days[0])
-    folder = tmp_path / "shared" / days[0].name
+    shared = tmp_path / "shared"
     secret = {"CREDREF_ID_HASH_SECRET": SECRET.decode()}
     refresh_host = {
         "CREDREF_HOME": str(tmp_path / "refresh"),
@@ -157,14 +175,18 @@ def test_the_commands_share_on_the_refresh_host_and_apply_on_a_serving_host(host
         **secret,
     }
     made = CliRunner().invoke(
-        app, ["refresh", "--feed", str(feed), "--share", str(folder)], env=refresh_host
+        app, ["refresh", "--feed", str(feed), "--share", str(shared)], env=refresh_host
     )
     assert made.exit_code == 0, made.output
-    assert "for the serving hosts" in made.output
+    assert f"{shared / days[0].name}, for the serving hosts" in made.output.replace("\n", "")
     serving = {"CREDREF_HOME": str(a.parent), "CREDREF_ONLINE_DIR": str(a), **secret}
-    got = CliRunner().invoke(app, ["refresh", "--changes", str(folder)], env=serving)
+    got = CliRunner().invoke(app, ["refresh", "--changes", str(shared)], env=serving)
     assert got.exit_code == 0, got.output
+    assert f"applied, in order: {days[0].name}" in got.output
     assert _meta(a) == _meta(online) and _rows(a) == _rows(online)
-    again = CliRunner().invoke(app, ["refresh", "--changes", str(folder)], env=serving)
-    assert again.exit_code == 2 and "nothing was published" in again.output  # a day applied once
+    again = CliRunner().invoke(app, ["refresh", "--changes", str(shared)], env=serving)
+    assert again.exit_code == 0 and "nothing to apply" in again.output
+    # the day's folder named again: refused, it does not start from this host's publication
+    day = CliRunner().invoke(app, ["refresh", "--changes", str(shared / days[0].name)], env=serving)
+    assert day.exit_code == 2 and "nothing was published" in day.output
     assert not (a.parent / "warehouse.duckdb").exists()

@@ -52,14 +52,15 @@ def refresh(
         Path | None,
         typer.Option(
             help="Apply the difference another host wrote (--share) or a spark-submit run "
-            "(online_store.changes); refused unless computed from this host's publication."
+            "(online_store.changes); refused unless computed from this host's publication. "
+            "A folder of day folders: every day since this host's publication, in order."
         ),
     ] = None,
     share: Annotated[
         Path | None,
         typer.Option(
-            help="Also write the day's difference to this folder, for the serving hosts' "
-            "--changes (docs/deployment.md)."
+            help="Also write the day's difference under this folder (one YYYY-MM-DD folder "
+            "a day), for the serving hosts' --changes (docs/deployment.md)."
         ),
     ] = None,
 ) -> None:
@@ -126,6 +127,15 @@ def derive_and_print_events(settings) -> None:
 
 
 def _print(report) -> None:
+    if report.kind == "unchanged":
+        console.print(
+            f"nothing to apply: this host holds the latest shared publication "
+            f"{report.publication} (as of {report.as_of})"
+        )
+        return
+    if report.caught_up:
+        days = ", ".join(d.isoformat() for d in report.caught_up)
+        console.print(f"shared differences applied, in order: {days}")
     applied = ", ".join(d.isoformat() for d in report.applied) or "none"
     how = "in place" if report.kind == "incremental" else f"full rebuild ({report.why_full})"
     console.print(
