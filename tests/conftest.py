@@ -38,16 +38,16 @@ def small_warehouse(small_export, tmp_path_factory) -> Path:
 LONGEST_FIRST = (
     "test_training.py",
     "test_every_day.py",
-    "test_refresh.py",
-    "test_faults.py",
     "test_cli_contract.py",
-    "test_necessity_server.py",
-    "test_hostile_server.py",
-    "test_watch_feed.py",
-    "test_service_server.py",
-    "test_batch.py",
-    "test_notebooks.py",
+    "test_refresh.py",
     "test_spark_parity.py",
+    "test_batch.py",
+    "test_faults.py",
+    "test_hostile_server.py",
+    "test_notebooks.py",
+    "test_service_server.py",
+    "test_necessity_server.py",
+    "test_watch_feed.py",
 )
 
 

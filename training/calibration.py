@@ -11,11 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from features.catalogue import catalogue_version
 from scoring.model import CALENDAR_REFERENCE, PointsTable, ScoreScale, ScoringModel, encode
 from scoring.spec import CREDREF, ModelSpec
-
-#: Long-run PD at the class cuts A|B, B|C, C|D unless the training config says otherwise:
-#: fixed bands, published with each model version in its score guide, so a class means the
-#: same thing on every day (never quantiles of one window).
-DEFAULT_CLASS_BANDS = (0.065, 0.10, 0.14)
+from training.config import DEFAULT_CLASS_BANDS
 
 #: The calendar features whose trained positions the PD interpolates between.
 BRACKETED = ("reporting_cycle_day", "open_report_unfiled_days")

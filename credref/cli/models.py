@@ -38,13 +38,14 @@ def train(
 ) -> None:
     """Train, check, evaluate and register a model (not yet champion: see promote)."""
 
-    from training.train import TrainConfig  # heavy: loaded only when this command runs
-    from training.train import train as run  # heavy: loaded only when this command runs
+    from training.config import TrainConfig  # light: the config is checked before the wait
 
     settings = load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     try:
-        cfg = TrainConfig.from_toml(config)
+        cfg = TrainConfig.from_toml(config)  # a wrong path or key is said before the wait
+        from training.train import train as run  # heavy: loaded only when this command runs
+
         if trials is not None:
             cfg = replace(cfg, trials=trials)
         if spec is not None:
