@@ -184,3 +184,17 @@ def penalty_row(**kw) -> dict:
         withdrawn_on=None,
     )
     return {**base, **kw}
+
+
+def store_rows(online: Path) -> list[tuple]:
+    """Every row of the online store's current publication, hashes included, in code order."""
+    import os
+    import sqlite3
+
+    from online_store.reader import CURRENT
+
+    con = sqlite3.connect(online / os.readlink(online / CURRENT))
+    try:
+        return con.execute("SELECT * FROM subjects ORDER BY uscc").fetchall()
+    finally:
+        con.close()

@@ -24,7 +24,7 @@ from records.changeset import read_changeset
 from records.ingest import ingest
 from records.warehouse import connect
 from serving.keys import KeyStore
-from tests.helpers import SECRET, relate, start_server, stop_server, wait_ready
+from tests.helpers import SECRET, relate, start_server, stop_server, store_rows, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -43,15 +43,6 @@ def _start(living_domain: Path, tmp_path: Path) -> tuple[Path, Path, list[Path]]
 def _frame(online: Path):
     with OnlineStore(online).current() as snap:
         return snap.frame()
-
-
-def _rows(online: Path) -> list[tuple]:
-    """Every stored row, hashes included, in code order."""
-    con = sqlite3.connect(online / os.readlink(online / CURRENT))
-    try:
-        return con.execute("SELECT * FROM subjects ORDER BY uscc").fetchall()
-    finally:
-        con.close()
 
 
 def _full(wh: Path, as_of: date, root: Path) -> Path:
@@ -133,7 +124,7 @@ def test_sixty_daily_refreshes_each_equal_a_full_publication_and_a_live_server_f
             assert report.recomputed >= report.rewritten
             rewritten.append(report.rewritten)
             full = _full(wh, report.as_of, tmp_path / f"full-{i % 2}")
-            assert _rows(online) == _rows(full), report.as_of
+            assert store_rows(online) == store_rows(full), report.as_of
             if i % 10 == 9 or i == len(days):  # what is read from equal rows: equal
                 served, expected = _frame(online), _frame(full)
                 assert served.equals(expected), report.as_of
@@ -166,7 +157,7 @@ def test_a_calendar_refresh_equals_a_full_publication_and_recomputes_only_what_i
     assert report.kind == "incremental" and report.as_of == end
     assert (report.recomputed == report.households) == everyone, report
     assert report.rewritten > 0
-    assert _rows(online) == _rows(_full(wh, end, tmp_path / "full"))
+    assert store_rows(online) == store_rows(_full(wh, end, tmp_path / "full"))
 
 
 def _revocation(wh: Path, day: date, tmp_path: Path) -> Path:
@@ -294,7 +285,7 @@ def test_a_refresh_killed_midway_leaves_the_previous_publication_and_a_rerun_com
         (feed / d.name).symlink_to(d)
     with OnlineStore(online).current() as snap:
         before, uscc = snap.name, snap.frame().uscc.iloc[0]
-    rows_before = _rows(online)
+    rows_before = store_rows(online)
     module, name, block = _STAGES[stage]
     code = _CHILD.format(module=module, name=name, block=block)
     reached = tmp_path / "reached"
@@ -315,10 +306,10 @@ def test_a_refresh_killed_midway_leaves_the_previous_publication_and_a_rerun_com
         child.wait()
     with OnlineStore(online).current() as snap:
         assert snap.name == before
-    assert _rows(online) == rows_before  # the previous publication, whole
+    assert store_rows(online) == rows_before  # the previous publication, whole
     report = refresh(RefreshTask(wh, feed, online, SECRET))  # the rerun completes
     assert report.kind == "incremental" and report.as_of == read_changeset(days[1]).day
-    assert _rows(online) == _rows(_full(wh, report.as_of, tmp_path / "full"))
+    assert store_rows(online) == store_rows(_full(wh, report.as_of, tmp_path / "full"))
 
 
 def test_a_quiet_day_with_no_row_to_rewrite_moves_the_publication_on(living_domain, tmp_path):

@@ -20,17 +20,9 @@ from online_store.reader import CURRENT, IDENTITY_HASHES, LEDGER
 from online_store.refresh import Recomputation, RefreshTask, refresh
 from records.changeset import read_changeset
 from records.ingest import ingest
-from tests.helpers import SECRET
+from tests.helpers import SECRET, store_rows
 
 pytestmark = pytest.mark.slow
-
-
-def _rows(online: Path) -> list[tuple]:
-    con = sqlite3.connect(online / os.readlink(online / CURRENT))
-    try:
-        return con.execute("SELECT * FROM subjects ORDER BY uscc").fetchall()
-    finally:
-        con.close()
 
 
 def _meta(online: Path) -> dict:
@@ -88,7 +80,7 @@ def test_every_serving_host_publishes_the_refresh_hosts_publication(hosts, tmp_p
                 made.removed,
             )
             assert got.recomputed == 0
-            assert _rows(host) == _rows(online)
+            assert store_rows(host) == store_rows(online)
             assert _meta(host) == _meta(online)
     # the same ledger line on every host: an answer audited on one replays on any
     ledgers = [(root / LEDGER).read_text().splitlines() for root in (online, a, b)]
@@ -103,7 +95,7 @@ def test_the_shared_folder_holds_only_what_the_store_holds(hosts, tmp_path):
     assert not personal & set(table.column_names)
     assert set(IDENTITY_HASHES) <= set(table.column_names)
     # the hashes are the store's own, keyed with the secret: nothing else travels
-    stored = {r[0]: r[2:6] for r in _rows(online)}
+    stored = {r[0]: r[2:6] for r in store_rows(online)}
     for row in table.select(["uscc", "removed", *IDENTITY_HASHES]).to_pylist():
         if not row["removed"]:
             assert tuple(row[h] for h in IDENTITY_HASHES) == stored[row["uscc"]]
@@ -122,7 +114,7 @@ def test_a_host_that_missed_a_day_refuses_the_next_and_catches_up_in_order(hosts
     assert _meta(a) == before  # nothing published
     for day in days[:2]:
         _serve_day(a, shared / day.name, tmp_path)
-    assert _rows(a) == _rows(online) and _meta(a) == _meta(online)
+    assert store_rows(a) == store_rows(online) and _meta(a) == _meta(online)
 
 
 def test_a_host_whose_copy_drifted_refuses_the_difference_and_keeps_its_publication(
@@ -134,10 +126,10 @@ def test_a_host_whose_copy_drifted_refuses_the_difference_and_keeps_its_publicat
     con.execute("DELETE FROM subjects WHERE uscc = (SELECT min(uscc) FROM subjects)")
     con.commit()
     con.close()
-    drifted, meta = _rows(a), _meta(a)
+    drifted, meta = store_rows(a), _meta(a)
     with pytest.raises(StaleChanges, match="copy the refresh host's publication"):
         _serve_day(a, folder, tmp_path)
-    assert _rows(a) == drifted and _meta(a) == meta  # rolled back whole
+    assert store_rows(a) == drifted and _meta(a) == meta  # rolled back whole
 
 
 def test_a_serving_hosts_timer_applies_every_day_it_missed_in_order(hosts, tmp_path):
@@ -147,7 +139,7 @@ def test_a_serving_hosts_timer_applies_every_day_it_missed_in_order(hosts, tmp_p
         _refresh_host_day(wh, online, feed, day, shared)
     caught = _serve_day(a, shared, tmp_path)  # the folder of days, as the timer gives it
     assert caught.caught_up == [read_changeset(d).day for d in days]
-    assert _rows(a) == _rows(online) and _meta(a) == _meta(online)
+    assert store_rows(a) == store_rows(online) and _meta(a) == _meta(online)
     again = _serve_day(a, shared, tmp_path)
     assert again.kind == "unchanged" and again.publication == _meta(online)["publication"]
     # a host whose publication is its own, not the refresh host's: no day continues it
@@ -183,7 +175,7 @@ def test_the_commands_share_on_the_refresh_host_and_apply_on_a_serving_host(host
     got = CliRunner().invoke(app, ["refresh", "--changes", str(shared)], env=serving)
     assert got.exit_code == 0, got.output
     assert f"applied, in order: {days[0].name}" in got.output
-    assert _meta(a) == _meta(online) and _rows(a) == _rows(online)
+    assert _meta(a) == _meta(online) and store_rows(a) == store_rows(online)
     again = CliRunner().invoke(app, ["refresh", "--changes", str(shared)], env=serving)
     assert again.exit_code == 0 and "nothing to apply" in again.output
     # the day's folder named again: refused, it does not start from this host's publication
